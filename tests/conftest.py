@@ -1,0 +1,40 @@
+"""Shared helpers: run the workflow of this checkout on a config in a temporary directory."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_snakemake(
+    workdir: Path, config: dict, *args: str, timeout: int = 1200
+) -> subprocess.CompletedProcess[str]:
+    """Write `config` into `workdir` and run this repo's Snakefile there."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    configfile = workdir / "config.yaml"
+    configfile.write_text(yaml.safe_dump(config, sort_keys=False))
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(configfile),
+        *args,
+    ]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def demo_config() -> dict:
+    """The shipped demo config (config/config.yaml) as a dict."""
+    return yaml.safe_load((REPO / "config" / "config.yaml").read_text())

@@ -1,0 +1,110 @@
+"""A malformed config fails before any job runs, with a message naming the key."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, run_snakemake
+from snakemake.utils import validate
+
+from cellconcepts.settings import ConfigError, Variant, check_config, deep_merge, variants
+
+SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def _validated(config: dict) -> dict:
+    config = copy.deepcopy(config)
+    validate(config, str(SCHEMA))
+    return config
+
+
+def test_demo_config_is_valid(demo_config):
+    config = _validated(demo_config)
+    check_config(config, REPO, SCHEMA)
+    assert [v.name for v in variants(config, "pbmc")] == [
+        "icfl_pca_k8_seed0",
+        "icfl_none_k8_seed0",
+        "topk_pca_k8_seed0",
+        "topk_none_k8_seed0",
+    ]
+
+
+def test_schema_fills_defaults(demo_config):
+    config = _validated(demo_config)
+    assert config["dictionary"]["train"]["dead_window"] == 1000
+    assert config["dictionary"]["topk"]["aux_k"] is None
+    assert config["datasets"]["synthetic"]["tasks"][2]["group_by"] is None
+
+
+def test_dataset_override_merges_into_global(demo_config):
+    config = _validated(demo_config)
+    from cellconcepts.settings import dictionary_settings
+
+    pbmc = dictionary_settings(config, "pbmc")
+    assert pbmc["n_features"] == 128
+    assert pbmc["train"]["steps"] == 1500
+    assert pbmc["train"]["lr"] == config["dictionary"]["train"]["lr"]
+    assert deep_merge({"a": {"b": 1, "c": 2}}, {"a": {"c": 3}}) == {"a": {"b": 1, "c": 3}}
+
+
+@pytest.mark.parametrize("name", ["icfl_pca_k8_seed0", "topk_none_k100_seed12"])
+def test_variant_name_round_trip(name):
+    assert Variant.parse(name).name == name
+
+
+def test_variant_name_rejects_garbage():
+    with pytest.raises(ConfigError, match="not of the form"):
+        Variant.parse("icfl_zca_k8_seed0")
+
+
+def test_override_with_unknown_key_names_it(demo_config):
+    config = _validated(demo_config)
+    config["datasets"]["pbmc"]["dictionary"]["train"]["stepz"] = 3
+    with pytest.raises(ConfigError, match=r"datasets\.pbmc\.dictionary\.train.*stepz"):
+        check_config(config, REPO, SCHEMA)
+
+
+def test_icfl_sparsity_must_be_multiple_of_atoms_per_iteration(demo_config):
+    config = _validated(demo_config)
+    config["dictionary"]["sparsity"] = [9]
+    with pytest.raises(ConfigError, match="sparsity 9 is not a multiple"):
+        check_config(config, REPO, SCHEMA)
+
+
+def _tiny_user_dataset(path: str) -> dict:
+    return {
+        "kind": "tokens",
+        "tokens": {"path": path},
+        "tasks": [{"name": "cell_type", "column": "cell_type"}],
+    }
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda c: c["dictionary"].update(n_feature=3), "'n_feature' was unexpected"),
+        (lambda c: c["dictionary"].update(n_features="many"), "'many' is not of type 'integer'"),
+        (lambda c: c["whitening"].update(methods=["zca"]), "'zca' is not one of"),
+        (
+            lambda c: c["datasets"].update(mine=_tiny_user_dataset("no/such/embeddings.h5ad")),
+            "datasets.mine.tokens.path: input file 'no/such/embeddings.h5ad' does not exist",
+        ),
+    ],
+    ids=["unknown-key", "wrong-type", "bad-enum", "missing-input"],
+)
+def test_bad_config_fails_before_any_job(tmp_path: Path, demo_config, mutate, expected):
+    config = copy.deepcopy(demo_config)
+    mutate(config)
+    result = run_snakemake(tmp_path, config, "--cores", "1", timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert expected in output, output[-2000:]
+    assert not (tmp_path / "results").exists(), "no job may run on a bad config"
+
+
+def test_schema_yaml_is_loadable():
+    schema = yaml.safe_load(SCHEMA.read_text())
+    assert schema["additionalProperties"] is False

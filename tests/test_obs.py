@@ -1,0 +1,75 @@
+"""Control masks and train/test splits for inputs that lack them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cellconcepts.obs import annotate_obs, assign_split, control_mask
+
+
+def _table() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "guide": ["NT", "A", "NT", "B", "A", "NT"],
+            "plate": ["p1", "p1", "p2", "p2", "p3", "p3"],
+            "cell_type": ["x", "y", "x", "y", "x", "y"],
+        }
+    )
+
+
+def test_control_mask_by_values_and_all():
+    table = _table()
+    assert control_mask(table, {"column": "guide", "values": ["NT"]}).tolist() == [
+        True,
+        False,
+        True,
+        False,
+        False,
+        True,
+    ]
+    assert control_mask(table, "all").all()
+
+
+def test_control_mask_errors_name_the_column():
+    with pytest.raises(ValueError, match="control.column 'guid' is not an obs column"):
+        control_mask(_table(), {"column": "guid", "values": ["NT"]})
+    with pytest.raises(ValueError, match="only 0 rows have guide in"):
+        control_mask(_table(), {"column": "guide", "values": ["none"]})
+
+
+def test_random_split_fraction_and_determinism():
+    table = pd.DataFrame({"x": range(100)})
+    first = assign_split(table, test_fraction=0.2, seed=3)
+    assert (first == "test").sum() == 20
+    assert (assign_split(table, test_fraction=0.2, seed=3) == first).all()
+    assert not (assign_split(table, test_fraction=0.2, seed=4) == first).all()
+
+
+def test_grouped_split_keeps_groups_apart():
+    table = _table()
+    split = assign_split(table, test_fraction=0.3, group_column="plate", seed=0)
+    for _, rows in pd.DataFrame({"plate": table.plate, "split": split}).groupby("plate"):
+        assert rows.split.nunique() == 1
+    assert set(split) == {"train", "test"}
+
+
+def test_annotate_obs_adds_required_columns_and_keeps_existing_split():
+    table = _table()
+    annotated = annotate_obs(
+        table,
+        control={"column": "guide", "values": ["NT"]},
+        split={"test_fraction": 0.5, "seed": 0},
+        label_columns=["cell_type"],
+    )
+    assert {"token_id", "is_control", "split"} <= set(annotated.columns)
+    assert annotated.token_id.is_unique
+    table["split"] = ["train"] * 5 + ["test"]
+    kept = annotate_obs(
+        table, control="all", split={"test_fraction": 0.5}, label_columns=["cell_type"]
+    )
+    assert kept.split.tolist() == table.split.tolist()
+    with pytest.raises(ValueError, match=r"task label columns \['celltype'\]"):
+        annotate_obs(table, control="all", split={"test_fraction": 0.5}, label_columns=["celltype"])
+    assert np.array_equal(kept.is_control, np.ones(6, dtype=bool))

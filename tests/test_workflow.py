@@ -1,0 +1,149 @@
+"""End to end: Snakemake on a tiny config, checking what the tables say, not only that they exist."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import run_snakemake
+
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "results": "results",
+    "datasets": {
+        "toy": {
+            "kind": "synthetic",
+            "synthetic": {
+                "n_tokens": 4000,
+                "n_dims": 24,
+                "n_atoms": 40,
+                "n_perturbations": 10,
+                "atoms_per_perturbation": 2,
+                "n_cell_types": 2,
+                "n_batches": 4,
+                "test_batches": 1,
+                "seed": 1,
+            },
+            "control": {"column": "is_control", "values": [True]},
+            "tasks": [
+                {"name": "perturbation", "column": "perturbation", "group_by": "batch"},
+                {"name": "batch", "column": "batch"},
+            ],
+        },
+        "pbmc": {
+            "kind": "scrna",
+            "scrna": {"source": "pbmc68k_reduced", "autoencoder": {"epochs": 15}},
+            "control": "all",
+            "split": {"test_fraction": 0.2},
+            "tasks": [{"name": "bulk_labels", "column": "bulk_labels"}],
+            "dictionary": {"n_features": 48, "train": {"batch_size": 256}},
+        },
+    },
+    "dictionary": {
+        "n_features": 96,
+        "sparsity": [4],
+        "icfl": {"atoms_per_iteration": 2},
+        "train": {"steps": 400, "batch_size": 512, "lr": 0.003, "checkpoint_every": 200},
+    },
+    "evaluate": {"probe": {"max_iter": 200}},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("tiny")
+    result = run_snakemake(workdir, TINY, "--cores", "2")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
+    return workdir / "results"
+
+
+def test_headline_has_a_row_per_variant_and_raw(tiny_run: Path):
+    headline = pd.read_csv(tiny_run / "toy" / "headline.csv")
+    models = headline[headline.method != "raw"]
+    assert sorted(zip(models.method, models.whitening, strict=True)) == [
+        ("icfl", "none"),
+        ("icfl", "pca"),
+        ("topk", "none"),
+        ("topk", "pca"),
+    ]
+    assert (headline.method == "raw").sum() == 1
+    for column in [
+        "dead_features",
+        "recon_cosine",
+        "n_features_sel_0.5",
+        "n_features_sel_0.2",
+        "bta_perturbation",
+        "bta_batch",
+        "atom_recovery",
+    ]:
+        assert column in headline.columns, column
+    assert models["sparsity"].eq(4).all()
+    assert models["recon_cosine"].between(0.3, 1.0).all()
+    for suffix in (".md", ".tex"):
+        assert (tiny_run / "toy" / f"headline{suffix}").stat().st_size > 100
+
+
+def test_probes_beat_chance(tiny_run: Path):
+    headline = pd.read_csv(tiny_run / "toy" / "headline.csv").set_index(["method", "whitening"])
+    chance_perturbation = 1 / 11
+    assert headline.loc[("raw", "none"), "bta_perturbation"] > 3 * chance_perturbation
+    assert headline.loc[("icfl", "pca"), "bta_perturbation"] > 2 * chance_perturbation
+    probing = pd.read_csv(tiny_run / "toy" / "tables" / "probing.csv")
+    assert set(probing.representation) == {"raw", "reconstruction", "codes"}
+    assert (probing.bta > probing.chance).all()
+    pbmc = pd.read_csv(tiny_run / "pbmc" / "headline.csv").set_index("method")
+    assert pbmc.loc["raw", "bta_bulk_labels"] > 0.3  # 10 classes, chance 0.1
+
+
+def test_icfl_with_whitening_recovers_planted_atoms(tiny_run: Path):
+    recovery = pd.read_csv(tiny_run / "toy" / "tables" / "atom_recovery.csv")
+    assert len(recovery) == 4 * 40
+    by_variant = recovery.groupby("variant").recovered.mean()
+    assert by_variant["icfl_pca_k4_seed0"] >= 0.5, by_variant
+    assert recovery.best_abs_cosine.between(0, 1 + 1e-9).all()
+
+
+def test_dead_features_and_selectivity_are_consistent(tiny_run: Path):
+    dead = pd.read_csv(tiny_run / "toy" / "tables" / "dead_features.csv")
+    assert (dead.dead_features <= dead.n_features).all()
+    assert (dead.n_features == 96).all()
+    counts = pd.read_csv(tiny_run / "toy" / "tables" / "selectivity_counts.csv")
+    assert (counts["n_features_sel_0.5"] <= counts["n_features_sel_0.2"]).all()
+    best = pd.read_csv(tiny_run / "toy" / "tables" / "best_selectivity.csv")
+    perturbation = best[best.task == "perturbation"]
+    assert perturbation.groupby("variant").label.nunique().eq(11).all()
+    assert perturbation.best_avg.between(-1, 1).all()
+    icfl = perturbation[perturbation.variant == "icfl_pca_k4_seed0"]
+    assert np.median(icfl.best_avg) > 0.2
+
+
+def test_per_model_outputs(tiny_run: Path):
+    import scipy.sparse as sp
+
+    model_dir = tiny_run / "toy" / "models" / "icfl_pca_k4_seed0"
+    codes = sp.load_npz(model_dir / "codes.npz")
+    assert codes.shape == (4000, 96)
+    assert codes.getnnz(axis=1).max() <= 4
+    reconstructions = np.load(model_dir / "reconstructions.npy", mmap_mode="r")
+    assert reconstructions.shape == (4000, 24)
+    metrics = pd.read_csv(model_dir / "metrics.csv")
+    assert metrics.step.is_monotonic_increasing
+    assert metrics.loss.iloc[-1] < metrics.loss.iloc[0]
+    assert (tiny_run / "toy" / "checkpoints" / "icfl_pca_k4_seed0" / "last.pt").exists()
+
+
+def test_figures_and_logs(tiny_run: Path):
+    for dataset in ("toy", "pbmc"):
+        for name in ("training_curves", "best_selectivity", "probing_bta", "sparsity"):
+            for suffix in (".png", ".pdf"):
+                assert (tiny_run / dataset / "figures" / f"{name}{suffix}").stat().st_size > 5000
+        assert any((tiny_run / dataset / "logs").glob("train_*.log"))
+        assert any((tiny_run / dataset / "benchmarks").glob("train_*.tsv"))
+
+
+def test_rerun_is_a_no_op(tiny_run: Path):
+    result = run_snakemake(tiny_run.parent, TINY, "--cores", "1", "-n")
+    assert "Nothing to be done" in result.stdout + result.stderr

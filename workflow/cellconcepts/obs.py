@@ -1,0 +1,109 @@
+"""Token annotations: which rows are controls, and the train/test split.
+
+Every token store carries `is_control` (rows the whitening is fitted on) and `split` (rows the
+dictionary never trains on, used for held-out reconstruction). Inputs that lack them get them
+from the dataset's config.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+
+def control_mask(obs: pd.DataFrame, control: str | Mapping[str, Any]) -> np.ndarray:
+    """Boolean mask of control rows.
+
+    `control` is "all" (every row is a control: plain PCA whitening, e.g. scRNA atlases without
+    perturbations) or {"column": name, "values": [...]} (rows whose column value is listed).
+    """
+    if control == "all":
+        return np.ones(len(obs), dtype=bool)
+    column = control["column"]
+    if column not in obs.columns:
+        raise ValueError(
+            f"control.column {column!r} is not an obs column; available: {list(obs.columns)}"
+        )
+    values = list(control["values"])
+    mask = obs[column].isin(values).to_numpy()
+    if mask.sum() < 2:
+        raise ValueError(
+            f"control: only {int(mask.sum())} rows have {column} in {values}; "
+            "whitening needs at least 2 control rows"
+        )
+    return mask
+
+
+def assign_split(
+    obs: pd.DataFrame,
+    *,
+    test_fraction: float,
+    group_column: str | None = None,
+    seed: int = 0,
+) -> np.ndarray:
+    """Seeded train/test labels per row; with `group_column`, whole groups go to one side."""
+    rng = np.random.default_rng(seed)
+    n = len(obs)
+    split = np.full(n, "train", dtype=object)
+    if group_column is None:
+        test = rng.permutation(n)[: int(round(test_fraction * n))]
+        split[test] = "test"
+        return split
+    if group_column not in obs.columns:
+        raise ValueError(
+            f"split.group_by {group_column!r} is not an obs column; available: {list(obs.columns)}"
+        )
+    groups = obs[group_column].astype(str).to_numpy()
+    unique = rng.permutation(np.unique(groups))
+    sizes = pd.Series(groups).value_counts()
+    chosen: list[str] = []
+    n_test = 0
+    for group in unique:
+        if n_test >= test_fraction * n:
+            break
+        chosen.append(group)
+        n_test += int(sizes[group])
+    if len(chosen) == len(unique):
+        chosen = chosen[:-1]
+    split[np.isin(groups, chosen)] = "test"
+    return split
+
+
+def annotate_obs(
+    obs: pd.DataFrame,
+    *,
+    control: str | Mapping[str, Any],
+    split: Mapping[str, Any],
+    label_columns: Sequence[str],
+) -> pd.DataFrame:
+    """Add token_id / is_control / split to an input's obs, keeping any the input already has."""
+    obs = obs.reset_index(drop=True).copy()
+    missing = [c for c in label_columns if c not in obs.columns]
+    if missing:
+        raise ValueError(
+            f"task label columns {missing} are not in obs; available: {list(obs.columns)}"
+        )
+    if "token_id" not in obs.columns:
+        source = obs["obs_name"] if "obs_name" in obs.columns else pd.Series(range(len(obs)))
+        obs["token_id"] = source.astype(str).to_numpy()
+    obs["is_control"] = control_mask(obs, control)
+    if "split" not in obs.columns:
+        obs["split"] = assign_split(
+            obs,
+            test_fraction=split["test_fraction"],
+            group_column=split.get("group_by"),
+            seed=split.get("seed", 0),
+        )
+    log.info(
+        "%d tokens, %d controls, %d test",
+        len(obs),
+        int(obs["is_control"].sum()),
+        int((obs["split"] == "test").sum()),
+    )
+    return obs

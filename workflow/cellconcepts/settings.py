@@ -1,0 +1,145 @@
+"""Workflow configuration helpers: per-dataset settings, model variants, input checks.
+
+The Snakefile validates the config against `workflow/schemas/config.schema.yaml` first
+(types, unknown keys, defaults); what a JSON schema cannot express lives here.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+VARIANT_PATTERN = re.compile(
+    r"^(?P<method>icfl|topk)_(?P<whitening>pca|none)_k(?P<sparsity>\d+)_seed(?P<seed>\d+)$"
+)
+
+
+class ConfigError(ValueError):
+    """A config value that the schema accepts but the workflow cannot use."""
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One trained model: (method, whitening, sparsity, seed) on one dataset."""
+
+    method: str
+    whitening: str
+    sparsity: int
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}_{self.whitening}_k{self.sparsity}_seed{self.seed}"
+
+    @classmethod
+    def parse(cls, name: str) -> Variant:
+        match = VARIANT_PATTERN.match(name)
+        if match is None:
+            raise ConfigError(
+                f"model variant {name!r} is not of the form "
+                "'<icfl|topk>_<pca|none>_k<sparsity>_seed<seed>'"
+            )
+        return cls(
+            method=match["method"],
+            whitening=match["whitening"],
+            sparsity=int(match["sparsity"]),
+            seed=int(match["seed"]),
+        )
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Return `base` updated recursively by `override` (neither is modified)."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def dictionary_settings(config: Mapping[str, Any], dataset: str) -> dict[str, Any]:
+    """Global `dictionary` section with the dataset's own `dictionary` overrides applied."""
+    return deep_merge(config["dictionary"], config["datasets"][dataset].get("dictionary", {}))
+
+
+def variants(config: Mapping[str, Any], dataset: str) -> list[Variant]:
+    """Every (method, whitening, sparsity, seed) model to train for a dataset."""
+    settings = dictionary_settings(config, dataset)
+    return [
+        Variant(method, whitening, int(sparsity), int(seed))
+        for method in settings["methods"]
+        for whitening in config["whitening"]["methods"]
+        for sparsity in settings["sparsity"]
+        for seed in settings["seeds"]
+    ]
+
+
+def check_config(
+    config: Mapping[str, Any], base_dir: Path | str = ".", schema_path: Path | str | None = None
+) -> None:
+    """Check what the schema alone cannot: input files exist, per-dataset dictionary overrides
+    are valid once merged, ICFL sparsity is a multiple of L, task names are unique.
+
+    Raises ConfigError naming the config key, before any job runs.
+    """
+    base_dir = Path(base_dir)
+    dictionary_schema = _dictionary_schema(schema_path) if schema_path else None
+    for name, dataset in config["datasets"].items():
+        key = f"datasets.{name}"
+        kind = dataset["kind"]
+        if kind not in dataset:
+            raise ConfigError(f"{key}: kind is {kind!r} but the section {key}.{kind} is missing")
+        if kind == "tokens":
+            for path_key in ("path", "obs_path"):
+                value = dataset["tokens"].get(path_key)
+                if value is not None and not (base_dir / value).exists():
+                    raise ConfigError(
+                        f"{key}.tokens.{path_key}: input file {value!r} does not exist "
+                        f"(relative paths are resolved from {base_dir.resolve()})"
+                    )
+        if kind == "scrna":
+            source = dataset["scrna"]["source"]
+            if source != "pbmc68k_reduced" and not (base_dir / source).exists():
+                raise ConfigError(
+                    f"{key}.scrna.source: expected 'pbmc68k_reduced' or an existing .h5ad file, "
+                    f"got {source!r}"
+                )
+        task_names = [task["name"] for task in dataset["tasks"]]
+        duplicated = sorted({t for t in task_names if task_names.count(t) > 1})
+        if duplicated:
+            raise ConfigError(f"{key}.tasks: task names must be unique, repeated: {duplicated}")
+        settings = dictionary_settings(config, name)
+        if dictionary_schema is not None:
+            errors = sorted(
+                jsonschema.Draft202012Validator(dictionary_schema).iter_errors(settings),
+                key=lambda e: list(e.absolute_path),
+            )
+            if errors:
+                where = ".".join(str(p) for p in errors[0].absolute_path)
+                raise ConfigError(
+                    f"{key}.dictionary.{where}: {errors[0].message}".replace("..", ".")
+                )
+        if "icfl" in settings["methods"]:
+            per_iteration = settings["icfl"]["atoms_per_iteration"]
+            for sparsity in settings["sparsity"]:
+                if sparsity % per_iteration:
+                    raise ConfigError(
+                        f"{key}: dictionary.sparsity {sparsity} is not a multiple of "
+                        f"dictionary.icfl.atoms_per_iteration {per_iteration} "
+                        "(ICFL sparsity is J*L)"
+                    )
+
+
+def _dictionary_schema(schema_path: Path | str) -> dict[str, Any]:
+    """The schema's `dictionary` definition, standalone (its $refs resolved in place)."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    definitions = schema["definitions"]
+    return {**definitions["dictionary"], "definitions": definitions}

@@ -1,0 +1,122 @@
+"""Shared paths and input functions; config checks that need more than the schema."""
+
+import sys
+from pathlib import Path
+
+# The Snakefile uses the package of this checkout (rule scripts do the same, see
+# workflow/scripts/_package_path.py).
+sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
+
+from cellconcepts.settings import (
+    check_config,
+    dictionary_settings,
+    variants,
+)  # noqa: E402
+
+check_config(
+    config,
+    workflow.basedir,
+    Path(workflow.basedir) / "workflow/schemas/config.schema.yaml",
+)
+
+R = config["results"]
+DATASETS = config["datasets"]
+ENV = "../../envs/cellconcepts.yaml"
+
+STORE = f"{R}/{{dataset}}/tokens"
+MODEL = f"{R}/{{dataset}}/models/{{method}}_{{whitening}}_k{{sparsity}}_seed{{seed}}"
+LOGS = f"{R}/{{dataset}}/logs"
+BENCH = f"{R}/{{dataset}}/benchmarks"
+VARIANT = "{method}_{whitening}_k{sparsity}_seed{seed}"
+
+
+wildcard_constraints:
+    dataset="|".join(DATASETS),
+    method="icfl|topk",
+    whitening="pca|none",
+    sparsity=r"\d+",
+    seed=r"\d+",
+
+
+def datasets_of_kind(kind):
+    """Regex matching the names of the datasets of one kind (matches nothing if none)."""
+    names = [name for name, ds in DATASETS.items() if ds["kind"] == kind]
+    return "|".join(names) if names else "(?!x)x"
+
+
+def has_ground_truth(dataset):
+    return DATASETS[dataset]["kind"] == "synthetic"
+
+
+def token_store(wildcards):
+    return {
+        "tokens": f"{R}/{wildcards.dataset}/tokens/tokens.npy",
+        "obs": f"{R}/{wildcards.dataset}/tokens/obs.parquet",
+    }
+
+
+def variant_name(wildcards):
+    return VARIANT.format(**wildcards)
+
+
+def model_files(dataset, filename):
+    """{variant: path} of one per-model file over every variant of a dataset."""
+    return {
+        v.name: f"{R}/{dataset}/models/{v.name}/{filename}"
+        for v in variants(config, dataset)
+    }
+
+
+REPORT_FIGURES = ["training_curves", "best_selectivity", "probing_bta", "sparsity"]
+REPORT_TABLES = [
+    "dead_features",
+    "selectivity_counts",
+    "best_selectivity",
+    "probing",
+    "reconstruction",
+]
+
+
+def all_targets():
+    targets = []
+    for dataset in DATASETS:
+        targets.append(f"{R}/{dataset}/headline.csv")
+        targets += [f"{R}/{dataset}/figures/{name}.png" for name in REPORT_FIGURES]
+        if has_ground_truth(dataset):
+            targets.append(f"{R}/{dataset}/tables/atom_recovery.csv")
+    return targets
+
+
+def expression_model_input(wildcards):
+    scrna = DATASETS[wildcards.dataset]["scrna"]
+    if scrna["embedding"] != "autoencoder":
+        return {}
+    return {"model": f"{R}/{wildcards.dataset}/embedding/autoencoder.pt"}
+
+
+def user_token_inputs(wildcards):
+    tokens = DATASETS[wildcards.dataset]["tokens"]
+    inputs = {"embeddings": tokens["path"]}
+    if tokens.get("obs_path"):
+        inputs["obs_table"] = tokens["obs_path"]
+    return inputs
+
+
+def report_inputs(wildcards):
+    dataset = wildcards.dataset
+    inputs = {
+        "raw_probing": f"{R}/{dataset}/raw/probing.csv",
+        "metrics": list(model_files(dataset, "metrics.csv").values()),
+        "dead": list(model_files(dataset, "dead_features.csv").values()),
+        "cosine": list(model_files(dataset, "reconstruction_cosine.parquet").values()),
+        "selectivity_counts": list(
+            model_files(dataset, "selectivity_counts.csv").values()
+        ),
+        "best_selectivity": list(model_files(dataset, "best_selectivity.csv").values()),
+        "probing": list(model_files(dataset, "probing.csv").values()),
+    }
+    if has_ground_truth(dataset):
+        inputs["atom_recovery"] = list(
+            model_files(dataset, "atom_recovery.csv").values()
+        )
+    return inputs

@@ -1,0 +1,76 @@
+rule train_expression_model:
+    output:
+        model=f"{R}/{{dataset}}/embedding/autoencoder.pt",
+        history=f"{R}/{{dataset}}/embedding/autoencoder_history.csv",
+    log:
+        f"{LOGS}/train_expression_model.log",
+    benchmark:
+        f"{BENCH}/train_expression_model.tsv"
+    wildcard_constraints:
+        dataset=datasets_of_kind("scrna"),
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        source=lambda wc: DATASETS[wc.dataset]["scrna"]["source"],
+        autoencoder=lambda wc: DATASETS[wc.dataset]["scrna"]["autoencoder"],
+        device=config["dictionary"]["train"]["device"],
+    script:
+        "../scripts/train_expression_model.py"
+
+
+rule embed_scrna:
+    input:
+        unpack(expression_model_input),
+    output:
+        tokens=f"{STORE}/tokens.npy",
+        obs=f"{STORE}/obs.parquet",
+    log:
+        f"{LOGS}/embed_scrna.log",
+    benchmark:
+        f"{BENCH}/embed_scrna.tsv"
+    wildcard_constraints:
+        dataset=datasets_of_kind("scrna"),
+    conda:
+        ENV
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    params:
+        scrna=lambda wc: DATASETS[wc.dataset]["scrna"],
+        control=lambda wc: DATASETS[wc.dataset]["control"],
+        split=lambda wc: DATASETS[wc.dataset]["split"],
+        tasks=lambda wc: DATASETS[wc.dataset]["tasks"],
+    script:
+        "../scripts/embed_scrna.py"
+
+
+
+
+rule import_tokens:
+    input:
+        unpack(user_token_inputs),
+    output:
+        tokens=f"{STORE}/tokens.npy",
+        obs=f"{STORE}/obs.parquet",
+    log:
+        f"{LOGS}/import_tokens.log",
+    benchmark:
+        f"{BENCH}/import_tokens.tsv"
+    wildcard_constraints:
+        dataset=datasets_of_kind("tokens"),
+    conda:
+        ENV
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    params:
+        obsm_key=lambda wc: DATASETS[wc.dataset]["tokens"]["obsm_key"],
+        control=lambda wc: DATASETS[wc.dataset]["control"],
+        split=lambda wc: DATASETS[wc.dataset]["split"],
+        tasks=lambda wc: DATASETS[wc.dataset]["tasks"],
+    script:
+        "../scripts/import_tokens.py"
