@@ -8,6 +8,12 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
 from cellconcepts.embed import (
     ExpressionAutoencoder,
     embed_cells,
@@ -16,11 +22,6 @@ from cellconcepts.embed import (
     save_expression_model,
     train_expression_autoencoder,
 )
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import balanced_accuracy_score
-from sklearn.model_selection import train_test_split
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 EPOCHS = 20
 LATENT = 16

@@ -8,6 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score
+
 from cellconcepts.evaluate import (
     Selectivity,
     atom_recovery,
@@ -22,8 +25,6 @@ from cellconcepts.evaluate import (
     selectivity,
     selectivity_counts,
 )
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import balanced_accuracy_score
 
 # ----------------------------------------------------------------------------------------------
 # Hand-worked selectivity example: 10 tokens, labels A (4 tokens), B (2), C (4); 4 features.

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+
 from cellconcepts.io import (
     OBS_FILE,
     TOKENS_FILE,

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+
 from cellconcepts.simulate import SuperpositionData, simulate_superposition, write_ground_truth
 
 SMALL = dict(

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+
 from cellconcepts.io import iter_batches, write_token_store
 from cellconcepts.whiten import Whitening, fit_whitening
 
@@ -270,3 +271,18 @@ def test_torch_cuda_stays_on_device():
     back = w.inverse_transform(y, norms)
     assert back.is_cuda
     np.testing.assert_allclose(back.cpu().numpy(), tokens, rtol=1e-5, atol=1e-5)
+
+
+def test_directions_to_model_space_is_the_linear_part_of_transform():
+    rng = np.random.default_rng(7)
+    tokens = rng.normal(size=(400, 6)) * np.array([5.0, 3.0, 1.0, 0.5, 0.2, 0.1])
+    whitening = fit_whitening(tokens, np.arange(200), "pca", eps_relative=1e-6)
+    atom = rng.normal(size=6)
+    atom /= np.linalg.norm(atom)
+    # The whitened image of mean + t * atom points along the mapped atom.
+    y, norms = whitening.transform_with_norms((whitening.mean + 0.7 * atom)[None, :])
+    expected = y[0] / np.linalg.norm(y[0])
+    mapped = whitening.directions_to_model_space(atom[:, None])[:, 0]
+    np.testing.assert_allclose(mapped, expected, atol=1e-6)
+    round_trip = whitening.directions_to_input_space(mapped[:, None])[:, 0]
+    np.testing.assert_allclose(round_trip, atom, atol=1e-6)

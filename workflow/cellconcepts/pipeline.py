@@ -7,7 +7,6 @@ evaluate, report). Every function here can also be called from Python or a noteb
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,7 +17,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from cellconcepts import embed, evaluate, io, obs, simulate
+from cellconcepts import evaluate, io, obs, simulate
 from cellconcepts.dictionary import build_model, decoder_directions, load_model, save_model
 from cellconcepts.encode import encode_tokens
 from cellconcepts.settings import Variant
@@ -53,6 +52,8 @@ def train_expression_model(
     threads: int | None = None,
 ) -> None:
     """scRNA: train the small expression autoencoder whose latent space gives the tokens."""
+    from cellconcepts import embed  # scanpy is slow to import; only these stages need it
+
     _set_threads(threads)
     adata = embed.load_expression(source)
     model, history = embed.train_expression_autoencoder(
@@ -76,6 +77,8 @@ def embed_scrna_store(
     tasks: Sequence[Mapping[str, Any]],
 ) -> None:
     """scRNA: cell embeddings (trained autoencoder, or an existing obsm key) -> token store."""
+    from cellconcepts import embed  # scanpy is slow to import; only these stages need it
+
     adata = embed.load_expression(source)
     if embedding == "autoencoder":
         if model_path is None:
@@ -367,19 +370,29 @@ def atom_recovery_table(
 ) -> None:
     """Ground truth only: does each true atom have a learned direction with |cos| >= threshold?
 
-    Learned directions live in the whitened space; they are mapped back to the original
-    embedding space before comparison."""
+    Primary comparison in the model's input space (true atoms pushed through the linear part of
+    the whitening, which is where the dictionary lives); `*_original` columns compare learned
+    directions mapped back to the original embedding space, which is ill-conditioned under PCA
+    whitening (see `Whitening.directions_to_model_space`).
+    """
     model, _ = load_model(model_path)
     whitening = Whitening.load(whitening_path)
-    directions = whitening.directions_to_input_space(decoder_directions(model))
-    table = evaluate.atom_recovery(np.load(atoms_path), directions, threshold=threshold)
-    roles = pd.read_csv(atom_table_path)
-    table = table.merge(roles, on="atom", how="left")
+    learned = decoder_directions(model)
+    atoms = np.load(atoms_path)
+    model_space = whitening.directions_to_model_space(atoms.T).T
+    table = evaluate.atom_recovery(model_space, learned, threshold=threshold)
+    original = evaluate.atom_recovery(
+        atoms, whitening.directions_to_input_space(learned), threshold=threshold
+    )
+    table["best_abs_cosine_original"] = original["best_abs_cosine"].to_numpy()
+    table["recovered_original"] = original["recovered"].to_numpy()
+    table = table.merge(pd.read_csv(atom_table_path), on="atom", how="left")
     table.to_csv(out_path, index=False)
     log.info(
-        "recovered %d of %d atoms (|cos| >= %.2f)",
+        "recovered %d of %d atoms in model space, %d in the original space (|cos| >= %.2f)",
         int(table.recovered.sum()),
         len(table),
+        int(table.recovered_original.sum()),
         threshold,
     )
 
@@ -393,10 +406,6 @@ def reconstruction_summary(cosine_path: PathLike) -> dict[str, float]:
         "recon_cosine_original": float(test["cosine_original"].mean()),
         "n_test_tokens": len(test),
     }
-
-
-def write_json(payload: Mapping[str, Any], path: PathLike) -> None:
-    Path(path).write_text(json.dumps(payload, indent=2, sort_keys=True))
 
 
 # --------------------------------------------------------------------------- helpers

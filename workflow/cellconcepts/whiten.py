@@ -171,6 +171,26 @@ class Whitening:
         norms = np.linalg.norm(mapped, axis=0, keepdims=True)
         return mapped / np.where(norms > 0, norms, 1.0)
 
+    def directions_to_model_space(self, directions: np.ndarray) -> np.ndarray:
+        """Map original-space directions (d, M) to unit-norm directions in the model's space (k, M).
+
+        The linear part of `transform`: a true atom a is seen by the dictionary as S U^T a
+        ("none": a itself). Comparing learned decoder columns with these is well conditioned;
+        `directions_to_input_space` instead multiplies estimation error along suppressed
+        (high-variance control) directions by up to sqrt(lambda_max / lambda_min).
+        """
+        directions = np.asarray(directions, dtype=np.float64)
+        if directions.ndim != 2 or directions.shape[0] != self.input_dim:
+            raise ValueError(
+                f"directions must have shape ({self.input_dim}, M), got {directions.shape}"
+            )
+        if self.method == "pca":
+            mapped = (self.components.T @ directions) * self.scale[:, None]
+        else:
+            mapped = directions.copy()
+        norms = np.linalg.norm(mapped, axis=0, keepdims=True)
+        return mapped / np.where(norms > 0, norms, 1.0)
+
     def save(self, path: str | os.PathLike) -> None:
         """Save to ``path`` (.npz), written under a temporary name then renamed."""
         path = Path(path)

@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import _package_path  # noqa: F401  (must come first)
+
 from cellconcepts.logs import log_to_file
 from cellconcepts.pipeline import simulate_superposition_store
 

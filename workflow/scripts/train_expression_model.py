@@ -1,4 +1,5 @@
 import _package_path  # noqa: F401  (must come first)
+
 from cellconcepts.logs import log_to_file
 from cellconcepts.pipeline import train_expression_model
 
