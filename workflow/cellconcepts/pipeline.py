@@ -178,6 +178,7 @@ def train_variant(
     if spec.method == "icfl":
         model.resample_every = settings["icfl"]["resample_every"]
         model.resample_threshold = settings["icfl"]["resample_threshold"]
+        model.learn_b_pre = settings["icfl"]["learn_b_pre"]
     if spec.method == "topk":
         model.aux_coef = settings["topk"]["aux_coef"]
     train = settings["train"]

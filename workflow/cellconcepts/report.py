@@ -93,6 +93,9 @@ def headline_table(
         }
     )
     table = pd.DataFrame(rows)
+    integer_columns = ["sparsity", "seed", "n_features", "dead_features"]
+    integer_columns += [c for c in table.columns if c.startswith("n_features_sel_")]
+    table[integer_columns] = table[integer_columns].astype("Int64")
     return table.sort_values(["method", "whitening", "sparsity", "seed"], na_position="last")
 
 

@@ -1,0 +1,172 @@
+"""ICFL encoder (Algorithm 1) against a naive NumPy implementation, and correlated-column resets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cellconcepts.dictionary import ICFL, build_model, icfl_encode
+
+
+def omp_reference(
+    x: np.ndarray, W: np.ndarray, b_pre: np.ndarray, n_iterations: int, atoms: int
+) -> np.ndarray:
+    """Algorithm 1, one token at a time, float64, straight from the paper."""
+    codes = np.zeros((x.shape[0], W.shape[1]))
+    for row, token in enumerate(x):
+        r = token - b_pre
+        for _ in range(n_iterations):
+            scores = W.T @ r
+            selected = np.argsort(-scores, kind="stable")[:atoms]  # largest signed values
+            coef, *_ = np.linalg.lstsq(W[:, selected], r, rcond=None)
+            r = r - W[:, selected] @ coef
+            codes[row, selected] += coef
+    return codes
+
+
+def unit_columns(w: np.ndarray) -> np.ndarray:
+    return w / np.linalg.norm(w, axis=0, keepdims=True)
+
+
+@pytest.mark.parametrize(("n_iterations", "atoms"), [(1, 1), (3, 2), (4, 3), (2, 5)])
+def test_matches_numpy_reference(n_iterations: int, atoms: int) -> None:
+    rng = np.random.default_rng(1)
+    d, m, n = 24, 48, 40
+    W = unit_columns(rng.standard_normal((d, m)))
+    b_pre = 0.1 * rng.standard_normal(d)
+    x = rng.standard_normal((n, d))
+    expected = omp_reference(x, W, b_pre, n_iterations, atoms)
+    got = icfl_encode(
+        torch.from_numpy(x), torch.from_numpy(W), torch.from_numpy(b_pre), n_iterations, atoms
+    )
+    assert got.dtype == torch.float64 and got.shape == (n, m)
+    # float64, random (well-conditioned) atoms: the tiny ridge changes codes by ~1e-10.
+    np.testing.assert_allclose(got.numpy(), expected, rtol=0, atol=1e-8)
+
+
+def test_at_most_j_times_l_nonzeros_and_negative_codes() -> None:
+    rng = np.random.default_rng(2)
+    W = torch.from_numpy(unit_columns(rng.standard_normal((16, 64)))).float()
+    x = torch.from_numpy(rng.standard_normal((200, 16))).float()
+    z = icfl_encode(x, W, torch.zeros(16), 4, 2)
+    nnz = (z != 0).sum(1)
+    assert int(nnz.max()) <= 8 and int(nnz.min()) >= 2
+    assert bool((z < 0).any())
+
+
+def test_selection_is_signed_not_absolute() -> None:
+    # Scores are (-0.9, 0.3, 0.1): the largest magnitude is negative and must never be picked.
+    W = torch.eye(3, dtype=torch.float64)
+    x = torch.tensor([[-0.9, 0.3, 0.1]], dtype=torch.float64)
+    b = torch.zeros(3, dtype=torch.float64)
+    z = icfl_encode(x, W, b, 1, 1)
+    np.testing.assert_allclose(z.numpy(), [[0.0, 0.3, 0.0]], atol=1e-9)
+    z3 = icfl_encode(x, W, b, 3, 1)
+    assert z3[0, 0] == 0.0
+    np.testing.assert_allclose(z3[0, 1:].numpy(), [0.3, 0.1], atol=1e-9)
+
+
+def test_least_squares_code_can_be_negative() -> None:
+    # Two nearby atoms, x outside their cone: both selected, one coefficient must be negative.
+    theta = 0.2
+    W = torch.tensor([[1.0, np.cos(theta)], [0.0, np.sin(theta)]], dtype=torch.float64)
+    x = torch.tensor([[1.0, -0.1]], dtype=torch.float64)
+    z = icfl_encode(x, W, torch.zeros(2, dtype=torch.float64), 1, 2)
+    beta = -0.1 / np.sin(theta)
+    np.testing.assert_allclose(z.numpy(), [[1.0 - beta * np.cos(theta), beta]], atol=1e-8)
+    assert z[0, 1] < 0
+
+
+@pytest.mark.parametrize(("n_iterations", "atoms"), [(1, 2), (2, 1)])
+def test_exact_recovery_of_planted_code_orthonormal(n_iterations: int, atoms: int) -> None:
+    rng = np.random.default_rng(3)
+    d = 16
+    Q, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    codes = np.zeros((10, d))
+    for row in codes:
+        support = rng.choice(d, 2, replace=False)
+        row[support] = rng.uniform(0.3, 1.0, 2)
+    b_pre = 0.05 * rng.standard_normal(d)
+    x = codes @ Q.T + b_pre
+    z = icfl_encode(
+        torch.from_numpy(x).float(),
+        torch.from_numpy(Q).float(),
+        torch.from_numpy(b_pre).float(),
+        n_iterations,
+        atoms,
+    )
+    np.testing.assert_allclose(z.numpy(), codes, atol=1e-4)
+    assert ((z != 0).numpy() == (codes != 0)).all()
+
+
+def test_nearly_collinear_selection_stays_finite() -> None:
+    a = np.array([1.0, 0.0, 0.0])
+    W = unit_columns(np.stack([a, a + 1e-7 * np.array([0, 1.0, 0]), [0, 0, 1.0]], axis=1))
+    x = torch.tensor([[1.0, 0.2, 0.1]])
+    z = icfl_encode(x, torch.from_numpy(W).float(), torch.zeros(3), 1, 2)
+    assert torch.isfinite(z).all() and float(z.abs().max()) < 10
+
+
+def test_model_encode_decode_and_loss() -> None:
+    model = build_model("icfl", 8, 20, 6, atoms_per_iteration=2, seed=0)
+    assert isinstance(model, ICFL) and model.n_iterations == 3 and model.sparsity == 6
+    norms = torch.linalg.vector_norm(model.W_dec, dim=0)
+    torch.testing.assert_close(norms, torch.ones(20))
+    x = torch.randn(5, 8, generator=torch.Generator().manual_seed(0))
+    loss, z, x_hat = model.loss(x)
+    assert not z.requires_grad and x_hat.shape == (5, 8)
+    expected = ((x - (z @ model.W_dec.T + model.b_pre)) ** 2).sum(1).mean()
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    assert model.W_dec.grad is not None and model.b_pre.grad is not None
+    with pytest.raises(ValueError, match="multiple of atoms_per_iteration"):
+        build_model("icfl", 8, 20, 7, atoms_per_iteration=2)
+
+
+def _model_with_pair(cosine: float, seed: int = 0) -> tuple[ICFL, np.ndarray]:
+    rng = np.random.default_rng(10)
+    d, m = 32, 16
+    W = unit_columns(rng.standard_normal((d, m)))
+    u = W[:, 5] - (W[:, 5] @ W[:, 3]) * W[:, 3]
+    W[:, 5] = cosine * W[:, 3] + np.sqrt(1 - cosine**2) * u / np.linalg.norm(u)
+    model = ICFL(d, m, 1, 1, seed=seed)
+    with torch.no_grad():
+        model.W_dec.copy_(torch.from_numpy(W).float())
+    return model, W
+
+
+def test_resampling_redraws_exactly_one_of_a_correlated_pair() -> None:
+    chosen = set()
+    for seed in range(12):
+        model, W = _model_with_pair(0.99)
+        gram = W.T @ W
+        assert np.isclose(gram[3, 5], 0.99) and (np.abs(gram - np.eye(16)) < 0.9).sum() == 256 - 2
+        generator = torch.Generator().manual_seed(seed)
+        assert model.after_step(99, generator) == 0  # not a reset step
+        assert model.after_step(100, generator) == 1
+        (redrawn,) = model.last_resampled.tolist()
+        assert redrawn in (3, 5)
+        chosen.add(redrawn)
+        after = model.W_dec.detach().double().numpy()
+        np.testing.assert_allclose(np.linalg.norm(after, axis=0), 1.0, atol=1e-6)
+        kept = [j for j in range(16) if j != redrawn]
+        np.testing.assert_allclose(after[:, kept], W[:, kept], atol=1e-6)
+        assert abs(after[:, redrawn] @ W[:, redrawn]) < 0.9
+    assert chosen == {3, 5}  # which member goes is random
+
+
+def test_resampling_keeps_one_member_of_a_cluster_and_respects_threshold() -> None:
+    model, W = _model_with_pair(0.85)
+    assert model.after_step(100, torch.Generator().manual_seed(0)) == 0
+    rng = np.random.default_rng(4)
+    base = W[:, 0]
+    for j in (7, 9):  # three near-duplicates: 0, 7, 9
+        W[:, j] = base + 0.01 * rng.standard_normal(32)
+    W = unit_columns(W)
+    with torch.no_grad():
+        model.W_dec.copy_(torch.from_numpy(W).float())
+    model.resample_every = 10
+    n = model.after_step(10, torch.Generator().manual_seed(0))
+    redrawn = model.last_resampled.tolist()
+    assert n == 2 == len(set(redrawn)) and set(redrawn) < {0, 7, 9}

@@ -1,0 +1,134 @@
+"""TopK SAE: activation pattern, decoding, training signal, AuxK; model save/load round trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cellconcepts.dictionary import (
+    ICFL,
+    TopKSAE,
+    build_model,
+    decoder_directions,
+    load_model,
+    save_model,
+)
+
+
+def unit_rows(n: int, d: int, seed: int) -> torch.Tensor:
+    x = torch.randn(n, d, generator=torch.Generator().manual_seed(seed))
+    return x / torch.linalg.vector_norm(x, dim=1, keepdim=True)
+
+
+def test_init_ties_encoder_to_decoder() -> None:
+    model = build_model("topk", 16, 64, 5, seed=3)
+    assert isinstance(model, TopKSAE) and model.sparsity == 5 and model.aux_k is None
+    torch.testing.assert_close(model.W_enc.detach(), model.W_dec.detach().T)
+    torch.testing.assert_close(torch.linalg.vector_norm(model.W_dec, dim=0), torch.ones(64))
+    assert not model.b_enc.detach().any() and not model.b_pre.detach().any()
+
+
+def test_exactly_k_active_non_negative_and_the_top_ones() -> None:
+    model = TopKSAE(16, 64, 5, seed=0)
+    with torch.no_grad():
+        model.b_pre.copy_(0.01 * torch.arange(16.0))
+        model.b_enc.copy_(0.01 * torch.arange(64.0))
+    x = unit_rows(32, 16, 1)
+    z = model.encode(x).detach().numpy()
+    pre = (x.numpy() - model.b_pre.detach().numpy()) @ model.W_enc.detach().numpy().T
+    pre = pre + model.b_enc.detach().numpy()
+    top = np.argsort(-pre, axis=1)[:, :5]
+    expected = np.zeros_like(pre)
+    np.put_along_axis(expected, top, np.maximum(np.take_along_axis(pre, top, 1), 0), 1)
+    assert ((z != 0).sum(1) == 5).all() and (z >= 0).all()
+    np.testing.assert_allclose(z, expected, atol=1e-6)
+
+
+def test_relu_can_switch_off_negative_top_values() -> None:
+    model = TopKSAE(8, 16, 3, seed=0)
+    with torch.no_grad():
+        model.b_enc.fill_(-10.0)
+    z = model.encode(unit_rows(4, 8, 0))
+    assert not z.detach().any()
+
+
+def test_decode_shape_and_value() -> None:
+    model = TopKSAE(8, 16, 3, seed=0)
+    with torch.no_grad():
+        model.b_pre.copy_(torch.linspace(-1, 1, 8))
+    z = model.encode(unit_rows(6, 8, 2))
+    x_hat = model.decode(z)
+    assert x_hat.shape == (6, 8)
+    expected = z.detach().numpy() @ model.W_dec.detach().numpy().T + np.linspace(-1, 1, 8)
+    np.testing.assert_allclose(x_hat.detach().numpy(), expected, atol=1e-6)
+
+
+def test_loss_decreases_and_decoder_stays_unit_norm() -> None:
+    model = TopKSAE(16, 64, 4, seed=0)
+    x = unit_rows(256, 16, 3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    generator = torch.Generator().manual_seed(0)
+    losses = []
+    for step in range(30):
+        loss, _, _ = model.loss(x)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        assert model.after_step(step + 1, generator) == 0
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.8 * losses[0]
+    norms = torch.linalg.vector_norm(model.W_dec, dim=0)
+    torch.testing.assert_close(norms, torch.ones(64), atol=1e-6, rtol=0)
+
+
+def test_auxk_adds_positive_term_and_trains_dead_latents() -> None:
+    x = unit_rows(8, 16, 4)
+    plain = TopKSAE(16, 64, 4, seed=0)
+    aux = TopKSAE(16, 64, 4, aux_k=8, aux_coef=0.5, seed=0)
+    z = plain.encode(x)
+    dead = (z == 0).all(0)  # never selected on this batch
+    assert 8 < int(dead.sum()) < 64
+
+    loss_plain, _, _ = plain.loss(x, dead_mask=dead)
+    assert plain.last_aux_loss is None  # aux_k unset: AuxK off even when given a mask
+    loss_aux, _, _ = aux.loss(x, dead_mask=dead)
+    assert aux.last_aux_loss is not None and float(aux.last_aux_loss) > 0
+    torch.testing.assert_close(loss_aux, loss_plain + 0.5 * aux.last_aux_loss)
+    loss_none, _, _ = aux.loss(x)  # no mask: off
+    torch.testing.assert_close(loss_none, loss_plain)
+
+    loss_plain.backward()
+    assert float(plain.W_enc.grad[dead].abs().sum()) == 0.0
+    aux.loss(x, dead_mask=dead)[0].backward()
+    assert float(aux.W_enc.grad[dead].abs().sum()) > 0.0
+
+
+@pytest.mark.parametrize("method", ["icfl", "topk"])
+def test_save_load_round_trip(tmp_path: Path, method: str) -> None:
+    model = build_model(method, 8, 24, 4, atoms_per_iteration=2, aux_k=6, seed=5)
+    with torch.no_grad():
+        model.b_pre.add_(0.5)
+    path = tmp_path / "model.pt"
+    save_model(model, path, {"variant": "x", "whitening": tmp_path / "w.npz", "n": np.int64(3)})
+    loaded, meta = load_model(path)
+    assert type(loaded) is type(model)
+    assert meta["method"] == method and meta["sparsity"] == 4 and meta["n"] == 3
+    assert meta["whitening"] == str(tmp_path / "w.npz")
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key])
+    if isinstance(loaded, ICFL):
+        assert loaded.n_iterations == 2 and loaded.atoms_per_iteration == 2
+    else:
+        assert loaded.aux_k == 6
+    directions = decoder_directions(loaded)
+    assert directions.dtype == np.float64 and directions.shape == (8, 24)
+    np.testing.assert_allclose(np.linalg.norm(directions, axis=0), 1.0)
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_build_model_rejects_unknown_method() -> None:
+    with pytest.raises(ValueError, match="method must be one of"):
+        build_model("pca", 8, 16, 4)
