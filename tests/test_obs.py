@@ -73,3 +73,19 @@ def test_annotate_obs_adds_required_columns_and_keeps_existing_split():
     with pytest.raises(ValueError, match=r"task label columns \['celltype'\]"):
         annotate_obs(table, control="all", split={"test_fraction": 0.5}, label_columns=["celltype"])
     assert np.array_equal(kept.is_control, np.ones(6, dtype=bool))
+
+
+def test_annotate_obs_keeps_the_inputs_is_control_when_control_is_null():
+    table = _table()
+    table["is_control"] = table.guide == "NT"
+    kept = annotate_obs(table, control=None, split={"test_fraction": 0.5}, label_columns=[])
+    assert kept.is_control.tolist() == (table.guide == "NT").tolist()
+    with pytest.raises(ValueError, match="no is_control column"):
+        annotate_obs(_table(), control=None, split={"test_fraction": 0.5}, label_columns=[])
+
+
+def test_annotate_obs_needs_train_and_test_rows():
+    table = _table()
+    table["split"] = "train"
+    with pytest.raises(ValueError, match="0 of 6 rows are 'test'"):
+        annotate_obs(table, control="all", split={"test_fraction": 0.5}, label_columns=[])

@@ -78,11 +78,15 @@ def assign_split(
 def annotate_obs(
     obs: pd.DataFrame,
     *,
-    control: str | Mapping[str, Any],
+    control: str | Mapping[str, Any] | None,
     split: Mapping[str, Any],
     label_columns: Sequence[str],
 ) -> pd.DataFrame:
-    """Add token_id / is_control / split to an input's obs, keeping any the input already has."""
+    """Add token_id / is_control / split to an input's obs.
+
+    An existing `token_id` or `split` column is kept; an existing `is_control` is kept unless
+    `control` says otherwise (None means: use the input's own `is_control`).
+    """
     obs = obs.reset_index(drop=True).copy()
     missing = [c for c in label_columns if c not in obs.columns]
     if missing:
@@ -92,13 +96,28 @@ def annotate_obs(
     if "token_id" not in obs.columns:
         source = obs["obs_name"] if "obs_name" in obs.columns else pd.Series(range(len(obs)))
         obs["token_id"] = source.astype(str).to_numpy()
-    obs["is_control"] = control_mask(obs, control)
+    if control is not None:
+        obs["is_control"] = control_mask(obs, control)
+    elif "is_control" in obs.columns:
+        log.info("using the input's own is_control column")
+        obs["is_control"] = obs["is_control"].astype(bool)
+    else:
+        raise ValueError(
+            "the input has no is_control column: set the dataset's `control` key "
+            "('all', or {column: ..., values: [...]})"
+        )
     if "split" not in obs.columns:
         obs["split"] = assign_split(
             obs,
             test_fraction=split["test_fraction"],
             group_column=split.get("group_by"),
             seed=split.get("seed", 0),
+        )
+    n_test = int((obs["split"] == "test").sum())
+    if n_test == 0 or n_test == len(obs):
+        raise ValueError(
+            f"split: {n_test} of {len(obs)} rows are 'test'; both train and test rows are "
+            "needed (adjust split.test_fraction / split.group_by or the input's split column)"
         )
     log.info(
         "%d tokens, %d controls, %d test",

@@ -7,7 +7,10 @@ evaluate, report). Every function here can also be called from Python or a noteb
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -196,15 +199,25 @@ def train_variant(
         dead_fraction=train["dead_fraction"],
         num_threads=threads,
     )
+    # Checkpoints and the metrics they belong to live under a signature of everything that
+    # determines the run: a rerun with other settings, whitening or tokens starts afresh, an
+    # identical rerun (or one killed midway) resumes. Snakemake deletes declared outputs before
+    # a job runs, so the training curve is kept here and copied to `metrics_path` at the end.
+    run_dir = Path(checkpoint_dir) / run_signature(
+        variant, settings, whitening.output_dim, whitening_path, store_dir
+    )
+    if not train_rows.size:
+        raise ValueError(f"{store_dir}: no rows with split == 'train' to train the dictionary on")
     result = train_dictionary(
         model,
         store.tokens,
         train_rows,
         whitening.transform,
         config,
-        checkpoint_dir=Path(checkpoint_dir),
-        metrics_path=Path(metrics_path),
+        checkpoint_dir=run_dir,
+        metrics_path=run_dir / "metrics.csv",
     )
+    shutil.copyfile(run_dir / "metrics.csv", metrics_path)
     meta = {
         "variant": variant,
         "method": spec.method,
@@ -227,6 +240,30 @@ def train_variant(
         len(result.dead_mask),
         train["dead_window"],
     )
+
+
+def run_signature(
+    variant: str,
+    settings: Mapping[str, Any],
+    input_dim: int,
+    whitening_path: PathLike,
+    store_dir: PathLike,
+) -> str:
+    """Short hash of a training run's settings and inputs (log and checkpoint cadence aside)."""
+    train = {
+        k: v for k, v in settings["train"].items() if k not in ("log_every", "checkpoint_every")
+    }
+    tokens = Path(store_dir) / io.TOKENS_FILE
+    payload = {
+        "variant": variant,
+        "settings": {**settings, "train": train},
+        "input_dim": input_dim,
+        "whitening": hashlib.sha1(Path(whitening_path).read_bytes()).hexdigest(),
+        "obs": hashlib.sha1((Path(store_dir) / io.OBS_FILE).read_bytes()).hexdigest(),
+        "tokens": [tokens.stat().st_size, tokens.stat().st_mtime_ns],
+    }
+    encoded = json.dumps(payload, sort_keys=True, default=str).encode()
+    return hashlib.sha1(encoded).hexdigest()[:16]
 
 
 def encode_store(
@@ -402,6 +439,8 @@ def reconstruction_summary(cosine_path: PathLike) -> dict[str, float]:
     """Mean held-out reconstruction cosine, in the model's space and the original space."""
     table = pd.read_parquet(cosine_path)
     test = table[table["split"] == "test"]
+    if test.empty:
+        raise ValueError(f"{cosine_path}: no held-out (split == 'test') tokens to measure on")
     return {
         "recon_cosine": float(test["cosine_model"].mean()),
         "recon_cosine_original": float(test["cosine_original"].mean()),

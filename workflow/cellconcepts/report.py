@@ -81,7 +81,7 @@ def headline_table(
             row.update({prefix + t: b for t, b in zip(chosen.task, chosen.bta, strict=True)})
         if atom_recovery is not None:
             recovery = pd.read_csv(atom_recovery[variant])
-            row["atom_recovery"] = float(recovery["recovered"].mean())
+            row["atom_recovery_model"] = float(recovery["recovered"].mean())
             row["atom_recovery_original"] = float(recovery["recovered_original"].mean())
         rows.append(row)
     raw = pd.read_csv(raw_probing)

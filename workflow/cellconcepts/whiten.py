@@ -302,6 +302,15 @@ def fit_whitening(
     # Fix each eigenvector's sign (largest-magnitude entry positive) so fits are reproducible.
     signs = np.sign(components[np.argmax(np.abs(components), axis=0), np.arange(k)])
     components = components * np.where(signs == 0, 1.0, signs)
+    if k < d:
+        logger.warning(
+            "pca whitening keeps %d of %d dimensions: the %d control rows do not span the "
+            "embedding space, and signal outside their span is dropped (add controls, or use "
+            "whitening method 'none')",
+            k,
+            d,
+            rows.size,
+        )
     eps = float(eps_relative * eigenvalues.mean())
     logger.info(
         "Whitening 'pca' on %d control rows: kept %d of %d components, eps %.3g",

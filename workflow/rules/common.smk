@@ -13,9 +13,10 @@ from cellconcepts.settings import (
     variants,
 )  # noqa: E402
 
+# Input paths in the config are relative to the working directory, as Snakemake resolves them.
 check_config(
     config,
-    workflow.basedir,
+    Path.cwd(),
     Path(workflow.basedir) / "workflow/schemas/config.schema.yaml",
 )
 
@@ -87,11 +88,17 @@ def all_targets():
     return targets
 
 
+def expression_source_input(wildcards):
+    """The user's .h5ad as a declared input (none for the data shipped inside scanpy)."""
+    source = DATASETS[wildcards.dataset]["scrna"]["source"]
+    return {} if source == "pbmc68k_reduced" else {"expression": source}
+
+
 def expression_model_input(wildcards):
-    scrna = DATASETS[wildcards.dataset]["scrna"]
-    if scrna["embedding"] != "autoencoder":
-        return {}
-    return {"model": f"{R}/{wildcards.dataset}/embedding/autoencoder.pt"}
+    inputs = expression_source_input(wildcards)
+    if DATASETS[wildcards.dataset]["scrna"]["embedding"] == "autoencoder":
+        inputs["model"] = f"{R}/{wildcards.dataset}/embedding/autoencoder.pt"
+    return inputs
 
 
 def user_token_inputs(wildcards):

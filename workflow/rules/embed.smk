@@ -1,4 +1,6 @@
 rule train_expression_model:
+    input:
+        unpack(expression_source_input),
     output:
         model=f"{R}/{{dataset}}/embedding/autoencoder.pt",
         history=f"{R}/{{dataset}}/embedding/autoencoder_history.csv",
@@ -46,8 +48,6 @@ rule embed_scrna:
         tasks=lambda wc: DATASETS[wc.dataset]["tasks"],
     script:
         "../scripts/embed_scrna.py"
-
-
 
 
 rule import_tokens:
