@@ -19,7 +19,7 @@ rule train_expression_model:
     params:
         source=lambda wc: DATASETS[wc.dataset]["scrna"]["source"],
         autoencoder=lambda wc: DATASETS[wc.dataset]["scrna"]["autoencoder"],
-        device=config["dictionary"]["train"]["device"],
+        device=lambda wc: dictionary_settings(config, wc.dataset)["train"]["device"],
     script:
         "../scripts/train_expression_model.py"
 

@@ -19,6 +19,6 @@ rule encode_tokens:
         runtime=60,
     params:
         batch_size=config["encode"]["batch_size"],
-        device=config["dictionary"]["train"]["device"],
+        device=lambda wc: dictionary_settings(config, wc.dataset)["train"]["device"],
     script:
         "../scripts/encode_tokens.py"

@@ -8,7 +8,12 @@ rule report_dataset:
             category="Tables",
             subcategory="{dataset}",
         ),
-        tables=[f"{R}/{{dataset}}/tables/{name}.csv" for name in REPORT_TABLES],
+        headline_text=multiext(f"{R}/{{dataset}}/headline", ".md", ".tex"),
+        tables=[
+            f"{R}/{{dataset}}/tables/{name}{ext}"
+            for name in REPORT_TABLES
+            for ext in (".csv", ".md", ".tex")
+        ],
         figures=[
             report(
                 f"{R}/{{dataset}}/figures/{name}.png",
@@ -38,7 +43,7 @@ rule atom_recovery_table:
     input:
         lambda wc: list(model_files(wc.dataset, "atom_recovery.csv").values()),
     output:
-        f"{R}/{{dataset}}/tables/atom_recovery.csv",
+        multiext(f"{R}/{{dataset}}/tables/atom_recovery", ".csv", ".md", ".tex"),
     log:
         f"{LOGS}/atom_recovery_table.log",
     benchmark:
