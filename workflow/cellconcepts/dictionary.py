@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cellconcepts.io import atomic_path
+
 logger = logging.getLogger(__name__)
 
 METHODS = ("icfl", "topk")
@@ -437,12 +439,8 @@ def save_model(model: nn.Module, path: str | os.PathLike, meta: dict[str, Any]) 
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "meta": _plain({**dict(meta), **model.config()}),
     }
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load_model(

@@ -7,6 +7,7 @@ same order) with at least the columns ``token_id``, ``is_control`` and ``split``
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -138,6 +139,19 @@ def _validate_obs(obs: pd.DataFrame, n_tokens: int, where: str) -> pd.DataFrame:
         )
     obs["split"] = split.astype(str)
     return obs
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary sibling of ``path`` to write to, renamed onto ``path`` only if the block
+    succeeds, so a crash never leaves a finished-looking file."""
+    path = Path(path)
+    tmp = _tmp_name(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _tmp_name(path: Path) -> Path:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+
+from cellconcepts.io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -374,18 +375,6 @@ def simulate_superposition(
     )
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``, so no half-written file remains."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        write(tmp_path)
-        os.replace(tmp_path, path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
-
-
 def write_ground_truth(
     data: SuperpositionData, directory: str | os.PathLike[str], *, include_codes: bool = False
 ) -> dict[str, Path]:
@@ -401,22 +390,13 @@ def write_ground_truth(
         "nuisance": directory / NUISANCE_FILE,
     }
 
-    def save_npy(array: np.ndarray) -> Any:
-        def write(tmp: Path) -> None:
-            with open(tmp, "wb") as handle:
-                np.save(handle, array)
-
-        return write
-
-    _atomic_write(paths["atoms"], save_npy(data.atoms))
-    _atomic_write(paths["nuisance"], save_npy(data.nuisance))
-    _atomic_write(paths["atom_table"], lambda tmp: data.atom_table.to_csv(tmp, index=False))
+    for key, array in (("atoms", data.atoms), ("nuisance", data.nuisance)):
+        with atomic_path(paths[key]) as tmp, open(tmp, "wb") as handle:
+            np.save(handle, array)
+    with atomic_path(paths["atom_table"]) as tmp:
+        data.atom_table.to_csv(tmp, index=False)
     if include_codes:
         paths["codes"] = directory / CODES_FILE
-
-        def write_codes(tmp: Path) -> None:
-            with open(tmp, "wb") as handle:
-                sp.save_npz(handle, data.codes)
-
-        _atomic_write(paths["codes"], write_codes)
+        with atomic_path(paths["codes"]) as tmp, open(tmp, "wb") as handle:
+            sp.save_npz(handle, data.codes)
     return paths

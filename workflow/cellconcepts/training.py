@@ -23,6 +23,8 @@ from threadpoolctl import threadpool_limits
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from cellconcepts.io import atomic_path
+
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "last.pt"
@@ -201,12 +203,8 @@ def _as_batch(x: np.ndarray | Tensor, device: torch.device) -> Tensor:
 
 
 def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _restore_metrics(metrics_path: Path, step: int, log_every: int) -> None:

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from cellconcepts.io import atomic_path
+
 from .io import iter_batches
 
 logger = logging.getLogger(__name__)
@@ -202,13 +204,8 @@ class Whitening:
             "eigenvalues": self.eigenvalues if self.method == "pca" else np.empty(0),
             "eps": np.array(self.eps),
         }
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            with open(tmp, "wb") as handle:
-                np.savez(handle, **arrays)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Whitening:
