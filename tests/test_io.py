@@ -301,3 +301,23 @@ def test_read_npy_requires_obs_and_unknown_suffix(tmp_path):
         read_embeddings(tmp_path / "e.txt")
     with pytest.raises(FileNotFoundError, match="missing.h5ad"):
         read_embeddings(tmp_path / "missing.h5ad")
+
+
+def test_read_embeddings_parquet_named_columns_keep_float_metadata_in_obs(tmp_path):
+    table = pd.DataFrame(
+        {
+            "emb_0": [0.1, 0.2, 0.3],
+            "emb_1": [1.0, 2.0, 3.0],
+            "pct_mito": [0.05, 0.10, 0.02],
+            "cell_type": ["a", "b", "a"],
+        }
+    )
+    path = tmp_path / "emb.parquet"
+    table.to_parquet(path)
+    tokens, obs = read_embeddings(path, embedding_columns="emb_")
+    np.testing.assert_array_equal(tokens, table[["emb_0", "emb_1"]].to_numpy(np.float32))
+    assert {"pct_mito", "cell_type"} <= set(obs.columns)
+    tokens, _ = read_embeddings(path, embedding_columns=["emb_1"])
+    assert tokens.shape == (3, 1)
+    with pytest.raises(ValueError, match="missing columns"):
+        read_embeddings(path, embedding_columns=["emb_9"])

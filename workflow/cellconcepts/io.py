@@ -329,14 +329,16 @@ def read_embeddings(
     *,
     obsm_key: str | None = None,
     obs_path: str | os.PathLike | None = None,
+    embedding_columns: str | list[str] | None = None,
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """Read an embedding matrix (float32, (n, d)) and its per-row metadata (RangeIndex).
 
     - ``.h5ad``: ``X`` (dense or sparse) or ``obsm[obsm_key]``; obs is ``adata.obs`` with the
       original index kept as column ``obs_name``.
-    - ``.parquet``: without ``obs_path``, every float column is an embedding dimension and every
-      other column (int, str, bool, category, ...) goes to obs; with ``obs_path``, every column is
-      an embedding dimension and must be numeric.
+    - ``.parquet``: ``embedding_columns`` (a list of names, or a name prefix such as "emb_")
+      names the dimensions and every other column goes to obs. Without it: with ``obs_path``,
+      every column is a dimension and must be numeric; otherwise every float column is a
+      dimension (so float metadata such as QC metrics must be named via ``embedding_columns``).
     - ``.npy``: a 2-D array; ``obs_path`` (.parquet or .csv) is required.
 
     When ``obs_path`` is given, obs is read from it (for any input format) and must have n rows.
@@ -368,7 +370,21 @@ def read_embeddings(
             obs = _index_to_column(adata.obs, str(path))
     elif suffix == ".parquet":
         table = pd.read_parquet(path)
-        if obs_path is None:
+        if embedding_columns is not None:
+            if isinstance(embedding_columns, str):
+                dims = [c for c in table.columns if str(c).startswith(embedding_columns)]
+            else:
+                dims = list(embedding_columns)
+            missing = [c for c in dims if c not in table.columns]
+            if not dims or missing:
+                raise ValueError(
+                    f"{path}: embedding_columns {embedding_columns!r} match "
+                    f"{'missing columns ' + str(missing) if missing else 'no column'}; "
+                    f"columns: {list(table.columns)}"
+                )
+            if obs_path is None:
+                obs = _index_to_column(table.drop(columns=dims), str(path))
+        elif obs_path is None:
             dims = [c for c in table.columns if pd.api.types.is_float_dtype(table[c])]
             if not dims:
                 raise ValueError(

@@ -110,12 +110,15 @@ def import_token_store(
     *,
     obsm_key: str | None,
     obs_path: PathLike | None,
-    control: str | Mapping[str, Any],
+    embedding_columns: str | list[str] | None = None,
+    control: str | Mapping[str, Any] | None,
     split: Mapping[str, Any],
     tasks: Sequence[Mapping[str, Any]],
 ) -> None:
     """User embeddings (h5ad X/obsm, parquet, npy + obs) -> token store."""
-    tokens, table = io.read_embeddings(path, obsm_key=obsm_key, obs_path=obs_path)
+    tokens, table = io.read_embeddings(
+        path, obsm_key=obsm_key, obs_path=obs_path, embedding_columns=embedding_columns
+    )
     annotated = obs.annotate_obs(
         table, control=control, split=split, label_columns=[t["column"] for t in tasks]
     )

@@ -69,6 +69,7 @@ rule import_tokens:
         runtime=60,
     params:
         obsm_key=lambda wc: DATASETS[wc.dataset]["tokens"]["obsm_key"],
+        embedding_columns=lambda wc: DATASETS[wc.dataset]["tokens"]["embedding_columns"],
         control=lambda wc: DATASETS[wc.dataset]["control"],
         split=lambda wc: DATASETS[wc.dataset]["split"],
         tasks=lambda wc: DATASETS[wc.dataset]["tasks"],

@@ -11,6 +11,7 @@ with log_to_file(snakemake.log[0]):
         Path(snakemake.output.tokens).parent,
         obsm_key=snakemake.params.obsm_key,
         obs_path=snakemake.input.get("obs_table"),
+        embedding_columns=snakemake.params.embedding_columns,
         control=snakemake.params.control,
         split=snakemake.params.split,
         tasks=snakemake.params.tasks,
