@@ -24,12 +24,13 @@ def _validated(config: dict) -> dict:
 def test_demo_config_is_valid(demo_config):
     config = _validated(demo_config)
     check_config(config, REPO, SCHEMA)
-    assert [v.name for v in variants(config, "pbmc")] == [
+    assert [v.name for v in variants(config, "synthetic")] == [
         "icfl_pca_k8_seed0",
         "icfl_none_k8_seed0",
         "topk_pca_k8_seed0",
         "topk_none_k8_seed0",
     ]
+    assert len(variants(config, "pbmc")) == 2 * 2 * 3
 
 
 def test_schema_fills_defaults(demo_config):
