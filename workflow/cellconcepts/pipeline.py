@@ -182,8 +182,6 @@ def train_variant(
         seed=spec.seed,
     )
     if spec.method == "icfl":
-        model.resample_every = settings["icfl"]["resample_every"]
-        model.resample_threshold = settings["icfl"]["resample_threshold"]
         model.learn_b_pre = settings["icfl"]["learn_b_pre"]
     if spec.method == "topk":
         model.aux_coef = settings["topk"]["aux_coef"]
@@ -436,19 +434,6 @@ def atom_recovery_table(
         int(table.recovered_original.sum()),
         threshold,
     )
-
-
-def reconstruction_summary(cosine_path: PathLike) -> dict[str, float]:
-    """Mean held-out reconstruction cosine, in the model's space and the original space."""
-    table = pd.read_parquet(cosine_path)
-    test = table[table["split"] == "test"]
-    if test.empty:
-        raise ValueError(f"{cosine_path}: no held-out (split == 'test') tokens to measure on")
-    return {
-        "recon_cosine": float(test["cosine_model"].mean()),
-        "recon_cosine_original": float(test["cosine_original"].mean()),
-        "n_test_tokens": len(test),
-    }
 
 
 # --------------------------------------------------------------------------- helpers

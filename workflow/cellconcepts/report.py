@@ -99,6 +99,19 @@ def headline_table(
     return table.sort_values(["method", "whitening", "sparsity", "seed"], na_position="last")
 
 
+def reconstruction_summary(cosine_path: PathLike) -> dict[str, float]:
+    """Mean held-out reconstruction cosine, in the model's space and the original space."""
+    table = pd.read_parquet(cosine_path)
+    test = table[table["split"] == "test"]
+    if test.empty:
+        raise ValueError(f"{cosine_path}: no held-out (split == 'test') tokens to measure on")
+    return {
+        "recon_cosine": float(test["cosine_model"].mean()),
+        "recon_cosine_original": float(test["cosine_original"].mean()),
+        "n_test_tokens": len(test),
+    }
+
+
 def write_table(table: pd.DataFrame, csv_path: PathLike, *, caption: str) -> None:
     """CSV plus Markdown and LaTeX versions beside it (same stem)."""
     csv_path = Path(csv_path)
@@ -249,7 +262,6 @@ def build_dataset_report(
     figures_dir: PathLike,
 ) -> pd.DataFrame:
     """Every table and figure of one dataset from the per-model outputs."""
-    from cellconcepts.pipeline import reconstruction_summary
 
     def by_variant(paths: Sequence[PathLike]) -> dict[str, PathLike]:
         return dict(zip(variants, paths, strict=True))

@@ -102,6 +102,7 @@ def _validate(
     penetrance: float,
     noise_scale: float,
     test_batches: int,
+    **_: Any,
 ) -> None:
     positive = {
         "n_tokens": n_tokens,
@@ -209,22 +210,6 @@ def simulate_superposition(
     a per-batch offset ``N(0, nuisance_scale^2)`` plus a per-token ``N(0, (nuisance_scale/2)^2)``
     on orthonormal directions; noise is ``N(0, noise_scale^2 / n_dims)`` per dimension.
     """
-    _validate(
-        n_tokens=n_tokens,
-        n_dims=n_dims,
-        n_atoms=n_atoms,
-        n_perturbations=n_perturbations,
-        atoms_per_perturbation=atoms_per_perturbation,
-        n_cell_types=n_cell_types,
-        n_batches=n_batches,
-        n_nuisance=n_nuisance,
-        nuisance_scale=nuisance_scale,
-        background_rate=background_rate,
-        control_fraction=control_fraction,
-        penetrance=penetrance,
-        noise_scale=noise_scale,
-        test_batches=test_batches,
-    )
     params = {
         "n_tokens": n_tokens,
         "n_dims": n_dims,
@@ -243,6 +228,7 @@ def simulate_superposition(
         "max_coherence": max_coherence,
         "seed": seed,
     }
+    _validate(**params)
     rng = np.random.default_rng(seed)
     n, d = n_tokens, n_dims
     n_pert_atoms = n_perturbations * atoms_per_perturbation
