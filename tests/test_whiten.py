@@ -286,3 +286,22 @@ def test_directions_to_model_space_is_the_linear_part_of_transform():
     np.testing.assert_allclose(mapped, expected, atol=1e-6)
     round_trip = whitening.directions_to_input_space(mapped[:, None])[:, 0]
     np.testing.assert_allclose(round_trip, atom, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["pca", "none"])
+def test_pullback_reads_what_the_feature_reads(method):
+    tokens = make_tokens(seed=3)
+    whitening = fit_whitening(tokens, CONTROLS, method, eps_relative=1e-3)
+    rng = np.random.default_rng(4)
+    w = rng.normal(size=(whitening.output_dim, 3))
+    v = whitening.pullback(w)
+    np.testing.assert_allclose(np.linalg.norm(v, axis=0), 1.0, atol=1e-9)
+    # <v, x - mean> is proportional (one positive factor per feature) to <w, whitened x>.
+    x = tokens[:20].astype(np.float64)
+    token_side = (x - whitening.mean) @ v
+    model_side = unnormalised(whitening, x) @ w
+    ratio = token_side / model_side
+    np.testing.assert_allclose(ratio, np.broadcast_to(ratio[0], ratio.shape), rtol=1e-4)
+    assert np.all(ratio[0] > 0)
+    with pytest.raises(ValueError, match="shape"):
+        whitening.pullback(np.ones((whitening.output_dim + 1, 2)))

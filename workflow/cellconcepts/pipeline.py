@@ -355,8 +355,7 @@ def probe_representation(
     threads: int | None = None,
 ) -> None:
     """Linear-probe BTA per task on raw tokens (no paths given), or on a model's codes and
-    reconstructions. The split per task depends only on the obs and the seed, so every
-    representation is probed on the same rows."""
+    reconstructions (see `probe_tasks`)."""
     _set_threads(threads)
     store = io.TokenStore.open(store_dir)
     representations: dict[str, Any] = {}
@@ -366,21 +365,36 @@ def probe_representation(
         representations["reconstruction"] = np.load(reconstruction_path, mmap_mode="r")
     if codes_path is not None:
         representations["codes"] = sp.load_npz(codes_path).tocsr()
+    rows = probe_tasks(representations, store.obs, tasks, probe)
+    pd.DataFrame(rows).to_csv(out_path, index=False)
+
+
+def probe_tasks(
+    representations: Mapping[str, Any],
+    table: pd.DataFrame,
+    tasks: Sequence[Mapping[str, Any]],
+    probe: Mapping[str, Any],
+) -> list[dict[str, Any]]:
+    """BTA rows (task, representation, bta, sizes) of every representation on every task.
+
+    The split per task depends only on the obs and the seed, so all representations are
+    probed on the same rows.
+    """
     rows = []
     for task in tasks:
-        labels = task_labels(store.obs, task)
+        labels = task_labels(table, task)
         keep = labels.notna().to_numpy()
-        table = store.obs.loc[keep].reset_index(drop=True)
-        table["_label"] = labels[keep].to_numpy()
+        kept = table.loc[keep].reset_index(drop=True)
+        kept["_label"] = labels[keep].to_numpy()
         train, test = evaluate.probe_split_masks(
-            table,
+            kept,
             "_label",
             group_column=task.get("group_by"),
             test_fraction=probe["test_fraction"],
             seed=probe["seed"],
         )
         rows_kept = np.flatnonzero(keep)
-        y = table["_label"].to_numpy()
+        y = kept["_label"].to_numpy()
         for name, features in representations.items():
             x = features[rows_kept]
             result = evaluate.linear_probe(
@@ -395,7 +409,7 @@ def probe_representation(
             )
             rows.append({"task": task["name"], "representation": name, **result})
             log.info("probe %s on %s: BTA %.3f", task["name"], name, result["bta"])
-    pd.DataFrame(rows).to_csv(out_path, index=False)
+    return rows
 
 
 def atom_recovery_table(

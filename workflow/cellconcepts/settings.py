@@ -116,6 +116,8 @@ def check_config(
         duplicated = sorted({t for t in task_names if task_names.count(t) > 1})
         if duplicated:
             raise ConfigError(f"{key}.tasks: task names must be unique, repeated: {duplicated}")
+        if kind == "microscopy":
+            _check_microscopy(config, name, base_dir, task_names)
         settings = dictionary_settings(config, name)
         if dictionary_schema is not None:
             errors = sorted(
@@ -136,6 +138,33 @@ def check_config(
                         f"dictionary.icfl.atoms_per_iteration {per_iteration} "
                         "(ICFL sparsity is J*L)"
                     )
+
+
+def _check_microscopy(
+    config: Mapping[str, Any], name: str, base_dir: Path, task_names: list[str]
+) -> None:
+    key = f"datasets.{name}.microscopy"
+    section = config["datasets"][name]["microscopy"]
+    if section["images"] != "simulate":
+        for required in ("images.npy", "obs.parquet"):
+            if not (base_dir / section["images"] / required).exists():
+                raise ConfigError(
+                    f"{key}.images: expected 'simulate' or a directory holding images.npy and "
+                    f"obs.parquet; {section['images']!r} has no {required}"
+                )
+    checkpoint = section["model"]["checkpoint"]
+    if checkpoint is not None and not (base_dir / checkpoint).exists():
+        raise ConfigError(f"{key}.model.checkpoint: {checkpoint!r} does not exist")
+    for task_key, task in (
+        ("layer_task", section["layer_task"]),
+        ("heatmaps.task", section["heatmaps"]["task"]),
+    ):
+        if task not in task_names:
+            raise ConfigError(f"{key}.{task_key}: {task!r} is not one of the tasks {task_names}")
+    chosen = section["heatmaps"]["variant"]
+    names = [v.name for v in variants(config, name)]
+    if chosen is not None and chosen not in names:
+        raise ConfigError(f"{key}.heatmaps.variant: {chosen!r} is not one of the models {names}")
 
 
 def _dictionary_schema(schema_path: Path | str) -> dict[str, Any]:

@@ -193,6 +193,27 @@ class Whitening:
         norms = np.linalg.norm(mapped, axis=0, keepdims=True)
         return mapped / np.where(norms > 0, norms, 1.0)
 
+    def pullback(self, directions: np.ndarray) -> np.ndarray:
+        """Carry whitened-space directions (k, M) into the token space as unit columns (d, M).
+
+        The returned direction v of a model-space direction w satisfies
+        <v, x - mean> proportional to <w, S U^T (x - mean)>: it reads out of a centred token what
+        the feature reads out of its whitened version (before unit norm). This is the direction
+        to compare tokens with (token heatmaps); `directions_to_input_space` instead gives where
+        a feature writes in the token space.
+        """
+        directions = np.asarray(directions, dtype=np.float64)
+        if directions.ndim != 2 or directions.shape[0] != self.output_dim:
+            raise ValueError(
+                f"directions must have shape ({self.output_dim}, M), got {directions.shape}"
+            )
+        if self.method == "pca":
+            mapped = self.components @ (directions * self.scale[:, None])
+        else:
+            mapped = directions.copy()
+        norms = np.linalg.norm(mapped, axis=0, keepdims=True)
+        return mapped / np.where(norms > 0, norms, 1.0)
+
     def save(self, path: str | os.PathLike) -> None:
         """Save to ``path`` (.npz), written under a temporary name then renamed."""
         path = Path(path)

@@ -8,6 +8,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from cellconcepts.settings import (
+    Variant,
     check_config,
     dictionary_settings,
     variants,
@@ -49,6 +50,54 @@ def has_ground_truth(dataset):
     return DATASETS[dataset]["kind"] == "synthetic"
 
 
+def is_simulated_screen(dataset):
+    ds = DATASETS[dataset]
+    return ds["kind"] == "microscopy" and ds["microscopy"]["images"] == "simulate"
+
+
+def image_dir(dataset):
+    images = DATASETS[dataset]["microscopy"]["images"]
+    return f"{R}/{dataset}/images" if images == "simulate" else images
+
+
+def image_store_files(wildcards):
+    folder = image_dir(wildcards.dataset)
+    return {"images": f"{folder}/images.npy", "image_obs": f"{folder}/obs.parquet"}
+
+
+def image_encoder(wildcards):
+    """The user's checkpoint, or the MAE trained by the workflow."""
+    user_weights = DATASETS[wildcards.dataset]["microscopy"]["model"]["checkpoint"]
+    return user_weights or f"{R}/{wildcards.dataset}/embedding/encoder"
+
+
+def heatmap_variant(dataset):
+    """The model whose features the heatmaps show (default: the first ICFL + PCA variant)."""
+    chosen = DATASETS[dataset]["microscopy"]["heatmaps"]["variant"]
+    names = [v.name for v in variants(config, dataset)]
+    if chosen is not None:
+        return chosen
+    preferred = [n for n in names if n.startswith("icfl_pca_")]
+    return (preferred or names)[0]
+
+
+def heatmap_task(wildcards):
+    name = DATASETS[wildcards.dataset]["microscopy"]["heatmaps"]["task"]
+    return next(t for t in DATASETS[wildcards.dataset]["tasks"] if t["name"] == name)
+
+
+def heatmap_model(wildcards):
+    name = heatmap_variant(wildcards.dataset)
+    model = f"{R}/{wildcards.dataset}/models/{name}"
+    whitening = Variant.parse(name).whitening
+    return {
+        "model": f"{model}/model.pt",
+        "codes": f"{model}/codes.npz",
+        "best_selectivity": f"{model}/best_selectivity.csv",
+        "whitening": f"{R}/{wildcards.dataset}/whitening/{whitening}.npz",
+    }
+
+
 def token_store(wildcards):
     return {
         "tokens": f"{R}/{wildcards.dataset}/tokens/tokens.npy",
@@ -85,6 +134,14 @@ def all_targets():
         targets += [f"{R}/{dataset}/figures/{name}.png" for name in REPORT_FIGURES]
         if has_ground_truth(dataset):
             targets.append(f"{R}/{dataset}/tables/atom_recovery.csv")
+        if DATASETS[dataset]["kind"] == "microscopy":
+            targets += [
+                f"{R}/{dataset}/tables/layer_probe.csv",
+                f"{R}/{dataset}/tables/label_selectivity.csv",
+                f"{R}/{dataset}/tables/heatmap_channels.csv",
+            ]
+        if is_simulated_screen(dataset):
+            targets.append(f"{R}/{dataset}/tables/single_cell_summary.csv")
     return targets
 
 

@@ -59,3 +59,28 @@ rule atom_recovery_table:
         variants=lambda wc: [v.name for v in variants(config, wc.dataset)],
     script:
         "../scripts/atom_recovery_table.py"
+
+
+rule label_selectivity:
+    input:
+        lambda wc: list(model_files(wc.dataset, "best_selectivity.csv").values()),
+    output:
+        table=multiext(
+            f"{R}/{{dataset}}/tables/label_selectivity", ".csv", ".md", ".tex"
+        ),
+    log:
+        f"{LOGS}/label_selectivity.log",
+    benchmark:
+        f"{BENCH}/label_selectivity.tsv"
+    wildcard_constraints:
+        dataset=datasets_of_kind("microscopy"),
+    conda:
+        ENV
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        variants=lambda wc: [v.name for v in variants(config, wc.dataset)],
+        heatmaps=lambda wc: DATASETS[wc.dataset]["microscopy"]["heatmaps"],
+    script:
+        "../scripts/label_selectivity.py"

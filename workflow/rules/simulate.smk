@@ -20,3 +20,27 @@ rule simulate_superposition:
         simulation=lambda wc: DATASETS[wc.dataset]["synthetic"],
     script:
         "../scripts/simulate_superposition.py"
+
+
+rule simulate_cellpainting:
+    output:
+        images=f"{R}/{{dataset}}/images/images.npy",
+        obs=f"{R}/{{dataset}}/images/obs.parquet",
+        masks=f"{R}/{{dataset}}/images/masks.npy",
+        cells=f"{R}/{{dataset}}/images/cells.parquet",
+        groups=f"{R}/{{dataset}}/images/groups.csv",
+    log:
+        f"{LOGS}/simulate_cellpainting.log",
+    benchmark:
+        f"{BENCH}/simulate_cellpainting.tsv"
+    wildcard_constraints:
+        dataset=datasets_of_kind("microscopy"),
+    conda:
+        ENV
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        simulation=lambda wc: DATASETS[wc.dataset]["microscopy"]["simulate"],
+    script:
+        "../scripts/simulate_cellpainting.py"

@@ -1,0 +1,277 @@
+"""Microscopy stage functions on small hand-built inputs (the modules they call have their own
+tests; these check the glue: image choice, signs, layer choice, tables)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+
+from cellconcepts import pipeline_microscopy as pm
+from cellconcepts.dictionary import build_model, save_model
+from cellconcepts.whiten import fit_whitening
+
+
+def test_select_heatmap_images_picks_most_active_images_of_each_label():
+    table = pd.DataFrame(
+        {
+            "token_id": [f"img{i}" for i in range(6)],
+            "group": ["a", "a", "a", "b", "b", "ctrl"],
+        }
+    )
+    codes = sp.csr_matrix(
+        np.array(
+            [
+                [0.5, 0.0],
+                [0.0, 0.0],
+                [2.0, 0.0],
+                [0.0, -3.0],
+                [0.0, -1.0],
+                [9.0, 9.0],
+            ]
+        )
+    )
+    best = pd.DataFrame(
+        {
+            "task": ["g", "g", "g", "other"],
+            "label": ["a", "b", "ctrl", "a"],
+            "best_avg": [0.8, 0.6, 0.1, 0.9],
+            "best_feature": [0, 1, 0, 1],
+        }
+    )
+    selected = pm.select_heatmap_images(
+        table,
+        codes,
+        best,
+        task={"name": "g", "column": "group"},
+        exclude=["ctrl"],
+        images_per_label=2,
+    )
+    # label a: feature 0, image 2 (2.0) then image 0 (0.5); image 1 is inactive.
+    # label b: feature 1, by |code|: image 3 (-3) then image 4 (-1); signs kept.
+    assert selected[["label", "feature", "row", "rank"]].values.tolist() == [
+        ["a", 0, 2, 0],
+        ["a", 0, 0, 1],
+        ["b", 1, 3, 0],
+        ["b", 1, 4, 1],
+    ]
+    assert selected["activation"].tolist() == [2.0, 0.5, -3.0, -1.0]
+    assert selected["image_id"].tolist() == ["img2", "img0", "img3", "img4"]
+    with pytest.raises(ValueError, match="no selectivity rows"):
+        pm.select_heatmap_images(
+            table,
+            codes,
+            best,
+            task={"name": "x", "column": "group"},
+            exclude=[],
+            images_per_label=1,
+        )
+
+
+def _model_and_whitening(tmp_path, rng):
+    tokens = rng.normal(size=(200, 8)) * np.linspace(3.0, 0.5, 8)
+    whitening = fit_whitening(tokens, np.arange(100), "pca", eps_relative=1e-3)
+    whitening.save(tmp_path / "pca.npz")
+    model = build_model("icfl", whitening.output_dim, 5, 2, atoms_per_iteration=1, seed=0)
+    save_model(model, tmp_path / "model.pt", {})
+    return whitening, model
+
+
+def test_feature_heats_follow_the_sign_of_the_codes(tmp_path):
+    rng = np.random.default_rng(0)
+    whitening, model = _model_and_whitening(tmp_path, rng)
+    feature = 3
+    direction = whitening.pullback(model.W_dec.detach().double().numpy())[:, feature]
+    # One image, a 2x2 grid: patches along +direction, -direction, orthogonal-ish, centre.
+    patches = np.empty((1, 2, 2, 8))
+    patches[0, 0, 0] = whitening.mean + 2 * direction
+    patches[0, 0, 1] = whitening.mean - direction
+    patches[0, 1, 0] = whitening.mean + rng.normal(size=8)
+    patches[0, 1, 1] = whitening.mean
+    positive = pd.DataFrame(
+        {"label": ["a"], "feature": [feature], "patch_index": [0], "activation": [1.5]}
+    )
+    heats = pm.feature_heats(patches, positive, tmp_path / "model.pt", tmp_path / "pca.npz")
+    assert heats.shape == (1, 2, 2)
+    np.testing.assert_allclose(heats[0, 0], [1.0, -1.0], atol=1e-6)
+    assert heats[0, 1, 1] == 0.0
+    negative = positive.assign(activation=[-1.5])
+    flipped = pm.feature_heats(patches, negative, tmp_path / "model.pt", tmp_path / "pca.npz")
+    np.testing.assert_allclose(flipped, -heats, atol=1e-12)
+
+
+def test_label_selectivity_table(tmp_path):
+    for variant, scores in {
+        "icfl_pca_k8_seed0": [0.7, 0.4],
+        "topk_pca_k8_seed0": [0.5, 0.6],
+    }.items():
+        pd.DataFrame(
+            {
+                "task": ["g", "g", "g", "batch"],
+                "label": ["a", "b", "ctrl", "a"],
+                "best_avg": [*scores, 0.9, 0.99],
+                "best_feature": [0, 1, 2, 3],
+            }
+        ).to_csv(tmp_path / f"{variant}.csv", index=False)
+    table = pm.label_selectivity_table(
+        {v: tmp_path / f"{v}.csv" for v in ["icfl_pca_k8_seed0", "topk_pca_k8_seed0"]},
+        tmp_path / "out.csv",
+        task="g",
+        exclude=["ctrl"],
+    )
+    assert table["label"].tolist() == ["a", "b", "fraction >= 0.5"]
+    assert table["icfl_pca_k8_seed0"].tolist() == [0.7, 0.4, 0.5]
+    assert table["topk_pca_k8_seed0"].tolist() == [0.5, 0.6, 1.0]
+    assert (tmp_path / "out.md").exists() and (tmp_path / "out.tex").exists()
+
+
+def _image_store(path, n=24, size=16, channels=2, seed=0):
+    rng = np.random.default_rng(seed)
+    path.mkdir(parents=True, exist_ok=True)
+    np.save(
+        path / "images.npy", rng.integers(0, 4000, size=(n, channels, size, size), dtype=np.uint16)
+    )
+    pd.DataFrame(
+        {
+            "image_id": [f"i{k}" for k in range(n)],
+            "gene": ["non-targeting" if k % 3 == 0 else f"g{k % 3}" for k in range(n)],
+            "plate": [f"p{k % 2}" for k in range(n)],
+        }
+    ).to_parquet(path / "obs.parquet")
+
+
+def test_open_image_store_checks_its_files(tmp_path):
+    _image_store(tmp_path / "ok")
+    store = pm.open_image_store(tmp_path / "ok")
+    assert store.images.shape == (24, 2, 16, 16) and store.masks is None
+    with pytest.raises(FileNotFoundError, match="images.npy"):
+        pm.open_image_store(tmp_path / "missing")
+    _image_store(tmp_path / "dup")
+    obs = pd.read_parquet(tmp_path / "dup" / "obs.parquet")
+    obs.loc[1, "image_id"] = "i0"
+    obs.to_parquet(tmp_path / "dup" / "obs.parquet")
+    with pytest.raises(ValueError, match="image_id must be unique"):
+        pm.open_image_store(tmp_path / "dup")
+    obs.iloc[:5].to_parquet(tmp_path / "dup" / "obs.parquet")
+    with pytest.raises(ValueError, match="5 rows but"):
+        pm.open_image_store(tmp_path / "dup")
+
+
+def test_choose_layer_takes_the_best_layer_on_the_task(tmp_path):
+    rng = np.random.default_rng(1)
+    _image_store(tmp_path / "images", n=120)
+    genes = pd.read_parquet(tmp_path / "images" / "obs.parquet")["gene"]
+    onehot = pd.get_dummies(genes).to_numpy(float)
+    layers_dir = tmp_path / "layers"
+    layers_dir.mkdir()
+    # layer 1: noise; layer 2: the gene label plus noise (so it must be chosen).
+    np.save(layers_dir / "layer_001.npy", rng.normal(size=(120, 6)).astype(np.float32))
+    informative = np.hstack([onehot * 3, rng.normal(size=(120, 3))]) + rng.normal(size=(120, 6))
+    np.save(layers_dir / "layer_002.npy", informative.astype(np.float32))
+    (layers_dir / "layers.json").write_text(json.dumps({"layers": [1, 2]}))
+    tasks = [{"name": "gene", "column": "gene"}]
+    probe = {"test_fraction": 0.25, "max_iter": 200, "C": 1.0, "max_train": None, "seed": 0}
+    kwargs = dict(
+        layer_task="gene",
+        tasks=tasks,
+        control={"column": "gene", "values": ["non-targeting"]},
+        split={"test_fraction": 0.2, "seed": 0},
+        probe=probe,
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+    pm.choose_layer_store(
+        layers_dir,
+        tmp_path / "images",
+        out / "store",
+        layer="best",
+        table_path=out / "layer_probe.csv",
+        figure_path=out / "layer_probe.png",
+        choice_path=out / "layer.json",
+        **kwargs,
+    )
+    choice = json.loads((out / "layer.json").read_text())
+    assert choice["layer"] == 2 and choice["best_layer"] == 2
+    stored = np.load(out / "store" / "tokens.npy")
+    np.testing.assert_array_equal(stored, np.load(layers_dir / "layer_002.npy"))
+    obs = pd.read_parquet(out / "store" / "obs.parquet")
+    assert obs["token_id"].tolist() == [f"i{k}" for k in range(120)]
+    assert obs["is_control"].tolist() == (genes == "non-targeting").tolist()
+    table = pd.read_csv(out / "layer_probe.csv")
+    assert table.set_index("layer")["chosen"].to_dict() == {1: False, 2: True}
+    assert (out / "layer_probe.pdf").exists()
+    # A fixed layer is used even when another probes better.
+    pm.choose_layer_store(
+        layers_dir,
+        tmp_path / "images",
+        out / "store1",
+        layer=1,
+        table_path=out / "t1.csv",
+        figure_path=out / "f1.png",
+        choice_path=out / "c1.json",
+        **kwargs,
+    )
+    assert json.loads((out / "c1.json").read_text())["layer"] == 1
+    with pytest.raises(ValueError, match="layer_task"):
+        pm.choose_layer_store(
+            layers_dir,
+            tmp_path / "images",
+            out / "store2",
+            layer="best",
+            table_path=out / "t2.csv",
+            figure_path=out / "f2.png",
+            choice_path=out / "c2.json",
+            **{**kwargs, "layer_task": "nope"},
+        )
+
+
+def test_embed_layers_and_a_user_checkpoint(tmp_path):
+    from cellconcepts import vit
+
+    torch.manual_seed(0)
+    _image_store(tmp_path / "images", n=10, size=16, channels=2)
+    architecture = {
+        "img_size": 16,
+        "patch_size": 8,
+        "in_chans": 2,
+        "embed_dim": 16,
+        "depth": 2,
+        "num_heads": 2,
+    }
+    encoder = vit.ViTEncoder(vit.ViTConfig.from_dict(architecture))
+    # A timm-layout weights file under a wrapper prefix, described by the config.
+    weights = tmp_path / "weights.pth"
+    torch.save({"encoder." + k: v for k, v in encoder.state_dict().items()}, weights)
+    pm.embed_image_layers(
+        tmp_path / "images",
+        weights,
+        architecture,
+        "best",
+        tmp_path / "layers",
+        batch_size=4,
+        device="cpu",
+    )
+    assert json.loads((tmp_path / "layers" / "layers.json").read_text()) == {"layers": [1, 2]}
+    images = np.load(tmp_path / "images" / "images.npy")
+    with torch.inference_mode(), vit.capture_layers(encoder.eval(), [2]) as captured:
+        encoder(vit.self_standardize(images))
+    expected = captured[2][:, encoder.n_prefix :].mean(dim=1).numpy()
+    np.testing.assert_allclose(
+        np.load(tmp_path / "layers" / "layer_002.npy"), expected, rtol=1e-5, atol=1e-5
+    )
+    with pytest.raises(ValueError, match="microscopy.layer"):
+        pm.embed_image_layers(
+            tmp_path / "images",
+            weights,
+            architecture,
+            5,
+            tmp_path / "bad",
+            batch_size=4,
+            device="cpu",
+        )
+    with pytest.raises(ValueError, match="model expects"):
+        pm._check_images_fit(images, vit.ViTConfig.from_dict({**architecture, "in_chans": 3}), "x")

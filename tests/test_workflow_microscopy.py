@@ -1,0 +1,179 @@
+"""End to end, microscopy branch: a tiny simulated screen (MAE trained in the workflow) and a
+user image store read with a user checkpoint; checks what the tables say."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import run_snakemake
+
+from cellconcepts import cellpainting, vit
+
+pytestmark = pytest.mark.slow
+
+ARCHITECTURE = {
+    "img_size": 32,
+    "patch_size": 8,
+    "in_chans": 6,
+    "embed_dim": 32,
+    "depth": 2,
+    "num_heads": 2,
+}
+SIMULATION = {
+    "n_cell_types": 2,
+    "plates_per_cell_type": 2,
+    "genes_per_group": 3,
+    "n_no_effect_genes": 2,
+    "control_wells": 4,
+    "sites_per_well": 3,
+    "image_size": 32,
+    "seed": 0,
+}
+TASKS = [
+    {"name": "gene_group", "column": "gene_group", "group_by": "plate"},
+    {"name": "batch", "column": "batch"},
+]
+
+
+def tiny_config(user_images: str, user_checkpoint: str) -> dict:
+    microscopy = {"heatmaps": {"images_per_label": 2}}
+    return {
+        "results": "results",
+        "datasets": {
+            "screen": {
+                "kind": "microscopy",
+                "microscopy": {
+                    "images": "simulate",
+                    "simulate": SIMULATION,
+                    "model": {
+                        "architecture": ARCHITECTURE,
+                        "mae": {
+                            "steps": 30,
+                            "batch_size": 16,
+                            "warmup_steps": 5,
+                            "decoder_dim": 32,
+                        },
+                    },
+                    **microscopy,
+                },
+                "control": {"column": "gene", "values": ["non-targeting"]},
+                "tasks": TASKS,
+            },
+            "mine": {
+                "kind": "microscopy",
+                "microscopy": {
+                    "images": user_images,
+                    "model": {"checkpoint": user_checkpoint, "architecture": ARCHITECTURE},
+                    "layer": 1,
+                    **microscopy,
+                },
+                "control": {"column": "gene", "values": ["non-targeting"]},
+                "tasks": TASKS,
+                "dictionary": {"methods": ["icfl"]},
+            },
+        },
+        "dictionary": {
+            "n_features": 32,
+            "sparsity": [4],
+            "train": {"steps": 100, "batch_size": 64},
+        },
+        "evaluate": {"probe": {"max_iter": 200}},
+    }
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("microscopy")
+    # A user's image store (images + annotations only, no masks) and a user checkpoint in the
+    # Hugging Face layout, standing in for real images and OpenPhenom.
+    screen = cellpainting.simulate_screen(**{**SIMULATION, "seed": 1}, progress=False)
+    store = workdir / "my_images"
+    store.mkdir()
+    np.save(store / "images.npy", screen.images)
+    screen.obs.to_parquet(store / "obs.parquet")
+    torch.manual_seed(0)
+    vit.save_pretrained(vit.ViTEncoder(vit.ViTConfig(**ARCHITECTURE)), workdir / "my_model")
+    result = run_snakemake(workdir, tiny_config("my_images", "my_model"), "--cores", "2")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
+    return workdir / "results"
+
+
+def test_layer_choice_and_token_store(run: Path):
+    probes = pd.read_csv(run / "screen" / "tables" / "layer_probe.csv")
+    assert sorted(probes.layer.unique()) == [1, 2]
+    assert set(probes.task) == {"gene_group", "batch"}
+    choice = json.loads((run / "screen" / "embedding" / "layer.json").read_text())
+    on_task = probes[probes.task == "gene_group"].set_index("layer")["bta"]
+    assert choice["layer"] == int(on_task.idxmax())
+    assert probes[probes.chosen].layer.unique().tolist() == [choice["layer"]]
+    images = pd.read_parquet(run / "screen" / "images" / "obs.parquet")
+    obs = pd.read_parquet(run / "screen" / "tokens" / "obs.parquet")
+    tokens = np.load(run / "screen" / "tokens" / "tokens.npy")
+    assert tokens.shape == (len(images), ARCHITECTURE["embed_dim"])
+    assert obs.token_id.tolist() == images.image_id.tolist()
+    assert obs.is_control.tolist() == (images.gene == "non-targeting").tolist()
+    layer_tokens = np.load(
+        run / "screen" / "embedding" / "layer_tokens" / f"layer_{choice['layer']:03d}.npy"
+    )
+    np.testing.assert_array_equal(tokens, layer_tokens)
+
+
+def test_label_selectivity_covers_every_planted_group(run: Path):
+    table = pd.read_csv(run / "screen" / "tables" / "label_selectivity.csv")
+    groups = pd.read_csv(run / "screen" / "images" / "groups.csv")
+    assert table.label.tolist() == [*sorted(groups.gene_group), "fraction >= 0.5"]
+    scores = table.drop(columns="label").to_numpy()
+    assert table.shape[1] == 1 + 4  # icfl/topk x pca/none
+    assert np.all((scores >= -1) & (scores <= 1))
+
+
+def test_heatmaps_and_single_cell_check(run: Path):
+    tables = run / "screen" / "tables"
+    selected = pd.read_csv(run / "screen" / "heatmaps" / "selected.csv")
+    channels = pd.read_csv(tables / "heatmap_channels.csv")
+    assert channels.image_id.tolist() == selected.image_id.tolist()
+    r = channels[list(cellpainting.CHANNELS)].to_numpy()
+    assert np.all(np.isnan(r) | ((r >= -1) & (r <= 1)))
+    summary = pd.read_csv(tables / "heatmap_channel_summary.csv")
+    expected = pd.read_csv(run / "screen" / "images" / "groups.csv").set_index("gene_group")
+    assert summary.expected_channel.tolist() == expected.loc[summary.label, "channel"].tolist()
+    patches = np.load(run / "screen" / "heatmaps" / "patch_tokens.npy")
+    assert patches.shape[1:] == (4, 4, ARCHITECTURE["embed_dim"])
+
+    per_cell = pd.read_csv(tables / "single_cell_alignment.csv")
+    cells = pd.read_parquet(run / "screen" / "images" / "cells.parquet")
+    images = pd.read_parquet(run / "screen" / "images" / "obs.parquet")
+    cells["image_id"] = images.image_id.to_numpy()[cells.image_index]
+    for label, rows in per_cell[per_cell.category != "background"].groupby("label"):
+        truth = cells[cells.image_id.isin(rows.image_id.unique())]
+        assert (rows.category == "perturbed").sum() == truth.perturbed.sum(), label
+        assert len(rows) == len(truth), label
+    tests = pd.read_csv(tables / "single_cell_summary.csv")
+    assert set(tests.comparison) == {
+        "perturbed > unperturbed",
+        "perturbed > background",
+        "unperturbed > background",
+    }
+    p = tests.p_value.dropna()
+    assert len(p) and p.between(0, 1).all()
+    for name in ["token_heatmaps", "single_cell_alignment", "layer_probe"]:
+        assert (run / "screen" / "figures" / f"{name}.png").stat().st_size > 5000
+
+
+def test_user_images_with_a_user_checkpoint(run: Path):
+    mine = run / "mine"
+    assert json.loads((mine / "embedding" / "layer.json").read_text())["layer"] == 1
+    assert sorted(p.name for p in (mine / "embedding" / "layer_tokens").iterdir()) == [
+        "layer_001.npy",
+        "layers.json",
+    ]
+    assert not (mine / "embedding" / "encoder").exists()  # no MAE trained for it
+    headline = pd.read_csv(mine / "headline.csv")
+    assert sorted(headline.method) == ["icfl", "icfl", "raw"]
+    assert (mine / "tables" / "heatmap_channels.csv").exists()
+    assert not (mine / "tables" / "single_cell_summary.csv").exists()  # no masks given
