@@ -109,3 +109,37 @@ def test_bad_config_fails_before_any_job(tmp_path: Path, demo_config, mutate, ex
 def test_schema_yaml_is_loadable():
     schema = yaml.safe_load(SCHEMA.read_text())
     assert schema["additionalProperties"] is False
+
+
+def test_openphenom_example_config_matches_the_encoder_it_names(tmp_path):
+    from cellconcepts.vit import ViTConfig, openphenom_config
+
+    config = _validated(yaml.safe_load((REPO / "config" / "openphenom_rxrx3.yaml").read_text()))
+    section = config["datasets"]["rxrx3"]["microscopy"]
+    assert ViTConfig.from_dict(section["model"]["architecture"]) == openphenom_config()
+    # Its inputs are the user's to fetch: the check names the missing image store.
+    with pytest.raises(ConfigError, match=r"datasets\.rxrx3\.microscopy\.images"):
+        check_config(config, tmp_path, SCHEMA)
+    store = tmp_path / "data" / "rxrx3_core_store"
+    store.mkdir(parents=True)
+    (store / "images.npy").touch()
+    (store / "obs.parquet").touch()
+    with pytest.raises(ConfigError, match=r"microscopy\.model\.checkpoint"):
+        check_config(config, tmp_path, SCHEMA)
+    (tmp_path / "models" / "OpenPhenom").mkdir(parents=True)
+    check_config(config, tmp_path, SCHEMA)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda m: m.update(layer_task="nope"), r"cellpainting\.microscopy\.layer_task"),
+        (lambda m: m["heatmaps"].update(task="nope"), r"microscopy\.heatmaps\.task"),
+        (lambda m: m["heatmaps"].update(variant="icfl_pca_k99_seed0"), r"heatmaps\.variant"),
+    ],
+)
+def test_microscopy_keys_are_checked(demo_config, mutate, expected):
+    config = _validated(demo_config)
+    mutate(config["datasets"]["cellpainting"]["microscopy"])
+    with pytest.raises(ConfigError, match=expected):
+        check_config(config, REPO, SCHEMA)

@@ -27,7 +27,7 @@ def test_select_heatmap_images_picks_most_active_images_of_each_label():
         np.array(
             [
                 [0.5, 0.0],
-                [0.0, 0.0],
+                [-0.1, 0.0],
                 [2.0, 0.0],
                 [0.0, -3.0],
                 [0.0, -1.0],
@@ -49,10 +49,11 @@ def test_select_heatmap_images_picks_most_active_images_of_each_label():
         best,
         task={"name": "g", "column": "group"},
         exclude=["ctrl"],
-        images_per_label=2,
+        images_per_label=3,
     )
-    # label a: feature 0, image 2 (2.0) then image 0 (0.5); image 1 is inactive.
-    # label b: feature 1, by |code|: image 3 (-3) then image 4 (-1); signs kept.
+    # label a: feature 0, image 2 (2.0) then image 0 (0.5); image 1 fires with the minority
+    # sign (-0.1), so it is not shown.
+    # label b: feature 1, negative codes: image 3 (-3) then image 4 (-1); signs kept.
     assert selected[["label", "feature", "row", "rank"]].values.tolist() == [
         ["a", 0, 2, 0],
         ["a", 0, 0, 1],
@@ -86,12 +87,14 @@ def test_feature_heats_follow_the_sign_of_the_codes(tmp_path):
     whitening, model = _model_and_whitening(tmp_path, rng)
     feature = 3
     direction = whitening.pullback(model.W_dec.detach().double().numpy())[:, feature]
-    # One image, a 2x2 grid: patches along +direction, -direction, orthogonal-ish, centre.
-    patches = np.empty((1, 2, 2, 8))
-    patches[0, 0, 0] = whitening.mean + 2 * direction
-    patches[0, 0, 1] = whitening.mean - direction
-    patches[0, 1, 0] = whitening.mean + rng.normal(size=8)
-    patches[0, 1, 1] = whitening.mean
+    # One image on a 2x2 grid, then the per-position control centre (a positional offset).
+    centre = whitening.mean + rng.normal(size=(2, 2, 8))
+    patches = np.empty((2, 2, 2, 8))
+    patches[0, 0, 0] = centre[0, 0] + 2 * direction
+    patches[0, 0, 1] = centre[0, 1] - direction
+    patches[0, 1, 0] = centre[1, 0] + rng.normal(size=8)
+    patches[0, 1, 1] = centre[1, 1]
+    patches[1] = centre
     positive = pd.DataFrame(
         {"label": ["a"], "feature": [feature], "patch_index": [0], "activation": [1.5]}
     )

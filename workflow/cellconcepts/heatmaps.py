@@ -79,7 +79,9 @@ def patch_alignment(
     """Cosine of `direction` with each centred patch token, `patch_token - centre`.
 
     `patch_tokens` is (n, grid_h, grid_w, d) (any leading shape works; the last axis is d) and
-    the result has the leading shape. A patch equal to the centre has no direction and gets 0.
+    the result has the leading shape. `centre` is (d,) or broadcasts against the tokens, e.g.
+    one control mean per grid position (grid_h, grid_w, d), which removes the positional part of
+    ViT patch tokens. A patch equal to its centre has no direction and gets 0.
     """
     tokens = np.asarray(patch_tokens)
     direction = np.asarray(direction, dtype=np.float64)
@@ -91,8 +93,11 @@ def patch_alignment(
         raise ValueError(
             f"direction: expected shape ({d},) to match patch tokens, got {direction.shape}"
         )
-    if centre.shape != (d,):
-        raise ValueError(f"centre: expected shape ({d},) to match patch tokens, got {centre.shape}")
+    if centre.ndim < 1 or centre.shape[-1] != d or centre.ndim > tokens.ndim:
+        raise ValueError(
+            f"centre: expected shape ({d},) or per grid position (grid_h, grid_w, {d}) to match "
+            f"patch tokens, got {centre.shape}"
+        )
     direction_norm = float(np.linalg.norm(direction))
     if not np.isfinite(direction_norm) or direction_norm == 0.0:
         raise ValueError(

@@ -38,6 +38,8 @@ PathLike = str | Path
 
 # Rows of images embedded per chunk: bounds memory for screens of millions of crops.
 EMBED_CHUNK_IMAGES = 4096
+# Control images whose patch tokens give the per-position centre of the heatmaps.
+CENTRE_CONTROL_IMAGES = 256
 
 
 # --------------------------------------------------------------------------- image stores
@@ -187,6 +189,7 @@ def embed_image_layers(
     device = str(resolve_device(device))
     store = open_image_store(images_dir)
     encoder = load_image_encoder(encoder_path, architecture, device)
+    _check_images_fit(store.images, encoder.config, images_dir)
     valid = image_embed.available_layers(encoder)
     layers = valid if layer == "best" else [int(layer)]
     if layers[0] not in valid:
@@ -323,8 +326,9 @@ def select_heatmap_images(
     images_per_label: int,
 ) -> pd.DataFrame:
     """Per label of `task`: its most selective feature and the label's images where that
-    feature is most active (largest |code|; only active images). `activation` keeps the code's
-    sign: ICFL codes may be negative, and the heatmap then follows the negative direction."""
+    feature is most active. ICFL codes are signed: the label's dominant sign (of the summed
+    codes over its images) is kept, images are ranked by their code in that sign, and the
+    heatmap then follows the feature direction times that sign."""
     from cellconcepts.pipeline import task_labels
 
     best = best_selectivity[best_selectivity["task"] == task["name"]]
@@ -339,8 +343,9 @@ def select_heatmap_images(
         feature = int(entry["best_feature"])
         members = np.flatnonzero((labels == label).to_numpy())
         activation = codes[members][:, feature].toarray().ravel()
-        order = np.argsort(-np.abs(activation), kind="stable")
-        picked = [i for i in order if activation[i] != 0][:images_per_label]
+        sign = 1.0 if activation.sum() >= 0 else -1.0
+        order = np.argsort(-sign * activation, kind="stable")
+        picked = [i for i in order if sign * activation[i] > 0][:images_per_label]
         if not picked:
             log.warning("label %s: feature %d is active in none of its images", label, feature)
         for rank, i in enumerate(picked):
@@ -399,6 +404,11 @@ def heatmap_patch_tokens(
         exclude=exclude,
         images_per_label=images_per_label,
     )
+    if selected.empty:
+        raise ValueError(
+            f"{codes_path}: no feature is active in any image of the {task['name']!r} labels; "
+            "nothing to draw heatmaps for"
+        )
     rows = np.unique(selected["row"].to_numpy())
     selected["patch_index"] = np.searchsorted(rows, selected["row"].to_numpy())
     layer = json.loads(Path(choice_path).read_text())["layer"]
@@ -407,11 +417,27 @@ def heatmap_patch_tokens(
     patches = image_embed.extract_patch_tokens(
         encoder, images[rows], layer, batch_size=batch_size, device=device
     )
+    controls = np.flatnonzero(store.obs["is_control"].to_numpy())
+    sample = np.sort(
+        np.random.default_rng(0).choice(
+            controls, size=min(CENTRE_CONTROL_IMAGES, len(controls)), replace=False
+        )
+    )
+    centre = image_embed.extract_patch_tokens(
+        encoder, images[sample], layer, batch_size=batch_size, device=device
+    ).mean(axis=0)
     with io.atomic_path(tokens_path) as tmp:
         with open(tmp, "wb") as handle:
-            np.save(handle, patches.astype(np.float32))
+            np.save(handle, np.concatenate([patches, centre[None]]).astype(np.float32))
     selected.to_csv(selected_path, index=False)
-    log.info("patch tokens %s at layer %d for %d images", patches.shape[1:], layer, len(rows))
+    log.info(
+        "patch tokens %s at layer %d for %d images (+ the mean of %d control images per "
+        "grid position, the last entry)",
+        patches.shape[1:],
+        layer,
+        len(rows),
+        len(sample),
+    )
 
 
 def feature_heats(
@@ -421,10 +447,12 @@ def feature_heats(
     whitening_path: PathLike,
 ) -> np.ndarray:
     """Alignment heatmaps (one per selected row): cosine of the feature's direction, carried
-    into the token space through the whitening, with each centred patch token."""
+    into the token space through the whitening, with each patch token centred on the control
+    mean at its grid position (the last entry of `patch_tokens`)."""
     model, _ = load_model(model_path)
     whitening = Whitening.load(whitening_path)
     directions = whitening.pullback(decoder_directions(model))
+    centre = np.asarray(patch_tokens[-1], dtype=np.float64)
     # A label whose feature fires with negative codes is aligned with the negative direction.
     signs = np.sign(selected.groupby("label")["activation"].transform("sum")).to_numpy()
     heats = np.empty((len(selected), *patch_tokens.shape[1:3]), dtype=np.float64)
@@ -432,9 +460,7 @@ def feature_heats(
         zip(selected["feature"].to_numpy(), selected["patch_index"].to_numpy(), strict=True)
     ):
         direction = directions[:, feature] * (signs[i] if signs[i] != 0 else 1.0)
-        heats[i] = heatmaps.patch_alignment(
-            patch_tokens[index : index + 1], direction, whitening.mean
-        )[0]
+        heats[i] = heatmaps.patch_alignment(patch_tokens[index : index + 1], direction, centre)[0]
     return heats
 
 
@@ -589,8 +615,14 @@ def single_cell_alignment(
     summary = pd.concat(tests, ignore_index=True)
     overall = pd.concat(per_image, ignore_index=True)
     overall = overall[overall["image_id"] == "all"].set_index("label")
+    # What a random 'dark' call with the same number of dark cells would give.
+    overall["recall_by_chance"] = overall["dark"] / overall["total_cells"]
+    overall["precision_by_chance"] = overall["unperturbed"] / overall["total_cells"]
     summary = summary.merge(
-        overall[["recall", "precision"]], left_on="label", right_index=True, how="left"
+        overall[["recall", "recall_by_chance", "precision", "precision_by_chance"]],
+        left_on="label",
+        right_index=True,
+        how="left",
     )
     write_table(summary, summary_path, caption="single-cell alignment tests per label")
     heatmaps.plot_single_cell_histograms(

@@ -146,7 +146,13 @@ rule choose_layer:
         obs=f"{STORE}/obs.parquet",
         choice=f"{R}/{{dataset}}/embedding/layer.json",
         table=multiext(f"{R}/{{dataset}}/tables/layer_probe", ".csv", ".md", ".tex"),
-        figure=multiext(f"{R}/{{dataset}}/figures/layer_probe", ".png", ".pdf"),
+        figure=report(
+            f"{R}/{{dataset}}/figures/layer_probe.png",
+            caption="../report/layer_probe.rst",
+            category="Figures",
+            subcategory="{dataset}",
+        ),
+        figure_pdf=f"{R}/{{dataset}}/figures/layer_probe.pdf",
     log:
         f"{LOGS}/choose_layer.log",
     benchmark:

@@ -65,9 +65,13 @@ rule label_selectivity:
     input:
         lambda wc: list(model_files(wc.dataset, "best_selectivity.csv").values()),
     output:
-        table=multiext(
-            f"{R}/{{dataset}}/tables/label_selectivity", ".csv", ".md", ".tex"
+        table=report(
+            f"{R}/{{dataset}}/tables/label_selectivity.csv",
+            caption="../report/label_selectivity.rst",
+            category="Tables",
+            subcategory="{dataset}",
         ),
+        table_text=multiext(f"{R}/{{dataset}}/tables/label_selectivity", ".md", ".tex"),
     log:
         f"{LOGS}/label_selectivity.log",
     benchmark:

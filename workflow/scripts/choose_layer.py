@@ -17,7 +17,7 @@ with log_to_file(snakemake.log[0]):
         split=snakemake.params.split,
         probe=snakemake.params.probe,
         table_path=snakemake.output.table[0],
-        figure_path=snakemake.output.figure[0],
+        figure_path=snakemake.output.figure,
         choice_path=snakemake.output.choice,
         threads=snakemake.threads,
     )

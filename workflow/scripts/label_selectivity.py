@@ -6,7 +6,7 @@ from cellconcepts.pipeline_microscopy import label_selectivity_table
 with log_to_file(snakemake.log[0]):
     label_selectivity_table(
         dict(zip(snakemake.params.variants, snakemake.input, strict=True)),
-        snakemake.output.table[0],
+        snakemake.output.table,
         task=snakemake.params.heatmaps["task"],
         exclude=snakemake.params.heatmaps["exclude"],
     )
