@@ -16,11 +16,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import balanced_accuracy_score
-from sklearn.model_selection import train_test_split
-from sklearn.preprocessing import StandardScaler
 
 logger = logging.getLogger(__name__)
 
@@ -332,6 +327,8 @@ def probe_split_masks(
     when a class has fewer than 2 rows); test rows whose label is absent from train are moved
     to train, so every class is trained on.
     """
+    from sklearn.model_selection import train_test_split  # sklearn: only probing needs it
+
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction: expected a value in (0, 1), got {test_fraction}")
     labels = _require_column(obs, label_column, "label")
@@ -469,6 +466,12 @@ def linear_probe(
     used. Returns ``bta``, ``n_train``, ``n_test``, ``n_classes`` (classes present in test),
     ``n_classes_train`` and ``chance`` (= 1 / n_classes).
     """
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+
     sparse_input = sp.issparse(features_train)
     if sparse_input != sp.issparse(features_test):
         raise ValueError("features_train and features_test: expected both sparse or both dense")

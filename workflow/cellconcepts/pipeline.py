@@ -18,16 +18,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-import torch
 
 from cellconcepts import evaluate, io, obs, simulate
-from cellconcepts.dictionary import build_model, decoder_directions, load_model, save_model
-from cellconcepts.encode import encode_tokens
 from cellconcepts.settings import Variant
-from cellconcepts.training import TrainConfig, resolve_device, train_dictionary
-from cellconcepts.whiten import Whitening, fit_whitening
 
 log = logging.getLogger(__name__)
+
+# torch and the modules built on it are imported inside the stages that use them, so that the
+# many light jobs (selectivity, probes, reports) start without paying for the import.
 
 PathLike = str | Path
 
@@ -56,6 +54,7 @@ def train_expression_model(
 ) -> None:
     """scRNA: train the small expression autoencoder whose latent space gives the tokens."""
     from cellconcepts import embed  # scanpy is slow to import; only these stages need it
+    from cellconcepts.training import resolve_device
 
     _set_threads(threads)
     adata = embed.load_expression(source)
@@ -137,6 +136,8 @@ def fit_control_whitening(
     n_components: int | None,
 ) -> None:
     """Fit the whitening (or the centring-only variant) on the store's control rows."""
+    from cellconcepts.whiten import fit_whitening
+
     store = io.TokenStore.open(store_dir)
     controls = np.flatnonzero(store.obs["is_control"].to_numpy())
     whitening = fit_whitening(
@@ -168,6 +169,10 @@ def train_variant(
     threads: int | None = None,
 ) -> None:
     """Train one dictionary (ICFL or TopK) on the store's train split, resumably."""
+    from cellconcepts.dictionary import build_model, save_model
+    from cellconcepts.training import TrainConfig, train_dictionary
+    from cellconcepts.whiten import Whitening
+
     spec = Variant.parse(variant)
     store = io.TokenStore.open(store_dir)
     whitening = Whitening.load(whitening_path)
@@ -280,6 +285,10 @@ def encode_store(
     threads: int | None = None,
 ) -> None:
     """Sparse codes (CSR) and original-space reconstructions for every token."""
+    from cellconcepts.dictionary import load_model
+    from cellconcepts.encode import encode_tokens
+    from cellconcepts.whiten import Whitening
+
     _set_threads(threads)
     store = io.TokenStore.open(store_dir)
     whitening = Whitening.load(whitening_path)
@@ -428,6 +437,9 @@ def atom_recovery_table(
     directions mapped back to the original embedding space, which is ill-conditioned under PCA
     whitening (see `Whitening.directions_to_model_space`).
     """
+    from cellconcepts.dictionary import decoder_directions, load_model
+    from cellconcepts.whiten import Whitening
+
     model, _ = load_model(model_path)
     whitening = Whitening.load(whitening_path)
     learned = decoder_directions(model)
@@ -459,4 +471,6 @@ def _dense(matrix: Any) -> np.ndarray:
 
 def _set_threads(threads: int | None) -> None:
     if threads:
+        import torch
+
         torch.set_num_threads(int(threads))
