@@ -22,6 +22,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/encode.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/heatmaps.smk"
+include: "workflow/rules/cellprofiler.smk"
 include: "workflow/rules/report.smk"
 
 

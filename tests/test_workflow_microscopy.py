@@ -40,8 +40,17 @@ TASKS = [
 ]
 
 
+CELLPROFILER = {
+    "backend": "cp_measure",
+    "chunks": 2,
+    "task": "gene_group",
+    "target_active": 20,
+    "sweep": [5, 10, 20],
+}
+
+
 def tiny_config(user_images: str, user_checkpoint: str) -> dict:
-    microscopy = {"heatmaps": {"images_per_label": 2}}
+    microscopy = {"heatmaps": {"images_per_label": 2}, "cellprofiler": CELLPROFILER}
     return {
         "results": "results",
         "datasets": {
@@ -175,3 +184,41 @@ def test_user_images_with_a_user_checkpoint(run: Path):
     assert sorted(headline.method) == ["icfl", "icfl", "raw"]
     assert (mine / "tables" / "heatmap_channels.csv").exists()
     assert not (mine / "tables" / "single_cell_summary.csv").exists()  # no masks given
+
+
+def test_cellprofiler_baseline(run: Path):
+    screen, tables = run / "screen", run / "screen" / "tables"
+    images = pd.read_parquet(screen / "images" / "obs.parquet")
+    summary = pd.read_csv(tables / "cellprofiler_profiles.csv").iloc[0]
+    assert summary.backend == "cp_measure"
+    assert summary.n_images == len(images)
+    assert summary.n_features > 100
+    profiles = pd.read_parquet(screen / "cellprofiler" / "profiles.parquet")
+    assert profiles.image_id.tolist() == images.image_id.tolist()
+    assert np.isfinite(profiles.drop(columns="image_id").to_numpy()).all()
+
+    import scipy.sparse as sp
+
+    codes = sp.load_npz(screen / "cellprofiler" / "codes.npz")
+    assert codes.shape == (len(images), summary.n_features)
+    assert abs(codes.nnz / codes.shape[0] - CELLPROFILER["target_active"]) <= 1
+    assert set(np.unique(codes.data)) <= {-1.0, 1.0}
+    sweep = pd.read_csv(screen / "cellprofiler" / "sweep.csv")
+    assert (abs(sweep.mean_active - sweep.target) <= 1).all()
+
+    per_label = pd.read_csv(tables / "cp_comparison.csv")
+    groups = pd.read_csv(screen / "images" / "groups.csv")
+    assert set(per_label.label) >= set(groups.gene_group)
+    correlation = pd.read_csv(tables / "cp_correlation.csv")
+    assert len(correlation) == 4  # icfl/topk x pca/none
+    assert correlation.pearson_r.between(-1, 1).all()
+    assert (correlation.ci_low <= correlation.pearson_r).all()
+    assert (screen / "figures" / "cp_comparison.png").stat().st_size > 5000
+
+    segmentation = pd.read_csv(tables / "cp_segmentation.csv").iloc[0]
+    cells = pd.read_parquet(screen / "images" / "cells.parquet")
+    assert segmentation.n_true == len(cells)
+    assert 0.5 < segmentation.f1 <= 1
+    mine = run / "mine" / "tables"
+    assert (mine / "cp_correlation.csv").exists()
+    assert not (mine / "cp_segmentation.csv").exists()  # no masks given

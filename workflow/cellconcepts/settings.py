@@ -140,6 +140,18 @@ def check_config(
                     )
 
 
+REPOSITORY = Path(__file__).resolve().parents[2]
+
+
+def resolve_shipped(path: str, base_dir: Path) -> Path | None:
+    """A config path relative to the working directory, else to this repository (files the
+    workflow ships, e.g. resources/); None if neither exists."""
+    for candidate in (base_dir / path, REPOSITORY / path):
+        if candidate.is_file():
+            return candidate.resolve()
+    return None
+
+
 def _check_microscopy(
     config: Mapping[str, Any], name: str, base_dir: Path, task_names: list[str]
 ) -> None:
@@ -165,6 +177,20 @@ def _check_microscopy(
     names = [v.name for v in variants(config, name)]
     if chosen is not None and chosen not in names:
         raise ConfigError(f"{key}.heatmaps.variant: {chosen!r} is not one of the models {names}")
+    cp = section["cellprofiler"]
+    if cp["enabled"]:
+        if cp["task"] not in task_names:
+            raise ConfigError(
+                f"{key}.cellprofiler.task: {cp['task']!r} is not one of the tasks {task_names}"
+            )
+        for channel_key in ("nucleus_channel", "cytoplasm_channel"):
+            if cp[channel_key] not in cp["channels"]:
+                raise ConfigError(
+                    f"{key}.cellprofiler.{channel_key}: {cp[channel_key]!r} is not one of "
+                    f"cellprofiler.channels {cp['channels']}"
+                )
+        if cp["backend"] != "cp_measure" and resolve_shipped(cp["pipeline"], base_dir) is None:
+            raise ConfigError(f"{key}.cellprofiler.pipeline: {cp['pipeline']!r} does not exist")
 
 
 def _dictionary_schema(schema_path: Path | str) -> dict[str, Any]:

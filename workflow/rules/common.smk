@@ -11,6 +11,7 @@ from cellconcepts.settings import (
     Variant,
     check_config,
     dictionary_settings,
+    resolve_shipped,
     variants,
 )  # noqa: E402
 
@@ -142,6 +143,13 @@ def all_targets():
             ]
         if is_simulated_screen(dataset):
             targets.append(f"{R}/{dataset}/tables/single_cell_summary.csv")
+        if has_cellprofiler(dataset):
+            targets += [
+                f"{R}/{dataset}/tables/cp_correlation.csv",
+                f"{R}/{dataset}/tables/cellprofiler_profiles.csv",
+            ]
+            if is_simulated_screen(dataset):
+                targets.append(f"{R}/{dataset}/tables/cp_segmentation.csv")
     return targets
 
 
@@ -184,3 +192,32 @@ def report_inputs(wildcards):
             model_files(dataset, "atom_recovery.csv").values()
         )
     return inputs
+
+
+def cellprofiler_section(dataset):
+    return DATASETS[dataset]["microscopy"]["cellprofiler"]
+
+
+def has_cellprofiler(dataset):
+    ds = DATASETS[dataset]
+    return ds["kind"] == "microscopy" and ds["microscopy"]["cellprofiler"]["enabled"]
+
+
+def cellprofiler_settings(wildcards):
+    """The baseline's settings with the shipped pipeline's path resolved."""
+    section = dict(cellprofiler_section(wildcards.dataset))
+    section["pipeline"] = str(resolve_shipped(section["pipeline"], Path.cwd()))
+    return section
+
+
+def cellprofiler_task(wildcards):
+    name = cellprofiler_section(wildcards.dataset)["task"]
+    return next(t for t in DATASETS[wildcards.dataset]["tasks"] if t["name"] == name)
+
+
+def cellprofiler_chunks(wildcards, filename):
+    n = cellprofiler_section(wildcards.dataset)["chunks"]
+    return [
+        f"{R}/{wildcards.dataset}/cellprofiler/chunks/{filename.format(chunk=i)}"
+        for i in range(n)
+    ]

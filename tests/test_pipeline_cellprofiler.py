@@ -1,0 +1,183 @@
+"""Stages of the CellProfiler baseline on small stores: alignment, thresholding, errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from cellconcepts import io, pipeline_cellprofiler
+
+
+def test_chunks_cover_every_row_once():
+    chunks = [pipeline_cellprofiler.chunk_rows(10, 3, c) for c in range(3)]
+    assert np.concatenate(chunks).tolist() == list(range(10))
+    assert [len(c) for c in chunks] == [4, 3, 3]
+
+
+def test_backend_resolution(tmp_path):
+    settings = {"backend": "auto", "executable": str(tmp_path / "nothing")}
+    assert pipeline_cellprofiler.resolve_backend(settings) == ("cp_measure", None)
+    with pytest.raises(FileNotFoundError, match="nothing is not an executable"):
+        pipeline_cellprofiler.resolve_backend({**settings, "backend": "cellprofiler"})
+    fake = tmp_path / "cellprofiler"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    assert pipeline_cellprofiler.resolve_backend({"backend": "auto", "executable": str(fake)}) == (
+        "cellprofiler",
+        str(fake),
+    )
+
+
+def _stores(tmp_path, n=60, n_features=40):
+    rng = np.random.default_rng(0)
+    ids = [f"img{i}" for i in range(n)]
+    obs = pd.DataFrame(
+        {
+            "token_id": ids,
+            "is_control": np.arange(n) < 20,
+            "split": "train",
+            "gene": np.where(np.arange(n) < 20, "ctrl", np.where(np.arange(n) % 2, "g1", "g2")),
+        }
+    )
+    io.write_token_store(tmp_path / "tokens", rng.normal(size=(n, 4)), obs)
+    profiles = pd.DataFrame(rng.normal(size=(n, n_features)), columns=[f"f{j}" for j in range(40)])
+    profiles.insert(0, "image_id", ids)
+    # profiles in another order than the token store: the stage must align them
+    profiles.sample(frac=1, random_state=1).to_parquet(tmp_path / "profiles.parquet")
+    return profiles
+
+
+def test_threshold_stage_aligns_and_hits_target(tmp_path):
+    profiles = _stores(tmp_path)
+    pipeline_cellprofiler.threshold_stage(
+        tmp_path / "profiles.parquet",
+        tmp_path / "tokens",
+        reference="controls",
+        target=6,
+        sweep_targets=[6, 12],
+        task={"name": "gene", "column": "gene"},
+        codes_path=tmp_path / "codes.npz",
+        thresholds_path=tmp_path / "thresholds.csv",
+        sweep_path=tmp_path / "sweep.csv",
+    )
+    codes = sp.load_npz(tmp_path / "codes.npz").toarray()
+    assert abs((codes != 0).sum(axis=1).mean() - 6) <= 1
+    thresholds = pd.read_csv(tmp_path / "thresholds.csv")
+    values = profiles.drop(columns="image_id").to_numpy()  # token order = original order
+    expected = np.where(
+        values > thresholds.upper.to_numpy(),
+        1,
+        np.where(values < thresholds.lower.to_numpy(), -1, 0),
+    )
+    np.testing.assert_array_equal(codes, expected)
+    lower = np.quantile(values[:20], thresholds.alpha[0], axis=0)
+    np.testing.assert_allclose(thresholds.lower, lower)
+    sweep = pd.read_csv(tmp_path / "sweep.csv")
+    assert sweep.target.tolist() == [6, 12]
+    assert (abs(sweep.mean_active - sweep.target) <= 1).all()
+    assert sweep.mean_best_avg.between(-1, 1).all()
+
+
+def test_missing_profile_is_named(tmp_path):
+    profiles = _stores(tmp_path)
+    profiles.iloc[1:].to_parquet(tmp_path / "profiles.parquet")
+    with pytest.raises(ValueError, match=r"no profile for tokens \['img0'\]"):
+        pipeline_cellprofiler.threshold_stage(
+            tmp_path / "profiles.parquet",
+            tmp_path / "tokens",
+            reference="all",
+            target=6,
+            sweep_targets=[],
+            task={"name": "gene", "column": "gene"},
+            codes_path=tmp_path / "codes.npz",
+            thresholds_path=tmp_path / "thresholds.csv",
+            sweep_path=tmp_path / "sweep.csv",
+        )
+    assert not (tmp_path / "codes.npz").exists()
+
+
+def _image_store(tmp_path, images):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    np.save(folder / "images.npy", images)
+    pd.DataFrame({"image_id": [f"img{i}" for i in range(len(images))]}).to_parquet(
+        folder / "obs.parquet"
+    )
+    return folder
+
+
+SETTINGS = {
+    "backend": "cp_measure",
+    "channels": ["nucleus", "er", "rna", "actin", "golgi_membrane", "mitochondria"],
+    "nucleus_channel": "nucleus",
+    "cytoplasm_channel": "er",
+}
+
+
+def test_corrupt_image_is_named(tmp_path):
+    images = np.ones((3, 6, 16, 16), dtype=np.float32)
+    images[2, 4, 3, 3] = np.nan
+    folder = _image_store(tmp_path, images)
+    with pytest.raises(ValueError, match=r"images.npy: image 2 .*img2.* non-finite"):
+        pipeline_cellprofiler.measure_chunk(
+            folder,
+            0,
+            1,
+            SETTINGS,
+            cells_path=tmp_path / "cells.parquet",
+            masks_path=tmp_path / "masks.npy",
+            timing_path=tmp_path / "timing.json",
+            work_dir=tmp_path / "work",
+        )
+    assert not (tmp_path / "cells.parquet").exists()
+
+
+def test_channel_count_mismatch_is_named(tmp_path):
+    folder = _image_store(tmp_path, np.ones((2, 3, 16, 16), dtype=np.float32))
+    with pytest.raises(ValueError, match="names 6 channels but .*images.npy has 3"):
+        pipeline_cellprofiler.measure_chunk(
+            folder,
+            0,
+            1,
+            SETTINGS,
+            cells_path=tmp_path / "cells.parquet",
+            masks_path=tmp_path / "masks.npy",
+            timing_path=tmp_path / "timing.json",
+            work_dir=tmp_path / "work",
+        )
+
+
+def test_profiles_stage_keeps_image_order_and_reports(tmp_path):
+    folder = _image_store(tmp_path, np.ones((3, 6, 16, 16), dtype=np.float32))
+    cells = pd.DataFrame(
+        {
+            "image_id": ["img2", "img0", "img0", "img1"],
+            "image_index": [2, 0, 0, 1],
+            "object_number": [1, 1, 2, 1],
+            "Cells_AreaShape_Area": [10.0, 4.0, 6.0, 7.0],
+            "Cells_Constant": [1.0, 1.0, 1.0, 1.0],
+        }
+    )
+    cells.to_parquet(tmp_path / "cells.parquet")
+    (tmp_path / "timing.json").write_text(
+        json.dumps({"backend": "cp_measure", "n_images": 3, "seconds": 0.6})
+    )
+    pipeline_cellprofiler.build_profiles(
+        [tmp_path / "cells.parquet"],
+        [tmp_path / "timing.json"],
+        folder,
+        how="mean",
+        profiles_path=tmp_path / "profiles.parquet",
+        summary_path=tmp_path / "summary.csv",
+    )
+    profiles = pd.read_parquet(tmp_path / "profiles.parquet")
+    assert profiles.image_id.tolist() == ["img0", "img1", "img2"]
+    assert profiles.Cells_AreaShape_Area.tolist() == [5.0, 7.0, 10.0]
+    assert "Cells_Constant" not in profiles
+    summary = pd.read_csv(tmp_path / "summary.csv").iloc[0]
+    assert summary.n_dropped_constant == 1
+    assert summary.seconds_per_image == pytest.approx(0.2)
