@@ -24,6 +24,6 @@ fi
 if [ ! -x "$venv/bin/cellprofiler" ]; then
     /usr/bin/python3 -m venv --system-site-packages "$venv"
     "$venv/bin/python" -m pip install --quiet --upgrade pip
-    "$venv/bin/python" -m pip install --quiet --pre cellprofiler-nightly
+    "$venv/bin/python" -m pip install --quiet --pre "cellprofiler-nightly==5.0.0.dev784"
 fi
 "$venv/bin/cellprofiler" --version

@@ -57,3 +57,30 @@ def test_positions_and_bookkeeping_are_not_features(name, is_feature):
 def test_image_names():
     assert cpf.image_name("golgi_membrane") == "GolgiMembrane"
     assert cpf.image_name("nucleus") == "Nucleus"
+
+
+def test_shipped_pipeline_uses_the_shared_parameters():
+    """resources/cellprofiler/cellpainting.cppipe was written from these constants; editing one
+    side without regenerating the other makes the backends diverge."""
+    from pathlib import Path
+
+    text = (
+        Path(__file__).resolve().parents[1] / "resources/cellprofiler/cellpainting.cppipe"
+    ).read_text()
+    low, high = cpf.NUCLEUS_DIAMETER
+    expected = [
+        f"Typical diameter of objects, in pixel units (Min,Max):{low},{high}",
+        f"Regularization factor:{cpf.REGULARIZATION}",
+        f"Threshold smoothing scale:{cpf.THRESHOLD_SMOOTHING}",
+        f"Enter how many gray levels to measure the texture at:{cpf.TEXTURE_GRAY_LEVELS}",
+        f"Texture scale to measure:{cpf.TEXTURE_SCALE}",
+        f"Subsampling factor for granularity measurements:{cpf.GRANULARITY['subsample_size']}",
+        f"Subsampling factor for background reduction:{cpf.GRANULARITY['image_sample_size']}",
+        f"Radius of structuring element:{cpf.GRANULARITY['element_size']}",
+        f"Range of the granular spectrum:{cpf.GRANULARITY['granular_spectrum_length']}",
+        f"Number of bins:{cpf.RADIAL_BINS}",
+        "Calculate the advanced features?:No",
+        "Log transform before thresholding?:Yes",
+    ]
+    for line in expected:
+        assert line in text, line

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from cellconcepts import io, pipeline_cellprofiler
+from cellconcepts import cellprofiler, io, pipeline_cellprofiler
+
+PIPELINE = Path(__file__).resolve().parents[1] / "resources/cellprofiler/cellpainting.cppipe"
 
 
 def test_chunks_cover_every_row_once():
@@ -118,11 +121,21 @@ SETTINGS = {
 }
 
 
-def test_corrupt_image_is_named(tmp_path):
-    images = np.ones((3, 6, 16, 16), dtype=np.float32)
-    images[2, 4, 3, 3] = np.nan
+@pytest.mark.parametrize(
+    ("corrupt", "message"),
+    [
+        (np.nan, r"images.npy: image 2 \(img2\) holds non-finite"),
+        (0.0, r"image 2 \(img2\) has blank"),
+    ],
+)
+def test_corrupt_image_is_named(tmp_path, corrupt, message):
+    images = np.random.default_rng(0).random((3, 6, 16, 16)).astype(np.float32)
+    if np.isnan(corrupt):
+        images[2, 4, 3, 3] = corrupt
+    else:
+        images[2, 4] = corrupt
     folder = _image_store(tmp_path, images)
-    with pytest.raises(ValueError, match=r"images.npy: image 2 .*img2.* non-finite"):
+    with pytest.raises(ValueError, match=message):
         pipeline_cellprofiler.measure_chunk(
             folder,
             0,
@@ -181,3 +194,13 @@ def test_profiles_stage_keeps_image_order_and_reports(tmp_path):
     summary = pd.read_csv(tmp_path / "summary.csv").iloc[0]
     assert summary.n_dropped_constant == 1
     assert summary.seconds_per_image == pytest.approx(0.2)
+
+
+def test_pipeline_and_config_must_agree(tmp_path):
+    cellprofiler.check_pipeline(PIPELINE, SETTINGS["channels"], "nucleus", "er")
+    with pytest.raises(ValueError, match="IdentifySecondaryObjects runs on 'Er'.*'Rna'"):
+        cellprofiler.check_pipeline(PIPELINE, SETTINGS["channels"], "nucleus", "rna")
+    with pytest.raises(ValueError, match="cellprofiler.channels gives"):
+        cellprofiler.check_pipeline(
+            PIPELINE, [*SETTINGS["channels"], "brightfield"], "nucleus", "er"
+        )

@@ -36,6 +36,33 @@ def find_executable(configured: str | None) -> str | None:
     return shutil.which("cellprofiler")
 
 
+def check_pipeline(
+    pipeline: PathLike, channels: Sequence[str], nucleus_channel: str, cytoplasm_channel: str
+) -> None:
+    """The .cppipe must load the configured channels and segment on the configured ones; it
+    and the config are edited separately, so a mismatch is named here, before running."""
+    text = Path(pipeline).read_text()
+    images = set(re.findall(r"Select (?:the )?(?:input )?image(?:s to measure)?:(.*)", text))
+    named = {name.strip() for line in images for name in line.split(",")}
+    expected = {cpf.image_name(c) for c in channels}
+    if not expected <= named:
+        raise ValueError(
+            f"{pipeline}: measures images {sorted(named)}, but cellprofiler.channels gives "
+            f"{sorted(expected)}; regenerate it with resources/cellprofiler/make_pipeline.py"
+        )
+    for module, channel in (
+        ("IdentifyPrimaryObjects", nucleus_channel),
+        ("IdentifySecondaryObjects", cytoplasm_channel),
+    ):
+        block = text.split(f"{module}:", 1)[-1]
+        chosen = re.search(r"Select the input image:(.*)", block)
+        if chosen is None or chosen.group(1).strip() != cpf.image_name(channel):
+            raise ValueError(
+                f"{pipeline}: {module} runs on {chosen.group(1).strip() if chosen else None!r}, "
+                f"but the config asks for {cpf.image_name(channel)!r} ({channel})"
+            )
+
+
 def write_load_data(
     images: np.ndarray,
     image_ids: Sequence[str],
@@ -128,7 +155,7 @@ def run_cellprofiler(
 def _object_table(path: Path, obj: str) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: CellProfiler wrote no {obj} table")
-    table = pd.read_csv(path)
+    table = pd.read_csv(path, dtype={"Metadata_ImageID": str})
     features = [
         c for c in table.columns if cpf.is_feature(c) and c not in ("ImageNumber", "ObjectNumber")
     ]
@@ -175,8 +202,11 @@ def measure_images(
     executable: str,
     pipeline: PathLike,
     work_dir: PathLike,
+    nucleus_channel: str = "nucleus",
+    cytoplasm_channel: str = "er",
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """Segment and measure images with the real CellProfiler (work_dir is removed after)."""
+    check_pipeline(pipeline, channels, nucleus_channel, cytoplasm_channel)
     work_dir = Path(work_dir)
     if work_dir.exists():
         shutil.rmtree(work_dir)

@@ -7,6 +7,7 @@ Names follow CellProfiler's ExportToSpreadsheet columns, prefixed by the object:
 implementation detail. Position measurements (centres, bounding boxes, intensity-weighted
 locations) and bookkeeping columns are not features.
 
+Slopes of the channel pairs are left out: they depend on the pair's order.
 This module has no dependencies beyond the standard library: the script that writes the
 shipped .cppipe imports it from CellProfiler's own environment.
 """
@@ -22,7 +23,7 @@ DETAILED_OBJECTS = ("Cells",)
 # Segmentation and measurement parameters, scaled for crops of a few cells. Both the shipped
 # .cppipe (resources/cellprofiler/make_pipeline.py) and the cp-measure backend read these.
 NUCLEUS_DIAMETER = (4, 24)  # pixels, min and max; nuclei outside are discarded
-THRESHOLD_SMOOTHING = 1.0  # Gaussian sigma before Otsu, pixels
+THRESHOLD_SMOOTHING = 1.0  # CellProfiler's "threshold smoothing scale" before Otsu
 REGULARIZATION = 0.05  # propagation: weight of distance vs intensity gradient
 # Otsu on log intensities for the cytoplasm channel: dim cytoplasm vs bright organelles.
 CYTOPLASM_LOG_THRESHOLD = True
@@ -40,8 +41,13 @@ META_COLUMNS = ("image_id", "image_index", "object_number")
 
 _POSITION = re.compile(
     r"(^|_)(Location_|AreaShape_Center_|AreaShape_BoundingBox|Number_Object_Number"
-    r"|Parent_|Children_|AreaShape_Orientation)"
+    r"|Parent_|Children_|AreaShape_Orientation|Correlation_Slope_)"
 )
+
+
+def threshold_sigma() -> float:
+    """The Gaussian sigma CellProfiler derives from its threshold smoothing scale."""
+    return THRESHOLD_SMOOTHING / 0.6744 / 2.0
 
 
 def image_name(channel: str) -> str:

@@ -35,7 +35,7 @@ def _as_unit(image: np.ndarray) -> np.ndarray:
 def _otsu_foreground(channel: np.ndarray, *, log_transform: bool = False) -> np.ndarray:
     from skimage.filters import gaussian, threshold_otsu
 
-    smooth = gaussian(channel, sigma=cpf.THRESHOLD_SMOOTHING, preserve_range=True)
+    smooth = gaussian(channel, sigma=cpf.threshold_sigma(), preserve_range=True)
     if log_transform:
         smooth = np.log(np.maximum(smooth, 1e-6))
     if np.ptp(smooth) == 0:
@@ -81,7 +81,7 @@ def segment_cells(nuclei: np.ndarray, cytoplasm: np.ndarray) -> np.ndarray:
         return nuclei.copy()
     foreground = _otsu_foreground(cytoplasm, log_transform=cpf.CYTOPLASM_LOG_THRESHOLD)
     foreground |= nuclei > 0
-    cost = sobel(ndi.gaussian_filter(cytoplasm, cpf.THRESHOLD_SMOOTHING))
+    cost = sobel(ndi.gaussian_filter(cytoplasm, cpf.threshold_sigma()))
     cost = cost + cpf.REGULARIZATION * np.ptp(cost) * ndi.distance_transform_edt(nuclei == 0) / (
         np.hypot(*cytoplasm.shape)
     )
@@ -89,7 +89,8 @@ def segment_cells(nuclei: np.ndarray, cytoplasm: np.ndarray) -> np.ndarray:
     filled = np.zeros_like(cells)
     for label, box in enumerate(ndi.find_objects(cells), start=1):
         if box is not None:
-            filled[box][ndi.binary_fill_holes(cells[box] == label) & (filled[box] == 0)] = label
+            holes = ndi.binary_fill_holes(cells[box] == label) & (cells[box] == 0)
+            filled[box][(cells[box] == label) | holes] = label
     return filled.astype(np.int32)
 
 
@@ -100,6 +101,8 @@ def _featurizer_configs(channels: Sequence[str]) -> dict[str, dict]:
     shape_and_intensity = {
         "intensity": True,
         "sizeshape": True,
+        # as the pipeline's MeasureObjectSizeShape: no advanced moments
+        "sizeshape_params": {"calculate_advanced": False, "new_features": False},
         "zernike": True,
         "feret": True,
         "texture": False,
@@ -119,7 +122,6 @@ def _featurizer_configs(channels: Sequence[str]) -> dict[str, dict]:
         "granularity_params": dict(cpf.GRANULARITY),
         "radial_distribution": True,
         "radial_distribution_params": {"bin_count": cpf.RADIAL_BINS, "scaled": True},
-        "correlation_pearson": True,
     }
     return {
         obj: make_featurizer_config(
@@ -130,6 +132,23 @@ def _featurizer_configs(channels: Sequence[str]) -> dict[str, dict]:
         )
         for obj in cpf.OBJECTS
     }
+
+
+def _pearson_pairs(pixels: np.ndarray, mask: np.ndarray, channels: Sequence[str]) -> pd.DataFrame:
+    """Pearson correlation per object for each unordered channel pair (cp-measure's featurizer
+    computes both orders, twice the work for the same numbers)."""
+    from itertools import combinations
+
+    from cp_measure._sanitize import sanitize_masks  # the featurizer's own relabelling
+    from cp_measure.core.measurecolocalization import get_correlation_pearson
+
+    clean, ids = sanitize_masks(mask.astype(np.int32))
+    columns = {}
+    for i, j in combinations(range(len(channels)), 2):
+        values = get_correlation_pearson(pixels_1=pixels[i], pixels_2=pixels[j], masks=clean)
+        name = cpf.from_cp_measure(f"Correlation_Pearson__{channels[i]}__{channels[j]}")
+        columns[name] = values["Correlation_Pearson"]
+    return pd.DataFrame(columns, index=pd.Index(ids, name="object_number", dtype=np.int64))
 
 
 def _use_numba() -> None:
@@ -169,6 +188,8 @@ def measure_objects(
             data[:, keep], columns=[f"{obj}_{names[i]}" for i in keep], dtype=np.float64
         )
         table.index = pd.Index([r[2] for r in rows], name="object_number", dtype=np.int64)
+        if obj in cpf.DETAILED_OBJECTS:
+            table = table.join(_pearson_pairs(pixels[0], mask, channels).add_prefix(f"{obj}_"))
         tables[obj] = table
     if PER_CELL not in tables:
         return pd.DataFrame(index=pd.Index([], name="object_number", dtype=np.int64))

@@ -27,8 +27,8 @@ from cellconcepts import (
     quantile_threshold,
     segmentation_quality,
 )
+from cellconcepts.image_store import open_image_store
 from cellconcepts.pipeline import task_labels
-from cellconcepts.pipeline_microscopy import open_image_store
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +57,17 @@ def chunk_rows(n_images: int, n_chunks: int, chunk: int) -> np.ndarray:
 
 
 def _check_images(images: np.ndarray, rows: np.ndarray, ids: np.ndarray, where: Path) -> None:
-    """A corrupt image (non-finite pixels) is named by its row and image_id."""
+    """A corrupt image (non-finite pixels, or a blank channel) is named by its row and id."""
     for row, image_id in zip(rows, ids, strict=True):
         image = np.asarray(images[row])
         if not np.isfinite(image).all():
             raise ValueError(f"{where}: image {row} ({image_id}) holds non-finite pixels")
+        blank = [c for c in range(image.shape[0]) if np.ptp(image[c]) == 0]
+        if blank:
+            raise ValueError(
+                f"{where}: image {row} ({image_id}) has blank channels {blank} "
+                "(one value everywhere); expected a microscopy image"
+            )
 
 
 def measure_chunk(
@@ -89,7 +95,12 @@ def measure_chunk(
     backend, executable = resolve_backend(settings)
     images = np.asarray(store.images[rows])
     start = time.perf_counter()
-    if backend == "cellprofiler":
+    if len(rows) == 0:
+        cells, masks = (
+            pd.DataFrame(columns=list(cp_features.META_COLUMNS)),
+            np.zeros((0, *store.images.shape[2:]), dtype=np.int32),
+        )
+    elif backend == "cellprofiler":
         cells, masks = cellprofiler.measure_images(
             images,
             ids,
@@ -98,6 +109,8 @@ def measure_chunk(
             executable=executable,
             pipeline=settings["pipeline"],
             work_dir=work_dir,
+            nucleus_channel=settings["nucleus_channel"],
+            cytoplasm_channel=settings["cytoplasm_channel"],
         )
     else:
         cells, masks = cp_measure_backend.measure_images(
@@ -140,15 +153,22 @@ def build_profiles(
     """Per-image profiles (mean or median over cells) in image-store order, and a summary."""
     store = open_image_store(image_dir)
     cells = pd.concat([pd.read_parquet(p) for p in cells_paths], ignore_index=True)
+    cells["image_id"] = cells["image_id"].astype(str)
     feature_columns = [c for c in cells.columns if c not in cp_features.META_COLUMNS]
     table, report = profiles.image_profiles(
         cells, store.obs["image_id"].astype(str).tolist(), how=how, feature_columns=feature_columns
     )
     timings = [json.loads(Path(p).read_text()) for p in timing_paths]
+    backends = {t["backend"] for t in timings if t["n_images"]}
+    if len(backends) > 1:
+        raise ValueError(
+            f"chunks {list(timing_paths)} were measured by different backends {sorted(backends)}; "
+            "set cellprofiler.backend explicitly and re-run cellprofiler_measure"
+        )
     n_images = sum(t["n_images"] for t in timings)
     seconds = sum(t["seconds"] for t in timings)
     summary = {
-        "backend": timings[0]["backend"],
+        "backend": backends.pop() if backends else timings[0]["backend"],
         "n_images": n_images,
         "n_cells": len(cells),
         "seconds_per_image": seconds / max(n_images, 1),
