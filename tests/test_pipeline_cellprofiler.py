@@ -204,3 +204,27 @@ def test_pipeline_and_config_must_agree(tmp_path):
         cellprofiler.check_pipeline(
             PIPELINE, [*SETTINGS["channels"], "brightfield"], "nucleus", "er"
         )
+
+
+def test_unreachable_target_falls_back_to_the_nearest_count(tmp_path, caplog):
+    _stores(tmp_path)
+    pipeline_cellprofiler.threshold_stage(
+        tmp_path / "profiles.parquet",
+        tmp_path / "tokens",
+        reference="controls",
+        target=1,
+        sweep_targets=[],
+        task={"name": "gene", "column": "gene"},
+        codes_path=tmp_path / "codes.npz",
+        thresholds_path=tmp_path / "thresholds.csv",
+        sweep_path=tmp_path / "sweep.csv",
+    )
+    thresholds = pd.read_csv(tmp_path / "thresholds.csv")
+    values = pd.read_parquet(tmp_path / "profiles.parquet").set_index("image_id")
+    reference = values.loc[[f"img{i}" for i in range(20)]].to_numpy()
+    lower, upper = np.quantile(reference, [1e-12, 1 - 1e-12], axis=0)
+    floor = ((values.to_numpy() < lower) | (values.to_numpy() > upper)).sum(axis=1).mean()
+    assert thresholds.mean_active[0] == pytest.approx(floor, abs=0.1)
+    assert "unreachable" in caplog.text
+    sweep = pd.read_csv(tmp_path / "sweep.csv")
+    assert sweep.mean_active.tolist() == [pytest.approx(floor)]

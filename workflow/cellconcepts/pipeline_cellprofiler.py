@@ -217,6 +217,19 @@ def mean_best_selectivity(codes: sp.csr_matrix, labels: pd.Series) -> float:
     return float(sel.avg.max(axis=1).mean())
 
 
+def nearest_alpha(matrix: np.ndarray, reference: np.ndarray, target: float) -> float:
+    """Alpha for the target mean active count; where no alpha reaches it, the alpha of the
+    nearest reachable count, with a warning (images far outside the reference range are
+    active at any alpha, which sets a floor)."""
+    try:
+        return quantile_threshold.alpha_for_target(matrix, reference, target)
+    except quantile_threshold.UnreachableTargetError as error:
+        low = quantile_threshold.mean_active(matrix, reference, quantile_threshold.ALPHA_MIN)
+        alpha = quantile_threshold.ALPHA_MIN if target < low else quantile_threshold.ALPHA_MAX
+        log.warning("cellprofiler.target_active: %s; using alpha %.3g instead", error, alpha)
+        return alpha
+
+
 def threshold_stage(
     profiles_path: PathLike,
     store_dir: PathLike,
@@ -234,32 +247,38 @@ def threshold_stage(
     store = io.TokenStore.open(store_dir)
     matrix, names = _aligned_profiles(profiles_path, store.obs)
     ref = reference_rows(store.obs, reference)
-    result = quantile_threshold.threshold_profiles(matrix, ref, target)
+    alpha = nearest_alpha(matrix, ref, target)
+    lower, upper = quantile_threshold.quantile_bounds(matrix, ref, alpha)
+    codes = quantile_threshold.activation(matrix, lower, upper)
+    mean_active = codes.nnz / codes.shape[0]
     log.info(
         "alpha %.4g gives %.2f active features per image (target %g) of %d",
-        result.alpha,
-        result.mean_active,
+        alpha,
+        mean_active,
         target,
         len(names),
     )
-    sp.save_npz(codes_path, result.codes.tocsr())
-    pd.DataFrame({"feature": names, "lower": result.lower, "upper": result.upper}).assign(
-        alpha=result.alpha
+    with io.atomic_path(codes_path) as tmp, open(tmp, "wb") as handle:
+        sp.save_npz(handle, codes.tocsr())
+    pd.DataFrame({"feature": names, "lower": lower, "upper": upper}).assign(
+        alpha=alpha, target=target, mean_active=mean_active
     ).to_csv(thresholds_path, index=False)
     labels = task_labels(store.obs, task)
     rows = []
-    targets = sorted(set(sweep_targets) | {target})
-    for point in quantile_threshold.sweep(matrix, ref, targets).itertuples():
-        codes = quantile_threshold.activation(
-            matrix, *quantile_threshold.quantile_bounds(matrix, ref, point.alpha)
+    for point in sorted(set(sweep_targets) | {target}):
+        swept_alpha = nearest_alpha(matrix, ref, point)
+        if any(row["alpha"] == swept_alpha for row in rows):
+            continue  # an unreachable target fell back onto a point already listed
+        swept = quantile_threshold.activation(
+            matrix, *quantile_threshold.quantile_bounds(matrix, ref, swept_alpha)
         )
         rows.append(
             {
                 "method": "CellProfiler",
-                "target": point.target,
-                "alpha": point.alpha,
-                "mean_active": codes.nnz / codes.shape[0],
-                "mean_best_avg": mean_best_selectivity(codes, labels),
+                "target": point,
+                "alpha": swept_alpha,
+                "mean_active": swept.nnz / swept.shape[0],
+                "mean_best_avg": mean_best_selectivity(swept, labels),
             }
         )
     pd.DataFrame(rows).to_csv(sweep_path, index=False)
