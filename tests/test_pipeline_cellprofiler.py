@@ -54,19 +54,24 @@ def _stores(tmp_path, n=60, n_features=40):
     return profiles
 
 
-def test_threshold_stage_aligns_and_hits_target(tmp_path):
-    profiles = _stores(tmp_path)
+def _threshold(tmp_path, *, reference: str, target: float, sweep: list[float]) -> None:
+    """The threshold stage on the stores of `_stores`, outputs beside them."""
     pipeline_cellprofiler.threshold_stage(
         tmp_path / "profiles.parquet",
         tmp_path / "tokens",
-        reference="controls",
-        target=6,
-        sweep_targets=[6, 12],
+        reference=reference,
+        target=target,
+        sweep_targets=sweep,
         task={"name": "gene", "column": "gene"},
         codes_path=tmp_path / "codes.npz",
         thresholds_path=tmp_path / "thresholds.csv",
         sweep_path=tmp_path / "sweep.csv",
     )
+
+
+def test_threshold_stage_aligns_and_hits_target(tmp_path):
+    profiles = _stores(tmp_path)
+    _threshold(tmp_path, reference="controls", target=6, sweep=[6, 12])
     codes = sp.load_npz(tmp_path / "codes.npz").toarray()
     assert abs((codes != 0).sum(axis=1).mean() - 6) <= 1
     thresholds = pd.read_csv(tmp_path / "thresholds.csv")
@@ -89,17 +94,7 @@ def test_missing_profile_is_named(tmp_path):
     profiles = _stores(tmp_path)
     profiles.iloc[1:].to_parquet(tmp_path / "profiles.parquet")
     with pytest.raises(ValueError, match=r"no profile for tokens \['img0'\]"):
-        pipeline_cellprofiler.threshold_stage(
-            tmp_path / "profiles.parquet",
-            tmp_path / "tokens",
-            reference="all",
-            target=6,
-            sweep_targets=[],
-            task={"name": "gene", "column": "gene"},
-            codes_path=tmp_path / "codes.npz",
-            thresholds_path=tmp_path / "thresholds.csv",
-            sweep_path=tmp_path / "sweep.csv",
-        )
+        _threshold(tmp_path, reference="all", target=6, sweep=[])
     assert not (tmp_path / "codes.npz").exists()
 
 
@@ -208,17 +203,7 @@ def test_pipeline_and_config_must_agree(tmp_path):
 
 def test_unreachable_target_falls_back_to_the_nearest_count(tmp_path, caplog):
     _stores(tmp_path)
-    pipeline_cellprofiler.threshold_stage(
-        tmp_path / "profiles.parquet",
-        tmp_path / "tokens",
-        reference="controls",
-        target=1,
-        sweep_targets=[],
-        task={"name": "gene", "column": "gene"},
-        codes_path=tmp_path / "codes.npz",
-        thresholds_path=tmp_path / "thresholds.csv",
-        sweep_path=tmp_path / "sweep.csv",
-    )
+    _threshold(tmp_path, reference="controls", target=1, sweep=[])
     thresholds = pd.read_csv(tmp_path / "thresholds.csv")
     values = pd.read_parquet(tmp_path / "profiles.parquet").set_index("image_id")
     reference = values.loc[[f"img{i}" for i in range(20)]].to_numpy()
