@@ -23,6 +23,7 @@ include: "workflow/rules/encode.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/heatmaps.smk"
 include: "workflow/rules/cellprofiler.smk"
+include: "workflow/rules/enrich.smk"
 include: "workflow/rules/report.smk"
 
 

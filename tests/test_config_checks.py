@@ -143,3 +143,46 @@ def test_microscopy_keys_are_checked(demo_config, mutate, expected):
     mutate(config["datasets"]["cellpainting"]["microscopy"])
     with pytest.raises(ConfigError, match=expected):
         check_config(config, REPO, SCHEMA)
+
+
+def test_enrichment_settings_merge_and_defaults(demo_config):
+    from cellconcepts.settings import enrichment_settings
+
+    config = _validated(demo_config)
+    screen = enrichment_settings(config, "cellpainting")
+    assert screen["min_term_size"] == 3 and screen["max_term_size"] == 500
+    assert screen["screen"]["gene_column"] == "gene"
+    pbmc = enrichment_settings(config, "pbmc")
+    assert pbmc["min_term_size"] == 10 and pbmc["labels"] == [
+        "CD19+ B",
+        "CD14+ Monocyte",
+        "CD56+ NK",
+    ]
+    assert pbmc["expression"]["de_method"] == "welch"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"label_task": "nope"}, r"datasets\.pbmc\.enrich\.label_task: 'nope' is not one of"),
+        ({"min_term_size": 600}, r"datasets\.pbmc\.enrich: min_term_size 600 exceeds"),
+        ({"variants": ["icfl_pca_k99_seed0"]}, r"enrich\.variants: \['icfl_pca_k99_seed0'\]"),
+        ({"gene_sets": "missing.gmt"}, r"enrich\.gene_sets: 'missing\.gmt' is neither"),
+        ({"screen": {"min_selectivity": None, "top_n": 0}}, r"enrich\.screen: .* lists no gene"),
+        ({"expression": {"de_method": "deseq"}}, r"datasets\.pbmc\.enrich\.expression\.de_method"),
+    ],
+)
+def test_bad_enrichment_settings_name_the_key(demo_config, override, message):
+    config = _validated(demo_config)
+    config["datasets"]["pbmc"]["enrich"] = deep_merge(
+        config["datasets"]["pbmc"]["enrich"], override
+    )
+    with pytest.raises(ConfigError, match=message):
+        check_config(config, REPO, SCHEMA)
+
+
+def test_enrichment_gene_sets_may_be_a_gmt_file(demo_config, tmp_path):
+    config = _validated(demo_config)
+    (tmp_path / "mine.gmt").write_text("T\t\tA\tB\n")
+    config["enrich"]["gene_sets"] = "mine.gmt"
+    check_config(config, tmp_path, SCHEMA)

@@ -137,6 +137,52 @@ def test_per_model_outputs(tiny_run: Path):
     assert len(checkpoints) == 1
 
 
+def test_go_enrichment_of_pbmc_features(tiny_run: Path):
+    import scanpy as sc
+    from scipy.stats import false_discovery_control, ttest_ind
+
+    folder = tiny_run / "pbmc" / "enrich" / "icfl_pca_k4_seed0"
+    annotation = pd.read_csv(folder / "feature_annotation.csv")
+    assert len(annotation) == 48
+    assert set(annotation.status) <= {
+        "ok",
+        "all_active_cells",
+        "too_few_active_cells",
+        "too_few_zero_cells",
+        "no_de_genes",
+    }
+    # real PBMC data: some features' marker genes are enriched in some GO BP term
+    assert (annotation.best_fdr < 0.05).sum() >= 3
+    enrichment = pd.read_parquet(folder / "enrichment.parquet")
+    assert (enrichment.background_size == 765).all()  # genes measured in pbmc68k_reduced
+    assert set(enrichment.direction) <= {"up", "down"}
+    assert ((enrichment.term_size >= 10) & (enrichment.term_size <= 500)).all()
+
+    # one feature's up genes, recomputed: strongly active (>= median non-zero) vs zero cells
+    import scipy.sparse as sp
+
+    codes = sp.load_npz(tiny_run / "pbmc" / "models" / "icfl_pca_k4_seed0" / "codes.npz")
+    feature = int(annotation[annotation.status == "ok"].sort_values("best_fdr").feature.iloc[0])
+    z = codes.tocsc()[:, feature].toarray().ravel()
+    sign = 1 if (z > 0).sum() >= (z < 0).sum() else -1
+    active = z * sign > 0
+    strong = active & (z * sign >= np.percentile(z[active] * sign, 50))
+    adata = sc.datasets.pbmc68k_reduced()
+    x = adata.raw.X.toarray()
+    p = np.nan_to_num(ttest_ind(x[strong], x[z == 0], equal_var=False).pvalue, nan=1.0)
+    q = false_discovery_control(p)
+    lfc = np.log2(np.expm1(x[strong].mean(0)) + 1e-9) - np.log2(np.expm1(x[z == 0].mean(0)) + 1e-9)
+    expected = set(adata.raw.var_names[(q < 0.05) & (lfc >= 1)].str.upper())
+    genes = pd.read_parquet(folder / "feature_genes.parquet")
+    assert set(genes[(genes.feature == feature) & (genes.direction == "up")].gene) == expected
+
+    labels = pd.read_csv(tiny_run / "pbmc" / "tables" / "enrichment_labels.csv")
+    assert len(labels) == 4 * 10  # 4 models x the 10 bulk_labels
+    assert pd.read_csv(folder / "gseapy_check.csv").same_terms.all()
+    assert (folder / "umap.png").stat().st_size > 5000
+    assert not (tiny_run / "toy" / "enrich").exists()  # synthetic data has no genes
+
+
 def test_figures_and_logs(tiny_run: Path):
     for dataset in ("toy", "pbmc"):
         for name in ("training_curves", "best_selectivity", "probing_bta", "sparsity"):

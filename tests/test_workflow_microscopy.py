@@ -92,6 +92,8 @@ def tiny_config(user_images: str, user_checkpoint: str) -> dict:
             "train": {"steps": 100, "batch_size": 64},
         },
         "evaluate": {"probe": {"max_iter": 200}},
+        # 20 screened genes, 3 per planted term: the 10-gene floor would leave no term
+        "enrich": {"min_term_size": 2, "check_lists": 2},
     }
 
 
@@ -229,3 +231,51 @@ def test_cellprofiler_baseline(run: Path):
     mine = run / "mine" / "tables"
     assert (mine / "cp_correlation.csv").exists()
     assert not (mine / "cp_segmentation.csv").exists()  # no masks given
+
+
+def test_go_enrichment_of_screen_features(run: Path):
+    from scipy.stats import hypergeom
+
+    from cellconcepts.genesets import go_bp_2023_path, read_gmt
+
+    obs = pd.read_parquet(run / "screen" / "tokens" / "obs.parquet")
+    screened = sorted(set(obs.gene) - {"non-targeting"})
+    folder = run / "screen" / "enrich" / "icfl_pca_k4_seed0"
+    enrichment = pd.read_parquet(folder / "enrichment.parquet")
+    assert (enrichment.background_size == len(screened)).all()
+    assert ((enrichment.p_value > 0) & (enrichment.p_value <= 1)).all()
+    assert (enrichment.fdr >= enrichment.p_value - 1e-12).all()
+    assert set(enrichment.direction) == {"selective"}
+    # the best term of the most enriched feature, recomputed from the GMT and the gene list
+    top = enrichment.sort_values("p_value").iloc[0]
+    genes = pd.read_parquet(folder / "feature_genes.parquet")
+    listed = set(genes[genes.feature == top.feature].gene)
+    term = set(read_gmt(go_bp_2023_path())[top.term]) & set(screened)
+    overlap = len(listed & term)
+    assert (top.overlap, top.list_size, top.term_size) == (overlap, len(listed), len(term))
+    expected = hypergeom.sf(overlap - 1, len(screened), len(term), len(listed))
+    assert top.p_value == pytest.approx(expected, rel=1e-9)
+    assert set(top.genes.split(";")) == listed & term
+
+    annotation = pd.read_csv(folder / "feature_annotation.csv")
+    assert len(annotation) == 32 and set(annotation.status) <= {"ok", "no_selective_genes"}
+    check = pd.read_csv(folder / "gseapy_check.csv")
+    assert len(check) == 2 and check.same_terms.all() and check.same_overlaps.all()
+    for name in ("dotplot", "umap"):
+        assert (folder / f"{name}.png").stat().st_size > 5000
+        assert (folder / f"{name}.pdf").exists()
+
+    recovery = pd.read_csv(run / "screen" / "tables" / "go_recovery.csv")
+    groups = pd.read_csv(run / "screen" / "images" / "groups.csv")
+    assert len(recovery) == 4 * len(groups)  # four models (icfl, topk x pca, none) x groups
+    assert set(recovery.planted_term) == set(groups.go_term)
+    hits = recovery[recovery.recovered]
+    assert (hits.planted_rank == 1).all() and (hits.planted_fdr < 0.05).all()
+    summary = pd.read_csv(run / "screen" / "tables" / "go_recovery_summary.csv")
+    assert (
+        summary.recovered.tolist()
+        == recovery.groupby("variant", sort=False).recovered.sum().tolist()
+    )
+    # the user's images (not simulated) are enriched too, without a ground-truth table
+    assert (run / "mine" / "enrich" / "icfl_pca_k4_seed0" / "feature_annotation.csv").exists()
+    assert not (run / "mine" / "tables" / "go_recovery.csv").exists()

@@ -156,7 +156,7 @@ def plot_comparison(
         title=f"(C) r = {row.pearson_r:.2f} [{row.ci_low:.2f}, {row.ci_high:.2f}]",
     )
     fig.suptitle(title)
-    report._save(fig, png_path)
+    report.save_figure(fig, png_path)
 
 
 def compare(

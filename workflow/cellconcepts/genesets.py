@@ -1,4 +1,5 @@
-"""Gene-set libraries: GMT / Enrichr text files, and the offline GO BP 2023 default.
+"""Gene-set libraries: GMT / Enrichr text files, the offline GO BP 2023 default, and the
+term x gene membership matrix of a library restricted to an analysis' background genes.
 
 The default library is GO Biological Process 2023 as shipped inside the PyPI package ``pyenrichr``.
 It is located on disk and read as plain data; the package itself is never imported (importing it
@@ -10,12 +11,20 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
 
 log = logging.getLogger(__name__)
 
 GO_BP_2023_PACKAGE = "pyenrichr"
 GO_BP_2023_RELATIVE = Path("data") / "GO_Biological_Process_2023"
+GO_BP_2023 = "GO_Biological_Process_2023"
+ENRICHR_PREFIX = "enrichr:"
 
 
 def go_bp_2023_path() -> Path:
@@ -71,3 +80,140 @@ def read_gmt(path: str | os.PathLike) -> dict[str, list[str]]:
         raise ValueError(f"{path}: no gene sets found (the file is empty)")
     log.debug("read %d gene sets from %s", len(gene_sets), path)
     return gene_sets
+
+
+def gene_set_file(spec: str, base_dir: str | os.PathLike = ".") -> Path | None:
+    """The local file a ``gene_sets`` setting names (None for an online Enrichr library)."""
+    if spec.startswith(ENRICHR_PREFIX):
+        return None
+    if spec == GO_BP_2023:
+        return go_bp_2023_path()
+    path = Path(base_dir) / spec
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"gene_sets: {spec!r} is neither {GO_BP_2023!r}, an existing GMT file (relative to "
+            f"{Path(base_dir).resolve()}) nor 'enrichr:<library name>'"
+        )
+    return path
+
+
+def load_gene_sets(spec: str, base_dir: str | os.PathLike = ".") -> dict[str, list[str]]:
+    """The library a ``gene_sets`` setting names: ``GO_Biological_Process_2023`` (offline, from
+    pyenrichr), a GMT path, or ``enrichr:<library>`` (downloaded by gseapy; needs the internet)."""
+    path = gene_set_file(spec, base_dir)
+    if path is not None:
+        return read_gmt(path)
+    library = spec.removeprefix(ENRICHR_PREFIX)
+    import gseapy  # only the online route needs it
+
+    try:
+        downloaded = gseapy.get_library(name=library, organism="Human")
+    except Exception as error:  # gseapy raises plain Exceptions / requests errors offline
+        raise RuntimeError(
+            f"gene_sets: could not download the Enrichr library {library!r} with gseapy "
+            f"({type(error).__name__}: {error}); offline, use {GO_BP_2023!r} or a GMT file"
+        ) from error
+    return {
+        term: list(dict.fromkeys(g.strip().upper() for g in genes if g.strip()))
+        for term, genes in downloaded.items()
+    }
+
+
+def normalise_symbols(symbols: Iterable[object]) -> np.ndarray:
+    """Gene symbols as stripped upper-case strings (GMT genes are read the same way)."""
+    return np.array([str(s).strip().upper() for s in symbols], dtype=object)
+
+
+@dataclass(frozen=True)
+class TermMatrix:
+    """A gene-set library restricted to a background: which background genes each kept term has.
+
+    ``membership`` is a (terms, genes) 0/1 CSR matrix over ``genes`` (the background, in the
+    caller's order, upper-cased); ``sizes`` counts each term's genes inside the background.
+    """
+
+    terms: np.ndarray
+    genes: np.ndarray
+    membership: sp.csr_matrix
+    n_library_terms: int
+    n_unmatched: int
+
+    @property
+    def sizes(self) -> np.ndarray:
+        return np.asarray(self.membership.sum(axis=1)).ravel().astype(np.int64)
+
+    @property
+    def n_terms(self) -> int:
+        return int(self.terms.shape[0])
+
+    def gene_index(self) -> dict[str, int]:
+        return {gene: i for i, gene in enumerate(self.genes)}
+
+
+def term_matrix(
+    gene_sets: Mapping[str, Sequence[str]],
+    background: Sequence[object],
+    *,
+    min_size: int = 10,
+    max_size: int = 500,
+    where: str = "background",
+) -> TermMatrix:
+    """Restrict ``gene_sets`` to the ``background`` genes and keep terms with ``min_size`` to
+    ``max_size`` genes *inside* the background (the right universe for the test).
+
+    Symbols match case-insensitively. Background genes in no gene set are counted (and logged):
+    they stay in the background, as genes that were measured or screened but annotated nowhere.
+    """
+    if min_size < 1 or max_size < min_size:
+        raise ValueError(
+            f"term sizes: expected 1 <= min_size <= max_size, got {min_size} and {max_size}"
+        )
+    genes = normalise_symbols(background)
+    if genes.size == 0:
+        raise ValueError(f"{where}: the background gene list is empty")
+    repeated = pd.Series(genes).duplicated()
+    if repeated.any():
+        raise ValueError(
+            f"{where}: {int(repeated.sum())} background genes repeat once upper-cased "
+            f"(e.g. {sorted(set(genes[repeated.to_numpy()]))[:10]}); expected one entry per gene"
+        )
+    index = {gene: i for i, gene in enumerate(genes)}
+    rows, cols, names = [], [], []
+    annotated = np.zeros(genes.size, dtype=bool)
+    for term, term_genes in gene_sets.items():
+        hits = sorted({index[g] for g in normalise_symbols(term_genes) if g in index})
+        if hits:
+            annotated[hits] = True
+        if min_size <= len(hits) <= max_size:
+            rows.extend([len(names)] * len(hits))
+            cols.extend(hits)
+            names.append(term)
+    membership = sp.csr_matrix(
+        (np.ones(len(rows), dtype=np.float64), (rows, cols)), shape=(len(names), genes.size)
+    )
+    n_unmatched = int((~annotated).sum())
+    log.info(
+        "%s: %d genes, %d of them (%.1f%%) in no gene set of the library; %d of %d terms have "
+        "%d-%d background genes",
+        where,
+        genes.size,
+        n_unmatched,
+        100 * n_unmatched / genes.size,
+        len(names),
+        len(gene_sets),
+        min_size,
+        max_size,
+    )
+    if not names:
+        raise ValueError(
+            f"{where}: no gene set has between {min_size} and {max_size} of the {genes.size} "
+            "background genes; lower enrich.min_term_size or check the gene symbols "
+            f"(first background genes: {list(genes[:5])})"
+        )
+    return TermMatrix(
+        terms=np.array(names, dtype=object),
+        genes=genes,
+        membership=membership,
+        n_library_terms=len(gene_sets),
+        n_unmatched=n_unmatched,
+    )

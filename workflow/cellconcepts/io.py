@@ -154,6 +154,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def write_frame(table: pd.DataFrame, path: str | os.PathLike) -> None:
+    """A table as Parquet or CSV (by suffix), written atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        if path.suffix == ".parquet":
+            table.to_parquet(tmp, index=False)
+        else:
+            table.to_csv(tmp, index=False)
+
+
 def _tmp_name(path: Path) -> Path:
     """A sibling temporary name that no reader mistakes for the finished file."""
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")

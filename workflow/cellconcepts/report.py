@@ -123,11 +123,13 @@ def write_table(table: pd.DataFrame, csv_path: PathLike, *, caption: str) -> Non
     )
 
 
-def _save(fig: plt.Figure, png_path: PathLike) -> None:
+def save_figure(fig: plt.Figure, png_path: PathLike, *, tight_bbox: bool = False) -> None:
+    """PNG (150 dpi) and a PDF beside it; ``tight_bbox`` keeps legends placed outside the axes."""
     png_path = Path(png_path)
     fig.tight_layout()
-    fig.savefig(png_path, dpi=150)
-    fig.savefig(png_path.with_suffix(".pdf"))
+    extra = {"bbox_inches": "tight"} if tight_bbox else {}
+    fig.savefig(png_path, dpi=150, **extra)
+    fig.savefig(png_path.with_suffix(".pdf"), **extra)
     plt.close(fig)
 
 
@@ -158,7 +160,7 @@ def plot_training_curves(metrics: pd.DataFrame, png_path: PathLike, *, title: st
             ax.set_yscale("log")
     axes[0].legend(fontsize=7)
     fig.suptitle(title)
-    _save(fig, png_path)
+    save_figure(fig, png_path)
 
 
 def plot_best_selectivity(best: pd.DataFrame, png_path: PathLike, *, title: str) -> None:
@@ -182,7 +184,7 @@ def plot_best_selectivity(best: pd.DataFrame, png_path: PathLike, *, title: str)
         ax.set_ylim(-0.05, 1.05)
     axes[0][0].legend(fontsize=7)
     fig.suptitle(title)
-    _save(fig, png_path)
+    save_figure(fig, png_path)
 
 
 def plot_probing(
@@ -212,7 +214,7 @@ def plot_probing(
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=7, loc="lower left")
     ax.set_title(title)
-    _save(fig, png_path)
+    save_figure(fig, png_path)
 
 
 def plot_sparsity(
@@ -241,7 +243,7 @@ def plot_sparsity(
         )
     axes[0][0].legend(fontsize=7)
     fig.suptitle(title)
-    _save(fig, png_path)
+    save_figure(fig, png_path)
 
 
 def build_dataset_report(

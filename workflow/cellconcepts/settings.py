@@ -16,6 +16,8 @@ from typing import Any
 import jsonschema
 import yaml
 
+from cellconcepts.genesets import ENRICHR_PREFIX, GO_BP_2023
+
 VARIANT_PATTERN = re.compile(
     r"^(?P<method>icfl|topk)_(?P<whitening>pca|none)_k(?P<sparsity>\d+)_seed(?P<seed>\d+)$"
 )
@@ -70,6 +72,17 @@ def dictionary_settings(config: Mapping[str, Any], dataset: str) -> dict[str, An
     return deep_merge(config["dictionary"], config["datasets"][dataset].get("dictionary", {}))
 
 
+def enrichment_mode(kind: str) -> str | None:
+    """How a dataset's features get genes: scRNA by differential expression ("expression"),
+    screens by selectivity for the perturbed genes ("screen"); other kinds have no genes."""
+    return {"scrna": "expression", "microscopy": "screen"}.get(kind)
+
+
+def enrichment_settings(config: Mapping[str, Any], dataset: str) -> dict[str, Any]:
+    """Global `enrich` section with the dataset's own `enrich` overrides applied."""
+    return deep_merge(config["enrich"], config["datasets"][dataset].get("enrich", {}))
+
+
 def variants(config: Mapping[str, Any], dataset: str) -> list[Variant]:
     """Every (method, whitening, sparsity, seed) model to train for a dataset."""
     settings = dictionary_settings(config, dataset)
@@ -118,6 +131,8 @@ def check_config(
             raise ConfigError(f"{key}.tasks: task names must be unique, repeated: {duplicated}")
         if kind == "microscopy":
             _check_microscopy(config, name, base_dir, task_names)
+        if "enrich" in config and enrichment_mode(kind) is not None:
+            _check_enrichment(config, name, base_dir, task_names, schema_path)
         settings = dictionary_settings(config, name)
         if dictionary_schema is not None:
             errors = sorted(
@@ -193,8 +208,58 @@ def _check_microscopy(
             raise ConfigError(f"{key}.cellprofiler.pipeline: {cp['pipeline']!r} does not exist")
 
 
-def _dictionary_schema(schema_path: Path | str) -> dict[str, Any]:
-    """The schema's `dictionary` definition, standalone (its $refs resolved in place)."""
+def _check_enrichment(
+    config: Mapping[str, Any],
+    name: str,
+    base_dir: Path,
+    task_names: list[str],
+    schema_path: Path | str | None,
+) -> None:
+    key = f"datasets.{name}.enrich"
+    settings = enrichment_settings(config, name)
+    if schema_path is not None:
+        errors = sorted(
+            jsonschema.Draft202012Validator(_definition(schema_path, "enrich")).iter_errors(
+                settings
+            ),
+            key=lambda e: list(e.absolute_path),
+        )
+        if errors:
+            where = ".".join(str(p) for p in errors[0].absolute_path)
+            raise ConfigError(f"{key}.{where}: {errors[0].message}".replace("..", "."))
+    if not settings["enabled"]:
+        return
+    if settings["min_term_size"] > settings["max_term_size"]:
+        raise ConfigError(
+            f"{key}: min_term_size {settings['min_term_size']} exceeds max_term_size "
+            f"{settings['max_term_size']}"
+        )
+    task = settings["label_task"]
+    if task is not None and task not in task_names:
+        raise ConfigError(f"{key}.label_task: {task!r} is not one of the tasks {task_names}")
+    screen = settings["screen"]
+    if screen["min_selectivity"] is None and screen["top_n"] == 0:
+        raise ConfigError(f"{key}.screen: min_selectivity is null and top_n is 0: lists no gene")
+    names = [v.name for v in variants(config, name)]
+    unknown = sorted(set(settings["variants"] or []) - set(names))
+    if unknown:
+        raise ConfigError(f"{key}.variants: {unknown} are not models of this dataset: {names}")
+    spec = settings["gene_sets"]
+    if spec != GO_BP_2023 and not spec.startswith(ENRICHR_PREFIX):
+        if not (base_dir / spec).is_file():
+            raise ConfigError(
+                f"{key}.gene_sets: {spec!r} is neither {GO_BP_2023!r}, an existing GMT file "
+                "nor 'enrichr:<library>'"
+            )
+
+
+def _definition(schema_path: Path | str, name: str) -> dict[str, Any]:
+    """One definition of the schema, standalone (its $refs resolved in place)."""
     schema = yaml.safe_load(Path(schema_path).read_text())
     definitions = schema["definitions"]
-    return {**definitions["dictionary"], "definitions": definitions}
+    return {**definitions[name], "definitions": definitions}
+
+
+def _dictionary_schema(schema_path: Path | str) -> dict[str, Any]:
+    """The schema's `dictionary` definition, standalone (its $refs resolved in place)."""
+    return _definition(schema_path, "dictionary")

@@ -7,10 +7,13 @@ from pathlib import Path
 # workflow/scripts/_package_path.py).
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
+from cellconcepts.genesets import gene_set_file  # noqa: E402
 from cellconcepts.settings import (
     Variant,
     check_config,
     dictionary_settings,
+    enrichment_mode,
+    enrichment_settings,
     resolve_shipped,
     variants,
 )  # noqa: E402
@@ -150,6 +153,14 @@ def all_targets():
             ]
             if is_simulated_screen(dataset):
                 targets.append(f"{R}/{dataset}/tables/cp_segmentation.csv")
+        if has_enrichment(dataset):
+            targets.append(f"{R}/{dataset}/tables/enrichment_labels.csv")
+            for name in enrichment_variants(dataset):
+                folder = f"{R}/{dataset}/enrich/{name}"
+                targets += [f"{folder}/feature_annotation.csv", f"{folder}/dotplot.png"]
+                targets.append(f"{folder}/umap.png")
+            if is_simulated_screen(dataset):
+                targets.append(f"{R}/{dataset}/tables/go_recovery.csv")
     return targets
 
 
@@ -221,3 +232,66 @@ def cellprofiler_chunks(wildcards, filename):
         f"{R}/{wildcards.dataset}/cellprofiler/chunks/{filename.format(chunk=i)}"
         for i in range(n)
     ]
+
+
+def has_enrichment(dataset):
+    """GO enrichment runs for scRNA and microscopy datasets unless switched off."""
+    ds = DATASETS[dataset]
+    enabled = enrichment_settings(config, dataset)["enabled"]
+    return enabled and enrichment_mode(ds["kind"]) is not None
+
+
+def enrichment_datasets():
+    names = [name for name in DATASETS if has_enrichment(name)]
+    return "|".join(names) if names else "(?!x)x"
+
+
+def enrichment_variants(dataset):
+    """The models whose features are annotated (enrich.variants, default every model)."""
+    chosen = enrichment_settings(config, dataset)["variants"]
+    names = [v.name for v in variants(config, dataset)]
+    return names if chosen is None else [n for n in names if n in chosen]
+
+
+def enrichment_inputs(wildcards):
+    """Declared inputs: the user's expression .h5ad and a local gene-set file."""
+    inputs = {}
+    ds = DATASETS[wildcards.dataset]
+    if ds["kind"] == "scrna":
+        inputs.update(expression_source_input(wildcards))
+    gene_sets = gene_set_file(
+        enrichment_settings(config, wildcards.dataset)["gene_sets"], Path.cwd()
+    )
+    if gene_sets is not None:
+        inputs["gene_sets"] = str(gene_sets)
+    return inputs
+
+
+def enrichment_table_inputs(wildcards):
+    names = enrichment_variants(wildcards.dataset)
+    return {
+        "best_selectivity": [
+            f"{R}/{wildcards.dataset}/models/{n}/best_selectivity.csv" for n in names
+        ],
+        "enrichment": [
+            f"{R}/{wildcards.dataset}/enrich/{n}/enrichment.parquet" for n in names
+        ],
+    }
+
+
+def enrichment_label_task(dataset):
+    """The task whose labels the enrichment tables are organised by (default: the first)."""
+    return (
+        enrichment_settings(config, dataset)["label_task"]
+        or DATASETS[dataset]["tasks"][0]["name"]
+    )
+
+
+def simulated_group_task(dataset):
+    """The task over the simulator's planted gene groups (column gene_group)."""
+    for task in DATASETS[dataset]["tasks"]:
+        if task["column"] == "gene_group":
+            return task["name"]
+    raise ValueError(
+        f"datasets.{dataset}.tasks: GO recovery needs a task on column 'gene_group'"
+    )
