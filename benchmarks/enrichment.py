@@ -17,19 +17,34 @@ from pathlib import Path
 import gseapy
 import pandas as pd
 import scipy.sparse as sp
+import yaml
 
-from cellconcepts import enrich, feature_genes, genesets, io
-from cellconcepts.pipeline_enrich import _aligned_expression
+from cellconcepts import enrich, genesets, io
+from cellconcepts.pipeline_enrich import feature_gene_lists
+from cellconcepts.settings import deep_merge, enrichment_mode
+
+SCHEMA_DEFAULTS = {
+    "expression": {
+        "matrix": "raw",
+        "active_percentile": 50,
+        "min_cells": 10,
+        "de_method": "welch",
+        "de_fdr": 0.05,
+        "min_log2_fold_change": 1.0,
+    },
+    "screen": {"gene_column": "gene", "min_selectivity": 0.2, "top_n": 5},
+    "min_term_size": 10,
+    "max_term_size": 500,
+}
 
 
-def gene_lists_of(dataset: str, codes: sp.csr_matrix, obs: pd.DataFrame):
-    if dataset == "pbmc":
-        values, genes = _aligned_expression("pbmc68k_reduced", "raw", obs)
-        return feature_genes.expression_gene_lists(values, genesets.normalise_symbols(genes), codes)
-    labels = obs["gene"].astype(str)
-    return feature_genes.selective_gene_lists(
-        codes, pd.Series(genesets.normalise_symbols(labels)), controls=["NON-TARGETING"]
-    )
+def gene_lists_of(config: dict, dataset: str, codes: sp.csr_matrix, obs: pd.DataFrame):
+    """The workflow's own gene lists for one model, with the demo config's settings."""
+    ds = config["datasets"][dataset]
+    settings = deep_merge(deep_merge(SCHEMA_DEFAULTS, config["enrich"]), ds.get("enrich", {}))
+    source = ds.get("scrna", {}).get("source")
+    lists = feature_gene_lists(enrichment_mode(ds["kind"]), codes, obs, settings, ds, source)
+    return lists, settings
 
 
 def main() -> None:
@@ -39,16 +54,21 @@ def main() -> None:
     args = parser.parse_args()
 
     library = genesets.read_gmt(genesets.go_bp_2023_path())
-    min_size = {"pbmc": 10, "cellpainting": 3}
+    config = yaml.safe_load(Path("config/config.yaml").read_text())
     rows, sample = [], None
     for dataset in ("pbmc", "cellpainting"):
         store = io.TokenStore.open(args.results / dataset / "tokens")
         for model in sorted((args.results / dataset / "models").iterdir()):
             codes = sp.load_npz(model / "codes.npz").tocsr()
             start = time.perf_counter()
-            lists = gene_lists_of(dataset, codes, store.obs)
+            lists, settings = gene_lists_of(config, dataset, codes, store.obs)
             listed = time.perf_counter()
-            terms = genesets.term_matrix(library, lists.genes, min_size=min_size[dataset])
+            terms = genesets.term_matrix(
+                library,
+                lists.genes,
+                min_size=settings["min_term_size"],
+                max_size=settings["max_term_size"],
+            )
             table = enrich.enrich_lists(lists.lists, terms)
             done = time.perf_counter()
             rows.append(

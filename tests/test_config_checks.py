@@ -186,3 +186,20 @@ def test_enrichment_gene_sets_may_be_a_gmt_file(demo_config, tmp_path):
     (tmp_path / "mine.gmt").write_text("T\t\tA\tB\n")
     config["enrich"]["gene_sets"] = "mine.gmt"
     check_config(config, tmp_path, SCHEMA)
+
+
+def test_user_images_without_the_gene_column_fail_at_config_time(demo_config, tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    config = _validated(demo_config)
+    (tmp_path / "imgs").mkdir()
+    np.save(tmp_path / "imgs" / "images.npy", np.zeros((2, 6, 8, 8), dtype=np.float32))
+    pd.DataFrame({"image_id": ["a", "b"], "sirna": ["s1", "s2"]}).to_parquet(
+        tmp_path / "imgs" / "obs.parquet"
+    )
+    config["datasets"]["cellpainting"]["microscopy"]["images"] = "imgs"
+    with pytest.raises(ConfigError, match=r"enrich\.screen\.gene_column: 'gene' is not a column"):
+        check_config(config, tmp_path, SCHEMA)
+    config["datasets"]["cellpainting"]["enrich"]["enabled"] = False
+    check_config(config, tmp_path, SCHEMA)

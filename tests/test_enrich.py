@@ -113,7 +113,8 @@ def test_term_matrix_counts_term_sizes_inside_the_background(
     ):
         expected[row, [position[g] for g in genes]] = 1.0
     np.testing.assert_array_equal(terms.membership.toarray(), expected)
-    assert terms.gene_index() == position
+    assert list(terms.genes) == list(position)
+    assert len(set(terms.same_genes)) == 3  # no two kept terms share their background genes
 
 
 def test_term_matrix_n_unmatched_is_counted_before_the_size_filter(
@@ -334,6 +335,9 @@ def _expected_enrichment(
     """The enrichment table computed the slow way: sets, exact tails, scipy BH over all terms."""
     m = len(background)
     position = {g: j for j, g in enumerate(background)}
+    # terms with identical genes in the background share a group id, numbered in term order
+    signatures = [frozenset(set(g) & set(background)) for g in gene_sets.values()]
+    group_of = {sig: k for k, sig in enumerate(dict.fromkeys(s for s in signatures if s))}
     records = []
     for i, genes in enumerate(lists):
         query = set(genes)
@@ -352,6 +356,7 @@ def _expected_enrichment(
                         "overlap": len(shared),
                         "list_size": len(query),
                         "term_size": len(members),
+                        "term_group": group_of[frozenset(members)],
                         "background_size": m,
                         "fold_enrichment": len(shared) / (len(query) * len(members) / m),
                         "p_value": p,
@@ -514,3 +519,10 @@ def test_enrich_lists_agrees_with_gseapy_on_go_bp() -> None:
         assert (mine["fdr"].to_numpy() >= theirs["Adjusted P-value"].to_numpy() - 1e-15).all()
         for term, shared in mine["genes"].items():
             assert set(shared.split(";")) == set(theirs.loc[term, "Genes"].split(";"))
+
+
+def test_term_matrix_groups_terms_with_identical_background_genes() -> None:
+    library = {"T1": ["A", "B", "C", "X1"], "T2": ["C", "B", "A", "X2"], "T3": ["A", "B", "D"]}
+    terms = term_matrix(library, ["a", "b", "c", "d"], min_size=2, max_size=10)
+    assert list(terms.terms) == ["T1", "T2", "T3"]
+    assert terms.same_genes[0] == terms.same_genes[1] != terms.same_genes[2]

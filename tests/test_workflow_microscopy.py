@@ -260,10 +260,12 @@ def test_go_enrichment_of_screen_features(run: Path):
     annotation = pd.read_csv(folder / "feature_annotation.csv")
     assert len(annotation) == 32 and set(annotation.status) <= {"ok", "no_selective_genes"}
     check = pd.read_csv(folder / "gseapy_check.csv")
-    assert len(check) == 2 and check.same_terms.all() and check.same_overlaps.all()
-    for name in ("dotplot", "umap"):
-        assert (folder / f"{name}.png").stat().st_size > 5000
-        assert (folder / f"{name}.pdf").exists()
+    assert set(check["sample"]) == {"top", "random"} and len(check) == 4
+    assert check.same_terms.all() and check.same_overlaps.all()
+    assert (check.max_relative_p_difference <= 1e-9).all()
+    assert (folder / "dotplot.png").stat().st_size > 5000
+    assert (folder / "dotplot.pdf").exists()
+    assert not (folder / "umap.png").exists()  # the UMAP is drawn for scRNA datasets
 
     recovery = pd.read_csv(run / "screen" / "tables" / "go_recovery.csv")
     groups = pd.read_csv(run / "screen" / "images" / "groups.csv")
@@ -271,11 +273,14 @@ def test_go_enrichment_of_screen_features(run: Path):
     assert set(recovery.planted_term) == set(groups.go_term)
     hits = recovery[recovery.recovered]
     assert (hits.planted_rank == 1).all() and (hits.planted_fdr < 0.05).all()
+    assert hits.ties_identical.all()
+    assert (recovery.recovered_strict <= recovery.recovered).all()
+    assert (recovery[recovery.recovered_strict].n_tied_at_top == 1).all()
+    assert recovery.random_feature_rate.between(0, 1).all()
     summary = pd.read_csv(run / "screen" / "tables" / "go_recovery_summary.csv")
-    assert (
-        summary.recovered.tolist()
-        == recovery.groupby("variant", sort=False).recovered.sum().tolist()
-    )
+    per_variant = recovery.groupby("variant", sort=False)
+    assert summary.recovered.tolist() == per_variant.recovered.sum().tolist()
+    assert summary.recovered_strict.tolist() == per_variant.recovered_strict.sum().tolist()
     # the user's images (not simulated) are enriched too, without a ground-truth table
     assert (run / "mine" / "enrich" / "icfl_pca_k4_seed0" / "feature_annotation.csv").exists()
     assert not (run / "mine" / "tables" / "go_recovery.csv").exists()

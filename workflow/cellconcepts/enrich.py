@@ -3,8 +3,9 @@
 Gene lists are the rows of a sparse (lists, genes) 0/1 matrix over the same background as a
 :class:`~cellconcepts.genesets.TermMatrix`. One sparse product gives every list x term overlap;
 p-values are computed only where the overlap is non-zero (elsewhere p = 1), and
-Benjamini-Hochberg runs within each list over *all* terms tested for it, so a list's FDR does not
-depend on how many terms it happened to hit. No Python loop runs over terms.
+Benjamini-Hochberg runs within each gene list (a scRNA feature's up and down lists are two
+families) over *all* terms tested, so a list's FDR does not depend on how many terms it happened
+to hit. No Python loop runs over terms.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ ENRICHMENT_COLUMNS = [
     "overlap",
     "list_size",
     "term_size",
+    "term_group",
     "background_size",
     "fold_enrichment",
     "p_value",
@@ -89,8 +91,9 @@ def enrich_lists(
 
     Returns one row per (list, term) with overlap >= 1 (the others have p = 1), sorted by list
     then rank, with columns :data:`ENRICHMENT_COLUMNS`. ``rank`` is 1 for the smallest p-value
-    of a list; tied p-values share the smallest rank (identical gene overlap within the
-    background makes terms indistinguishable). Empty lists test nothing and give no rows.
+    of a list; tied p-values share the smallest rank. ``term_group`` is shared by terms with
+    identical genes inside the background, which no list can tell apart. Empty lists test
+    nothing and give no rows.
     """
     query = sp.csr_matrix(lists, dtype=np.float64)
     if query.shape[1] != terms.genes.size:
@@ -117,6 +120,7 @@ def enrich_lists(
             "overlap": hits,
             "list_size": list_size[rows],
             "term_size": term_size[cols],
+            "term_group": terms.same_genes[cols],
             "background_size": background,
             "fold_enrichment": hits / expected,
             "p_value": p,

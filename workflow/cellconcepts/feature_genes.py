@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from scipy.stats import false_discovery_control
+from scipy.stats import false_discovery_control, rankdata
 from tqdm.auto import tqdm
 
 from cellconcepts import differential_expression as de
@@ -60,7 +60,8 @@ def activation_groups(
     matrices, and a table of group sizes and statuses.
 
     Strongly active: activations of the feature's dominant sign (signed ICFL codes; TopK codes are
-    non-negative) with magnitude at or above ``percentile`` of those magnitudes. With fewer than
+    non-negative) with magnitude at or above ``percentile`` of those magnitudes; cells active
+    with the other sign are in neither group (counted in ``n_opposite_sign``). With fewer than
     ``min_cells`` such cells, every cell of the dominant sign is used (``all_active_cells``); with
     still too few, or fewer than ``min_cells`` zero cells, the feature is skipped.
     """
@@ -95,6 +96,7 @@ def activation_groups(
                 "feature": f,
                 "sign": int(sign),
                 "n_active": int(cells.size),
+                "n_opposite_sign": int((magnitude < 0).sum()),
                 "n_strong": int(strong.sum()),
                 "n_zero": int(n_cells - cells.size),
                 "activation_threshold": threshold * sign,
@@ -234,8 +236,9 @@ def selective_gene_lists(
     """Per feature: the screened genes for which it is most selective (avg selectivity on the
     gene task). Genes with avg selectivity >= ``min_selectivity`` are listed; when fewer than
     ``top_n`` pass, the ``top_n`` genes with the highest positive selectivity are listed instead
-    (``min_selectivity: null`` always takes the top n; ``top_n: 0`` never does). The background
-    is every screened gene: the gene labels other than the controls.
+    (``min_selectivity: null`` always takes the top n; ``top_n: 0`` never does); genes tied at
+    the n-th place are all listed. The background is every screened gene: the gene labels other
+    than the controls.
     """
     controls = {str(c) for c in controls}
     sel: Selectivity = selectivity(codes, gene_labels)
@@ -247,10 +250,7 @@ def selective_gene_lists(
         )
     rows = np.isin(sel.labels, screened)
     avg = sel.avg[rows]  # (G, F)
-    order = np.argsort(-avg, axis=0, kind="stable")
-    rank = np.empty_like(order)
-    np.put_along_axis(rank, order, np.arange(avg.shape[0])[:, None], axis=0)
-    rank += 1
+    rank = rankdata(-avg, method="min", axis=0).astype(np.int64)  # ties at the cut all count
     by_threshold = (
         (avg >= min_selectivity) & (avg > 0)
         if min_selectivity is not None

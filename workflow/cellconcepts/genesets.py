@@ -19,12 +19,12 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from cellconcepts.settings import ENRICHR_PREFIX, GO_BP_2023
+
 log = logging.getLogger(__name__)
 
 GO_BP_2023_PACKAGE = "pyenrichr"
 GO_BP_2023_RELATIVE = Path("data") / "GO_Biological_Process_2023"
-GO_BP_2023 = "GO_Biological_Process_2023"
-ENRICHR_PREFIX = "enrichr:"
 
 
 def go_bp_2023_path() -> Path:
@@ -103,7 +103,11 @@ def load_gene_sets(spec: str, base_dir: str | os.PathLike = ".") -> dict[str, li
     path = gene_set_file(spec, base_dir)
     if path is not None:
         return read_gmt(path)
-    library = spec.removeprefix(ENRICHR_PREFIX)
+    return download_enrichr_library(spec.removeprefix(ENRICHR_PREFIX))
+
+
+def download_enrichr_library(library: str) -> dict[str, list[str]]:
+    """An Enrichr library by name, downloaded with gseapy (needs the internet)."""
     import gseapy  # only the online route needs it
 
     try:
@@ -116,7 +120,17 @@ def load_gene_sets(spec: str, base_dir: str | os.PathLike = ".") -> dict[str, li
     return {
         term: list(dict.fromkeys(g.strip().upper() for g in genes if g.strip()))
         for term, genes in downloaded.items()
+        if any(g.strip() for g in genes)
     }
+
+
+def write_gmt(gene_sets: Mapping[str, Sequence[str]], path: str | os.PathLike) -> None:
+    """Write ``{term: genes}`` as an Enrichr-style GMT (empty description), atomically."""
+    from cellconcepts.io import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+        for term, genes in gene_sets.items():
+            handle.write("\t".join([term, "", *genes]) + "\n")
 
 
 def normalise_symbols(symbols: Iterable[object]) -> np.ndarray:
@@ -137,6 +151,7 @@ class TermMatrix:
     membership: sp.csr_matrix
     n_library_terms: int
     n_unmatched: int
+    same_genes: np.ndarray  # (terms,) equal for terms with identical genes in the background
 
     @property
     def sizes(self) -> np.ndarray:
@@ -145,9 +160,6 @@ class TermMatrix:
     @property
     def n_terms(self) -> int:
         return int(self.terms.shape[0])
-
-    def gene_index(self) -> dict[str, int]:
-        return {gene: i for i, gene in enumerate(self.genes)}
 
 
 def term_matrix(
@@ -178,7 +190,7 @@ def term_matrix(
             f"(e.g. {sorted(set(genes[repeated.to_numpy()]))[:10]}); expected one entry per gene"
         )
     index = {gene: i for i, gene in enumerate(genes)}
-    rows, cols, names = [], [], []
+    rows, cols, names, signatures = [], [], [], []
     annotated = np.zeros(genes.size, dtype=bool)
     for term, term_genes in gene_sets.items():
         hits = sorted({index[g] for g in normalise_symbols(term_genes) if g in index})
@@ -188,6 +200,7 @@ def term_matrix(
             rows.extend([len(names)] * len(hits))
             cols.extend(hits)
             names.append(term)
+            signatures.append(tuple(hits))
     membership = sp.csr_matrix(
         (np.ones(len(rows), dtype=np.float64), (rows, cols)), shape=(len(names), genes.size)
     )
@@ -216,4 +229,5 @@ def term_matrix(
         membership=membership,
         n_library_terms=len(gene_sets),
         n_unmatched=n_unmatched,
+        same_genes=pd.factorize(pd.Series(signatures, dtype=object))[0].astype(np.int64),
     )

@@ -16,8 +16,6 @@ from typing import Any
 import jsonschema
 import yaml
 
-from cellconcepts.genesets import ENRICHR_PREFIX, GO_BP_2023
-
 VARIANT_PATTERN = re.compile(
     r"^(?P<method>icfl|topk)_(?P<whitening>pca|none)_k(?P<sparsity>\d+)_seed(?P<seed>\d+)$"
 )
@@ -72,10 +70,16 @@ def dictionary_settings(config: Mapping[str, Any], dataset: str) -> dict[str, An
     return deep_merge(config["dictionary"], config["datasets"][dataset].get("dictionary", {}))
 
 
+# Gene-set settings (the library itself is read by cellconcepts.genesets).
+GO_BP_2023 = "GO_Biological_Process_2023"
+ENRICHR_PREFIX = "enrichr:"
+EXPRESSION, SCREEN = "expression", "screen"
+
+
 def enrichment_mode(kind: str) -> str | None:
     """How a dataset's features get genes: scRNA by differential expression ("expression"),
     screens by selectivity for the perturbed genes ("screen"); other kinds have no genes."""
-    return {"scrna": "expression", "microscopy": "screen"}.get(kind)
+    return {"scrna": EXPRESSION, "microscopy": SCREEN}.get(kind)
 
 
 def enrichment_settings(config: Mapping[str, Any], dataset: str) -> dict[str, Any]:
@@ -238,6 +242,22 @@ def _check_enrichment(
     if task is not None and task not in task_names:
         raise ConfigError(f"{key}.label_task: {task!r} is not one of the tasks {task_names}")
     screen = settings["screen"]
+    images = config["datasets"][name].get("microscopy", {}).get("images", "simulate")
+    obs_path = base_dir / str(images) / "obs.parquet"
+    if images != "simulate" and obs_path.is_file():
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            columns = pq.read_schema(obs_path).names
+        except (OSError, pa.ArrowInvalid):  # unreadable: the embedding stage names the file
+            columns = [screen["gene_column"]]
+        if screen["gene_column"] not in columns:
+            raise ConfigError(
+                f"{key}.screen.gene_column: {screen['gene_column']!r} is not a column of "
+                f"{obs_path} (columns: {columns}); name the column of perturbed genes, or set "
+                f"{key}.enabled: false"
+            )
     if screen["min_selectivity"] is None and screen["top_n"] == 0:
         raise ConfigError(f"{key}.screen: min_selectivity is null and top_n is 0: lists no gene")
     names = [v.name for v in variants(config, name)]

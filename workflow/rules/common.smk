@@ -7,11 +7,12 @@ from pathlib import Path
 # workflow/scripts/_package_path.py).
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
-from cellconcepts.genesets import gene_set_file  # noqa: E402
 from cellconcepts.settings import (
     Variant,
     check_config,
     dictionary_settings,
+    ENRICHR_PREFIX,
+    GO_BP_2023,
     enrichment_mode,
     enrichment_settings,
     resolve_shipped,
@@ -158,7 +159,8 @@ def all_targets():
             for name in enrichment_variants(dataset):
                 folder = f"{R}/{dataset}/enrich/{name}"
                 targets += [f"{folder}/feature_annotation.csv", f"{folder}/dotplot.png"]
-                targets.append(f"{folder}/umap.png")
+                if DATASETS[dataset]["kind"] == "scrna":
+                    targets.append(f"{folder}/umap.png")
             if is_simulated_screen(dataset):
                 targets.append(f"{R}/{dataset}/tables/go_recovery.csv")
     return targets
@@ -254,16 +256,16 @@ def enrichment_variants(dataset):
 
 
 def enrichment_inputs(wildcards):
-    """Declared inputs: the user's expression .h5ad and a local gene-set file."""
+    """Declared inputs: the user's expression .h5ad and the gene sets (a GMT file, or the
+    Enrichr library downloaded once; the offline default ships inside pyenrichr)."""
     inputs = {}
-    ds = DATASETS[wildcards.dataset]
-    if ds["kind"] == "scrna":
+    if DATASETS[wildcards.dataset]["kind"] == "scrna":
         inputs.update(expression_source_input(wildcards))
-    gene_sets = gene_set_file(
-        enrichment_settings(config, wildcards.dataset)["gene_sets"], Path.cwd()
-    )
-    if gene_sets is not None:
-        inputs["gene_sets"] = str(gene_sets)
+    spec = enrichment_settings(config, wildcards.dataset)["gene_sets"]
+    if spec.startswith(ENRICHR_PREFIX):
+        inputs["gene_sets"] = f"{R}/gene_sets/{spec.removeprefix(ENRICHR_PREFIX)}.gmt"
+    elif spec != GO_BP_2023:
+        inputs["gene_sets"] = spec
     return inputs
 
 

@@ -10,6 +10,8 @@ rule token_umap:
         f"{LOGS}/token_umap.log",
     benchmark:
         f"{BENCH}/token_umap.tsv"
+    wildcard_constraints:
+        dataset=datasets_of_kind("scrna"),
     conda:
         ENV
     resources:
@@ -24,7 +26,6 @@ rule enrich_model:
         unpack(token_store),
         unpack(enrichment_inputs),
         codes=f"{MODEL}/codes.npz",
-        umap=f"{R}/{{dataset}}/embedding/umap.parquet",
     output:
         enrichment=f"{ENRICH}/enrichment.parquet",
         enrichment_csv=f"{ENRICH}/enrichment.csv",
@@ -44,13 +45,6 @@ rule enrich_model:
             subcategory="{dataset}",
         ),
         dotplot_pdf=f"{ENRICH}/dotplot.pdf",
-        umap=report(
-            f"{ENRICH}/umap.png",
-            caption="../report/enrichment_umap.rst",
-            category="GO enrichment",
-            subcategory="{dataset}",
-        ),
-        umap_pdf=f"{ENRICH}/umap.pdf",
     log:
         f"{LOGS}/enrich_{VARIANT}.log",
     benchmark:
@@ -69,6 +63,53 @@ rule enrich_model:
         expression_source=lambda wc: DATASETS[wc.dataset].get("scrna", {}).get("source"),
     script:
         "../scripts/enrich_model.py"
+
+
+rule enrichment_umap:
+    input:
+        unpack(token_store),
+        codes=f"{MODEL}/codes.npz",
+        annotation=f"{ENRICH}/feature_annotation.csv",
+        umap=f"{R}/{{dataset}}/embedding/umap.parquet",
+    output:
+        png=report(
+            f"{ENRICH}/umap.png",
+            caption="../report/enrichment_umap.rst",
+            category="GO enrichment",
+            subcategory="{dataset}",
+        ),
+        pdf=f"{ENRICH}/umap.pdf",
+    log:
+        f"{LOGS}/enrichment_umap_{VARIANT}.log",
+    benchmark:
+        f"{BENCH}/enrichment_umap_{VARIANT}.tsv"
+    wildcard_constraints:
+        dataset=datasets_of_kind("scrna"),
+    conda:
+        ENV
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    params:
+        dataset=lambda wc: DATASETS[wc.dataset],
+        settings=lambda wc: enrichment_settings(config, wc.dataset),
+        variant=variant_name,
+    script:
+        "../scripts/enrichment_umap.py"
+
+
+rule download_gene_sets:
+    output:
+        f"{R}/gene_sets/{{library}}.gmt",
+    log:
+        f"{R}/gene_sets/{{library}}.log",
+    conda:
+        ENV
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/download_gene_sets.py"
 
 
 rule enrichment_labels:

@@ -12,7 +12,7 @@ with log_to_file(snakemake.log[0]):
         dataset=snakemake.params.dataset,
         settings=snakemake.params.settings,
         expression_source=snakemake.params.expression_source,
-        umap_path=snakemake.input.umap,
+        gene_sets_path=snakemake.input.get("gene_sets"),
         variant=snakemake.params.variant,
         outputs=dict(snakemake.output.items()),
     )
