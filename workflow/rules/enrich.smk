@@ -103,6 +103,8 @@ rule download_gene_sets:
         f"{R}/gene_sets/{{library}}.gmt",
     log:
         f"{R}/gene_sets/{{library}}.log",
+    benchmark:
+        f"{R}/gene_sets/{{library}}.benchmark.tsv"
     conda:
         ENV
     resources:
