@@ -389,6 +389,7 @@ def enrichment_umap(
     umap_path: PathLike,
     dataset: Mapping[str, Any],
     settings: Mapping[str, Any],
+    label_task: str,
     variant: str,
     png_path: PathLike,
 ) -> None:
@@ -397,7 +398,7 @@ def enrichment_umap(
     obs = io.TokenStore.open(store_dir).obs
     codes = sp.load_npz(codes_path).tocsr()
     annotation = pd.read_csv(annotation_path).set_index("feature")
-    task = _task(dataset, settings["label_task"] or dataset["tasks"][0]["name"])
+    task = _task(dataset, label_task)
     labels = task_labels(obs, task)
     sel = evaluate.selectivity(codes, labels)
     wanted = settings["labels"] or list(sel.labels)

@@ -93,6 +93,7 @@ rule enrichment_umap:
     params:
         dataset=lambda wc: DATASETS[wc.dataset],
         settings=lambda wc: enrichment_settings(config, wc.dataset),
+        label_task=lambda wc: enrichment_label_task(wc.dataset),
         variant=variant_name,
     script:
         "../scripts/enrichment_umap.py"

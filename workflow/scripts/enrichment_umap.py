@@ -13,6 +13,7 @@ with log_to_file(snakemake.log[0]):
         umap_path=snakemake.input.umap,
         dataset=snakemake.params.dataset,
         settings=snakemake.params.settings,
+        label_task=snakemake.params.label_task,
         variant=snakemake.params.variant,
         png_path=snakemake.output.png,
     )
