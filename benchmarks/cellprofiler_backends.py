@@ -11,16 +11,15 @@ once for the whole set, as one workflow chunk does.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
-
-from cellconcepts import cellpainting, cellprofiler, cp_measure_backend  # noqa: E402
+from cellconcepts.cellprofiler import cp_measure as cp_measure_backend
+from cellconcepts.cellprofiler import headless as cellprofiler
+from cellconcepts.sources import cellpainting
 
 PIPELINE = (
     Path(__file__).resolve().parents[1] / "resources" / "cellprofiler" / "cellpainting.cppipe"

@@ -19,9 +19,11 @@ import pandas as pd
 import scipy.sparse as sp
 import yaml
 
-from cellconcepts import enrich, genesets, io
-from cellconcepts.pipeline_enrich import feature_gene_lists
-from cellconcepts.settings import deep_merge, enrichment_mode
+from cellconcepts.config import deep_merge, enrichment_mode
+from cellconcepts.enrich import genesets
+from cellconcepts.enrich import statistics as enrich
+from cellconcepts.enrich.gene_lists import feature_gene_lists
+from cellconcepts.store.tokens import TokenStore
 
 SCHEMA_DEFAULTS = {
     "expression": {
@@ -43,7 +45,10 @@ def gene_lists_of(config: dict, dataset: str, codes: sp.csr_matrix, obs: pd.Data
     ds = config["datasets"][dataset]
     settings = deep_merge(deep_merge(SCHEMA_DEFAULTS, config["enrich"]), ds.get("enrich", {}))
     source = ds.get("scrna", {}).get("source")
-    lists = feature_gene_lists(enrichment_mode(ds["kind"]), codes, obs, settings, ds, source)
+    mode = enrichment_mode(ds["kind"])
+    lists = feature_gene_lists(
+        mode, codes, obs, settings, control=ds.get("control"), expression_source=source
+    )
     return lists, settings
 
 
@@ -57,7 +62,7 @@ def main() -> None:
     config = yaml.safe_load(Path("config/config.yaml").read_text())
     rows, sample = [], None
     for dataset in ("pbmc", "cellpainting"):
-        store = io.TokenStore.open(args.results / dataset / "tokens")
+        store = TokenStore.open(args.results / dataset / "tokens")
         for model in sorted((args.results / dataset / "models").iterdir()):
             codes = sp.load_npz(model / "codes.npz").tocsr()
             start = time.perf_counter()

@@ -16,10 +16,10 @@ import time
 import numpy as np
 import torch
 
-from cellconcepts.image_embed import available_layers, extract_crop_tokens
-from cellconcepts.mae import MAE, MAEConfig
-from cellconcepts.training import resolve_device
-from cellconcepts.vit import ViTConfig, self_standardize
+from cellconcepts.device import resolve_device
+from cellconcepts.microscopy.extract import available_layers, extract_crop_tokens
+from cellconcepts.microscopy.mae import MAE, MAEConfig
+from cellconcepts.microscopy.vit import ViTConfig, self_standardize
 
 SIZES = {
     "demo (96 x 4, dec 64 x 1)": (

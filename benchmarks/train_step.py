@@ -15,8 +15,8 @@ import time
 
 import torch
 
-from cellconcepts.dictionary import build_model
-from cellconcepts.training import resolve_device
+from cellconcepts.device import resolve_device
+from cellconcepts.dictionary.models import build_model
 
 
 def time_steps(method: str, args: argparse.Namespace, x: torch.Tensor) -> float:

@@ -24,14 +24,15 @@ def run_snakemake(
         "-m",
         "snakemake",
         "--snakefile",
-        str(REPO / "Snakefile"),
+        str(REPO / "workflow" / "Snakefile"),
         "--directory",
         str(workdir),
         "--configfile",
         str(configfile),
         *args,
     ]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    # From the repository, so that Snakemake finds its workflow profile (profiles/default).
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO)
 
 
 @pytest.fixture

@@ -8,8 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cellconcepts import cellpainting as cp
-from cellconcepts.genesets import go_bp_2023_path, read_gmt
+from cellconcepts.enrich.genesets import go_bp_2023_path, read_gmt
+from cellconcepts.sources import cellpainting as cp
+from cellconcepts.store.images import open_image_store
+from cellconcepts.store.layout import ImageFiles
 
 # 2 plates x (6 groups x 2 genes + 2 no-effect genes + 2 control wells) x 1 site = 32 images.
 SMALL = dict(
@@ -257,16 +259,22 @@ def test_write_open_round_trip(small: cp.SimulatedScreen, tmp_path: Path) -> Non
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["images.npy", "masks.npy", "obs.parquet", "cells.parquet", "groups.csv"]
     )
-    opened = cp.open_screen(out)
+    opened = open_image_store(out)  # the one reader of image stores
     assert isinstance(opened.images, np.memmap) and isinstance(opened.masks, np.memmap)
     _assert_screens_equal(small, opened)
 
 
-def test_open_screen_reports_missing_files(small: cp.SimulatedScreen, tmp_path: Path) -> None:
-    cp.write_screen(small, tmp_path)
-    (tmp_path / "cells.parquet").unlink()
-    with pytest.raises(FileNotFoundError, match=r"missing \['cells.parquet'\]"):
-        cp.open_screen(tmp_path)
+def test_screen_written_to_named_files(small: cp.SimulatedScreen, tmp_path: Path) -> None:
+    files = ImageFiles(
+        *(tmp_path / f"{n}" for n in ("i.npy", "o.parquet", "m.npy", "c.parquet", "g.csv"))
+    )
+    cp.write_screen(small, files)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["i.npy", "o.parquet", "m.npy", "c.parquet", "g.csv"]
+    )
+    _assert_screens_equal(small, open_image_store(files))
+    with pytest.raises(FileNotFoundError, match="o.parquet"):
+        open_image_store(ImageFiles(files.images, tmp_path / "o.parquet.missing"))
 
 
 # --------------------------------------------------------------------------- planted biology

@@ -16,8 +16,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cellconcepts import cellpainting, cellprofiler, cp_measure_backend
-from cellconcepts.segmentation_quality import segmentation_quality
+from cellconcepts.cellprofiler import cp_measure as cp_measure_backend
+from cellconcepts.cellprofiler import headless as cellprofiler
+from cellconcepts.cellprofiler.segmentation import segmentation_quality
+from cellconcepts.sources import cellpainting
 
 REPO = Path(__file__).resolve().parents[1]
 PIPELINE = REPO / "resources" / "cellprofiler" / "cellpainting.cppipe"

@@ -10,7 +10,7 @@ import yaml
 from conftest import REPO, run_snakemake
 from snakemake.utils import validate
 
-from cellconcepts.settings import ConfigError, Variant, check_config, deep_merge, variants
+from cellconcepts.config import ConfigError, Variant, check_config, deep_merge, variants
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -42,7 +42,7 @@ def test_schema_fills_defaults(demo_config):
 
 def test_dataset_override_merges_into_global(demo_config):
     config = _validated(demo_config)
-    from cellconcepts.settings import dictionary_settings
+    from cellconcepts.config import dictionary_settings
 
     pbmc = dictionary_settings(config, "pbmc")
     assert pbmc["n_features"] == 128
@@ -112,7 +112,7 @@ def test_schema_yaml_is_loadable():
 
 
 def test_openphenom_example_config_matches_the_encoder_it_names(tmp_path):
-    from cellconcepts.vit import ViTConfig, openphenom_config
+    from cellconcepts.microscopy.vit import ViTConfig, openphenom_config
 
     config = _validated(yaml.safe_load((REPO / "config" / "openphenom_rxrx3.yaml").read_text()))
     section = config["datasets"]["rxrx3"]["microscopy"]
@@ -146,7 +146,7 @@ def test_microscopy_keys_are_checked(demo_config, mutate, expected):
 
 
 def test_enrichment_settings_merge_and_defaults(demo_config):
-    from cellconcepts.settings import enrichment_settings
+    from cellconcepts.config import enrichment_settings
 
     config = _validated(demo_config)
     screen = enrichment_settings(config, "cellpainting")

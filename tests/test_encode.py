@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from cellconcepts.dictionary import ICFL, TopKSAE
-from cellconcepts.encode import encode_tokens
-from cellconcepts.whiten import fit_whitening
+from cellconcepts.dictionary.encode import encode_tokens
+from cellconcepts.dictionary.icfl import ICFL
+from cellconcepts.dictionary.topk import TopKSAE
+from cellconcepts.dictionary.whitening import fit_whitening
 
 
 def make_tokens(n: int = 90, d: int = 8, seed: int = 0) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Tests for cellconcepts.evaluate with hand-computed or independently computed expectations."""
+"""Tests for cellconcepts.evaluate (selectivity, probing, recovery), with hand-computed or
+independently computed expectations."""
 
 from __future__ import annotations
 
@@ -11,20 +12,20 @@ import scipy.sparse as sp
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
 
-from cellconcepts.evaluate import (
+from cellconcepts.evaluate.probing import linear_probe, probe_split_masks
+from cellconcepts.evaluate.recovery import atom_recovery
+from cellconcepts.evaluate.selectivity import (
     Selectivity,
-    atom_recovery,
-    atom_recovery_fraction,
     best_selectivity_per_label,
-    count_dead,
-    dead_features,
-    linear_probe,
-    make_probe_split,
-    probe_split_masks,
-    reconstruction_cosine,
     selectivity,
     selectivity_counts,
 )
+
+
+def make_probe_split(*args, **kwargs) -> np.ndarray:
+    """The test mask of `probe_split_masks`."""
+    return probe_split_masks(*args, **kwargs)[1]
+
 
 # ----------------------------------------------------------------------------------------------
 # Hand-worked selectivity example: 10 tokens, labels A (4 tokens), B (2), C (4); 4 features.
@@ -201,29 +202,6 @@ def test_best_selectivity_per_label() -> None:
     np.testing.assert_allclose(df["best_max"], [1.0, 0.75, 0.25])
 
 
-def test_count_dead_and_dead_features() -> None:
-    assert count_dead(np.array([True, False, True, False])) == 2
-    assert count_dead(np.zeros(0, dtype=bool)) == 0
-    with pytest.raises(ValueError, match="boolean"):
-        count_dead(np.array([1, 0, 1]))
-    # hand example activity counts per feature: f0 5, f1 5 (one stored zero), f2 2, f3 6 of 10
-    codes = hand_codes()
-    assert dead_features(codes).tolist() == [False, False, False, False]
-    assert dead_features(codes, min_fraction=0.3).tolist() == [False, False, True, False]
-    zero_col = sp.hstack([codes, sp.csr_matrix((10, 1))]).tocsr()
-    assert count_dead(dead_features(zero_col)) == 1
-
-
-def test_reconstruction_cosine() -> None:
-    x = np.array([[1.0, 0.0], [0.0, 0.0], [3.0, 4.0], [1.0, 2.0]], dtype=np.float32)
-    x_hat = np.array([[1.0, 1.0], [1.0, 1.0], [-3.0, -4.0], [0.0, 0.0]], dtype=np.float32)
-    expected = [1 / np.sqrt(2), 0.0, -1.0, 0.0]
-    np.testing.assert_allclose(reconstruction_cosine(x, x_hat), expected, atol=1e-7)
-    np.testing.assert_allclose(reconstruction_cosine(x, x_hat, batch_size=3), expected, atol=1e-7)
-    with pytest.raises(ValueError, match="same shape"):
-        reconstruction_cosine(x, x_hat[:3])
-
-
 def test_atom_recovery_permuted_flipped_and_one_replaced() -> None:
     rng = np.random.default_rng(0)
     n_atoms, d = 6, 32
@@ -240,7 +218,7 @@ def test_atom_recovery_permuted_flipped_and_one_replaced() -> None:
     df = atom_recovery(atoms, learned, threshold=0.9)
     assert list(df.columns) == ["atom", "best_abs_cosine", "best_feature", "recovered"]
     assert df["recovered"].sum() == n_atoms - 1
-    assert atom_recovery_fraction(df) == pytest.approx((n_atoms - 1) / n_atoms)
+    assert df.recovered.mean() == pytest.approx((n_atoms - 1) / n_atoms)
     lost = perm[replaced_col]
     assert not df.loc[lost, "recovered"]
     noise_cos = np.abs(atoms[lost] @ learned) / np.maximum(np.linalg.norm(learned, axis=0), 1e-300)
@@ -321,7 +299,7 @@ def test_probe_split_stratified() -> None:
 
 def test_probe_split_singleton_class_falls_back(caplog: pytest.LogCaptureFixture) -> None:
     obs = pd.DataFrame({"label": ["a"] * 20 + ["b"] * 20 + ["solo"]})
-    with caplog.at_level(logging.WARNING, logger="cellconcepts.evaluate"):
+    with caplog.at_level(logging.WARNING, logger="cellconcepts.evaluate.probing"):
         for seed in range(6):
             train, test = probe_split_masks(obs, "label", seed=seed)
             assert set(obs.loc[train, "label"]) == {"a", "b", "solo"}

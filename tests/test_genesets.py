@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from cellconcepts import genesets
-from cellconcepts.cellpainting import DEFAULT_GROUPS
-from cellconcepts.genesets import go_bp_2023_path, read_gmt
+from cellconcepts.enrich import genesets
+from cellconcepts.enrich.genesets import go_bp_2023_path, read_gmt
+from cellconcepts.sources.cellpainting import DEFAULT_GROUPS
 
 
 def _write(path: Path, text: str) -> Path:
@@ -70,7 +70,7 @@ def test_go_bp_2023_contains_the_default_terms() -> None:
 
 def test_go_bp_2023_path_does_not_import_pyenrichr() -> None:
     code = (
-        "import sys; from cellconcepts.genesets import go_bp_2023_path; go_bp_2023_path(); "
+        "import sys; from cellconcepts.enrich.genesets import go_bp_2023_path; go_bp_2023_path(); "
         "assert 'pyenrichr' not in sys.modules, 'pyenrichr was imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

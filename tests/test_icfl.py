@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from cellconcepts.dictionary import ICFL, build_model, icfl_encode
+from cellconcepts.dictionary.icfl import ICFL, icfl_encode
+from cellconcepts.dictionary.models import build_model
 
 
 def omp_reference(

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from cellconcepts import mae
-from cellconcepts.mae import MAE, MAEConfig, train_mae
-from cellconcepts.vit import ViTConfig
+from cellconcepts.microscopy import mae
+from cellconcepts.microscopy.mae import MAE, MAEConfig, train_mae
+from cellconcepts.microscopy.vit import ViTConfig
 
 VIT = ViTConfig(img_size=16, patch_size=4, in_chans=3, embed_dim=32, depth=2, num_heads=2)
 DECODER = MAEConfig(decoder_dim=16, decoder_depth=1, decoder_heads=2)
@@ -196,9 +196,9 @@ def test_checkpoint_with_other_settings_starts_fresh(tmp_path, caplog):
     checkpoint = tmp_path / "mae.pt"
     train_mae(images, VIT, DECODER, **TRAIN, checkpoint_path=checkpoint)
     changed = {**TRAIN, "lr": 1e-3}
-    with caplog.at_level(logging.WARNING, logger="cellconcepts.mae"):
+    with caplog.at_level(logging.WARNING, logger="cellconcepts.dictionary.checkpoint"):
         model, history = train_mae(images, VIT, DECODER, **changed, checkpoint_path=checkpoint)
-    assert "different settings (lr)" in caplog.text
+    assert "other settings (lr)" in caplog.text
     fresh, fresh_history = train_mae(images, VIT, DECODER, **changed)
     assert_same_weights(model, fresh)
     assert history["loss"].tolist() == fresh_history["loss"].tolist()

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cellconcepts.obs import annotate_obs, assign_split, control_mask
+from cellconcepts.store.obs import annotate_obs, assign_split, control_mask
 
 
 def _table() -> pd.DataFrame:

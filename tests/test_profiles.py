@@ -1,4 +1,4 @@
-"""Tests for cellconcepts.profiles with hand-computed per-image aggregates."""
+"""Tests for cellconcepts.cellprofiler.profiles with hand-computed per-image aggregates."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cellconcepts.profiles import META_COLUMNS, ProfileReport, image_profiles
+from cellconcepts.cellprofiler.profiles import META_COLUMNS, ProfileReport, image_profiles
 
 INF = np.inf
 NAN = np.nan
@@ -136,7 +136,7 @@ def test_relative_variance_criterion_for_constant_features():
 
 def test_logs_counts_and_warns_about_images_without_cells(caplog):
     ids = ["img1", "img2", "img3"] + [f"empty{i}" for i in range(7)]
-    with caplog.at_level(logging.INFO, logger="cellconcepts.profiles"):
+    with caplog.at_level(logging.INFO, logger="cellconcepts.cellprofiler.profiles"):
         profiles, report = image_profiles(hand_cells(), ids)
     assert report.n_images_without_cells == 7
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]

@@ -8,14 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from cellconcepts.dictionary import (
-    ICFL,
-    TopKSAE,
-    build_model,
-    decoder_directions,
-    load_model,
-    save_model,
-)
+from cellconcepts.dictionary.icfl import ICFL
+from cellconcepts.dictionary.models import build_model, decoder_directions, load_model, save_model
+from cellconcepts.dictionary.topk import TopKSAE
 
 
 def unit_rows(n: int, d: int, seed: int) -> torch.Tensor:

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 from conftest import run_snakemake
 
-from cellconcepts.io import TokenStore
-from cellconcepts.whiten import Whitening
+from cellconcepts.dictionary.whitening import Whitening
+from cellconcepts.store.tokens import TokenStore
 
 
 def test_parquet_embeddings_become_a_token_store_with_controls_and_split(tmp_path):

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cellconcepts import vit
-from cellconcepts.vit import ViTConfig, ViTEncoder
+from cellconcepts.microscopy import vit
+from cellconcepts.microscopy.vit import ViTConfig, ViTEncoder
 
 TINY = dict(img_size=16, patch_size=4, in_chans=3, embed_dim=32, depth=3, num_heads=2)
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import copy
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import run_snakemake
+import yaml
+from conftest import REPO, run_snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -128,8 +132,10 @@ def test_per_model_outputs(tiny_run: Path):
     codes = sp.load_npz(model_dir / "codes.npz")
     assert codes.shape == (4000, 96)
     assert codes.getnnz(axis=1).max() <= 4
-    reconstructions = np.load(model_dir / "reconstructions.npy", mmap_mode="r")
-    assert reconstructions.shape == (4000, 24)
+    # As large as the token store and read by the probes only: a temporary file.
+    assert not (model_dir / "reconstructions.npy").exists()
+    cosine = pd.read_parquet(model_dir / "reconstruction_cosine.parquet")
+    assert len(cosine) == 4000 and cosine.cosine_model.between(-1, 1).all()
     metrics = pd.read_csv(model_dir / "metrics.csv")
     assert metrics.step.is_monotonic_increasing
     assert metrics.loss.iloc[-1] < metrics.loss.iloc[0]
@@ -195,3 +201,75 @@ def test_figures_and_logs(tiny_run: Path):
 def test_rerun_is_a_no_op(tiny_run: Path):
     result = run_snakemake(tiny_run.parent, TINY, "--cores", "1", "-n")
     assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def _scheduled(result) -> dict[str, int]:
+    """{rule: jobs} of a dry run's job table (empty when nothing is to be done)."""
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    if "Nothing to be done" in output:
+        return {}
+    table = output.split("Job stats:", 1)[1].split("total", 1)[0]
+    rows = [line.split() for line in table.splitlines()[3:] if line.strip()]
+    return {name: int(count) for name, count in rows if name != "all"}
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        # Execution settings: how a job runs, never what it computes.
+        (lambda c: c["dictionary"]["train"].update(log_every=7, checkpoint_every=11), {}),
+        (lambda c: c["dictionary"]["train"].update(device="cpu"), {}),
+        (lambda c: c.setdefault("encode", {}).update(batch_size=512), {}),
+        # A key one rule uses reruns that rule (and what depends on it) only.
+        (lambda c: c.setdefault("enrich", {}).update(top_terms=2), {"enrichment_labels": 1}),
+        (
+            lambda c: c["evaluate"].update(atom_recovery_threshold=0.8),
+            {"atom_recovery": 4, "atom_recovery_table": 1, "report_dataset": 1},
+        ),
+    ],
+    ids=["cadence", "device", "encode_batch", "top_terms", "recovery_threshold"],
+)
+def test_an_edit_reruns_only_the_jobs_that_read_it(tiny_run: Path, edit, expected):
+    config = copy.deepcopy(TINY)
+    edit(config)
+    result = run_snakemake(tiny_run.parent, config, "--cores", "1", "-n")
+    assert _scheduled(result) == expected
+
+
+def test_the_workflow_runs_as_a_module_of_another_workflow(tmp_path: Path):
+    """A tiny outer Snakefile imports this workflow with `module` and runs the toy dataset."""
+    config = {**copy.deepcopy(TINY), "datasets": {"toy": TINY["datasets"]["toy"]}}
+    config["dictionary"] = {**config["dictionary"], "methods": ["icfl"]}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    (tmp_path / "Snakefile").write_text(
+        f"""configfile: "config.yaml"
+
+
+module cellconcepts:
+    snakefile:
+        "{REPO / "workflow" / "Snakefile"}"
+    config:
+        config
+
+
+use rule * from cellconcepts as cellconcepts_*
+
+
+rule all:
+    default_target: True
+    input:
+        rules.cellconcepts_all.input,
+"""
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", "2", "--directory", str(tmp_path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
+    headline = pd.read_csv(tmp_path / "results" / "toy" / "headline.csv")
+    assert sorted(headline.method) == ["icfl", "icfl", "raw"]
+    assert (tmp_path / "results" / "toy" / "tables" / "atom_recovery.csv").exists()

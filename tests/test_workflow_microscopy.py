@@ -12,7 +12,9 @@ import pytest
 import torch
 from conftest import run_snakemake
 
-from cellconcepts import cellpainting, vit
+from cellconcepts.microscopy import vit
+from cellconcepts.microscopy.extract import extract_crop_tokens
+from cellconcepts.sources import cellpainting
 
 pytestmark = pytest.mark.slow
 
@@ -128,10 +130,13 @@ def test_layer_choice_and_token_store(run: Path):
     assert tokens.shape == (len(images), ARCHITECTURE["embed_dim"])
     assert obs.token_id.tolist() == images.image_id.tolist()
     assert obs.is_control.tolist() == (images.gene == "non-targeting").tolist()
-    layer_tokens = np.load(
-        run / "screen" / "embedding" / "layer_tokens" / f"layer_{choice['layer']:03d}.npy"
-    )
-    np.testing.assert_array_equal(tokens, layer_tokens)
+    # The per-layer tokens are a temporary file; the chosen layer's, recomputed from the saved
+    # encoder, are the store.
+    assert not (run / "screen" / "embedding" / "layer_tokens.npy").exists()
+    encoder = vit.load_encoder(run / "screen" / "embedding" / "encoder")
+    pixels = np.load(run / "screen" / "images" / "images.npy")
+    expected = extract_crop_tokens(encoder, pixels, [choice["layer"]], progress=False)
+    np.testing.assert_allclose(tokens, expected[choice["layer"]], rtol=1e-5, atol=1e-5)
 
 
 def test_label_selectivity_covers_every_planted_group(run: Path):
@@ -179,8 +184,8 @@ def test_heatmaps_and_single_cell_check(run: Path):
 def test_user_images_with_a_user_checkpoint(run: Path):
     mine = run / "mine"
     assert json.loads((mine / "embedding" / "layer.json").read_text())["layer"] == 1
-    files = sorted(p.name for p in (mine / "embedding" / "layer_tokens").glob("layer*"))
-    assert files == ["layer_001.npy", "layers.json"]
+    assert sorted(pd.read_csv(mine / "tables" / "layer_probe.csv").layer.unique()) == [1]
+    assert not (mine / "embedding" / "layer_tokens.npy").exists()  # temporary
     assert not (mine / "embedding" / "encoder").exists()  # no MAE trained for it
     headline = pd.read_csv(mine / "headline.csv")
     assert sorted(headline.method) == ["icfl", "icfl", "raw"]
@@ -236,7 +241,7 @@ def test_cellprofiler_baseline(run: Path):
 def test_go_enrichment_of_screen_features(run: Path):
     from scipy.stats import hypergeom
 
-    from cellconcepts.genesets import go_bp_2023_path, read_gmt
+    from cellconcepts.enrich.genesets import go_bp_2023_path, read_gmt
 
     obs = pd.read_parquet(run / "screen" / "tokens" / "obs.parquet")
     screened = sorted(set(obs.gene) - {"non-targeting"})
@@ -284,3 +289,15 @@ def test_go_enrichment_of_screen_features(run: Path):
     # the user's images (not simulated) are enriched too, without a ground-truth table
     assert (run / "mine" / "enrich" / "icfl_pca_k4_seed0" / "feature_annotation.csv").exists()
     assert not (run / "mine" / "tables" / "go_recovery.csv").exists()
+
+
+def test_inference_batch_size_and_device_rerun_nothing(run: Path):
+    """How images are batched through the encoder and where it runs are execution settings:
+    editing them schedules no job (they used to rerun every enrichment job)."""
+    config = tiny_config("my_images", "my_model")
+    for name in ("screen", "mine"):
+        config["datasets"][name]["microscopy"].update(batch_size=7, device="cpu")
+    result = run_snakemake(run.parent, config, "--cores", "1", "-n")
+    assert "Nothing to be done" in result.stdout + result.stderr, (result.stdout + result.stderr)[
+        -3000:
+    ]

@@ -10,7 +10,7 @@ declumping) -> cells (propagation from nuclei on the cytoplasm channel) -> per-o
 intensity, size/shape, texture, granularity, Pearson correlation between channels and radial
 distribution -> label images of nuclei and cells (16-bit TIFF) -> ExportToSpreadsheet.
 Parameters are scaled for crops of a few cells (nucleus diameter 4-24 px); edit them here,
-not in the .cppipe, so the two backends stay in step (see cellconcepts.cp_measure_backend).
+not in the .cppipe, so the two backends stay in step (see cellconcepts.cellprofiler.cp_measure).
 """
 
 from __future__ import annotations
@@ -39,9 +39,10 @@ from cellprofiler.modules.saveimages import SaveImages  # noqa: E402
 from cellprofiler_core.modules.loaddata import LoadData  # noqa: E402
 from cellprofiler_core.pipeline import Pipeline  # noqa: E402
 
-# The parameters both backends share (this environment has no cellconcepts installed).
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "workflow" / "cellconcepts"))
-import cp_features as cpf  # noqa: E402
+# The parameters both backends share: cellconcepts.cellprofiler.schema, imported without
+# installing the package (this environment is CellProfiler's; the package is import-light there).
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "workflow"))
+from cellconcepts.cellprofiler import schema as cpf  # noqa: E402
 
 RXRX_CHANNELS = "nucleus,er,rna,actin,golgi_membrane,mitochondria"
 image_name = cpf.image_name

@@ -7,9 +7,11 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
+from cellconcepts.files import PathLike
+
 
 @contextlib.contextmanager
-def log_to_file(path: str | Path | None, level: int = logging.INFO) -> Iterator[logging.Logger]:
+def log_to_file(path: PathLike | None, level: int = logging.INFO) -> Iterator[logging.Logger]:
     """Route `logging` and stderr (tqdm bars, warnings) into `path` for the duration.
 
     Exceptions are logged with their traceback before being re-raised, so a failed job's log

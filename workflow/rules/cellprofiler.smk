@@ -1,4 +1,4 @@
-CP = f"{R}/{{dataset}}/cellprofiler"
+CP = f"{DS}/cellprofiler"
 
 
 rule cellprofiler_measure:
@@ -22,6 +22,7 @@ rule cellprofiler_measure:
         runtime=120,
     params:
         settings=cellprofiler_settings,
+        chunk=lambda wc: int(wc.chunk),
         n_chunks=lambda wc: cellprofiler_section(wc.dataset)["chunks"],
         work_dir=lambda wc: f"{R}/{wc.dataset}/cellprofiler/work/chunk_{wc.chunk}",
     script:
@@ -30,12 +31,17 @@ rule cellprofiler_measure:
 
 rule cellprofiler_profiles:
     input:
-        unpack(image_store_files),
+        image_obs=lambda wc: image_store_files(wc)["image_obs"],
         cells=lambda wc: cellprofiler_chunks(wc, "cells_{chunk}.parquet"),
         timing=lambda wc: cellprofiler_chunks(wc, "timing_{chunk}.json"),
     output:
         profiles=f"{CP}/profiles.parquet",
-        summary=f"{R}/{{dataset}}/tables/cellprofiler_profiles.csv",
+        summary=report(
+            f"{DS}/tables/cellprofiler_profiles.csv",
+            caption="../report/cp_comparison.rst",
+            category="{dataset}",
+            subcategory="CellProfiler baseline",
+        ),
     log:
         f"{LOGS}/cellprofiler_profiles.log",
     benchmark:
@@ -55,7 +61,7 @@ rule cellprofiler_profiles:
 
 rule cellprofiler_threshold:
     input:
-        unpack(token_store),
+        obs=TOKEN_OBS,
         profiles=f"{CP}/profiles.parquet",
     output:
         codes=f"{CP}/codes.npz",
@@ -73,15 +79,17 @@ rule cellprofiler_threshold:
         mem_mb=4000,
         runtime=10,
     params:
-        section=lambda wc: cellprofiler_section(wc.dataset),
-        task=cellprofiler_task,
+        reference=lambda wc: cellprofiler_section(wc.dataset)["reference"],
+        target_active=lambda wc: cellprofiler_section(wc.dataset)["target_active"],
+        sweep_targets=lambda wc: cellprofiler_section(wc.dataset)["sweep"],
+        task=lambda wc: task_named(wc.dataset, cellprofiler_section(wc.dataset)["task"]),
     script:
         "../scripts/cellprofiler_threshold.py"
 
 
 rule cellprofiler_selectivity:
     input:
-        unpack(token_store),
+        obs=TOKEN_OBS,
         codes=f"{CP}/codes.npz",
     output:
         counts=f"{CP}/selectivity_counts.csv",
@@ -98,41 +106,34 @@ rule cellprofiler_selectivity:
         mem_mb=4000,
         runtime=10,
     params:
-        tasks=lambda wc: DATASETS[wc.dataset]["tasks"],
+        tasks=lambda wc: dataset_section(wc, "tasks"),
         thresholds=config["evaluate"]["selectivity_thresholds"],
     script:
-        "../scripts/selectivity.py"
+        "../scripts/cellprofiler_selectivity.py"
 
 
 rule cellprofiler_comparison:
     input:
         cp_best=f"{CP}/best_selectivity.csv",
         sweep=f"{CP}/sweep.csv",
-        best=lambda wc: list(model_files(wc.dataset, "best_selectivity.csv").values()),
-        codes=lambda wc: list(model_files(wc.dataset, "codes.npz").values()),
+        best=lambda wc: model_files(wc.dataset, "best_selectivity.csv"),
+        codes=lambda wc: model_files(wc.dataset, "codes.npz"),
     output:
-        per_label=report(
-            f"{R}/{{dataset}}/tables/cp_comparison.csv",
-            caption="../report/cp_comparison.rst",
-            category="Tables",
-            subcategory="{dataset}",
+        per_label=table_files(
+            f"{DS}/tables/cp_comparison",
+            "../report/cp_comparison.rst",
+            "CellProfiler baseline",
         ),
-        per_label_text=multiext(f"{R}/{{dataset}}/tables/cp_comparison", ".md", ".tex"),
-        correlation=report(
-            f"{R}/{{dataset}}/tables/cp_correlation.csv",
-            caption="../report/cp_comparison.rst",
-            category="Tables",
-            subcategory="{dataset}",
+        correlation=table_files(
+            f"{DS}/tables/cp_correlation",
+            "../report/cp_comparison.rst",
+            "CellProfiler baseline",
         ),
-        correlation_text=multiext(
-            f"{R}/{{dataset}}/tables/cp_correlation", ".md", ".tex"
-        ),
-        sparsity=multiext(f"{R}/{{dataset}}/tables/cp_sparsity", ".csv", ".md", ".tex"),
-        figure=report(
-            f"{R}/{{dataset}}/figures/cp_comparison.png",
-            caption="../report/cp_comparison.rst",
-            category="Figures",
-            subcategory="{dataset}",
+        sparsity=multiext(f"{DS}/tables/cp_sparsity", *TABLE_TEXT),
+        figure=figure_files(
+            f"{DS}/figures/cp_comparison",
+            "../report/cp_comparison.rst",
+            "CellProfiler baseline",
         ),
     log:
         f"{LOGS}/cellprofiler_comparison.log",
@@ -146,7 +147,7 @@ rule cellprofiler_comparison:
         mem_mb=2000,
         runtime=10,
     params:
-        variants=lambda wc: [v.name for v in variants(config, wc.dataset)],
+        variants=variant_names,
         task=lambda wc: cellprofiler_section(wc.dataset)["task"],
     script:
         "../scripts/cellprofiler_comparison.py"
@@ -155,14 +156,15 @@ rule cellprofiler_comparison:
 rule cellprofiler_segmentation:
     input:
         unpack(image_store_files),
+        true_masks=simulated_screen_file(layout.MASKS),
         masks=lambda wc: cellprofiler_chunks(wc, "masks_{chunk}.npy"),
     output:
         per_image=f"{CP}/segmentation_per_image.csv",
         summary=report(
-            f"{R}/{{dataset}}/tables/cp_segmentation.csv",
+            f"{DS}/tables/cp_segmentation.csv",
             caption="../report/cp_segmentation.rst",
-            category="Tables",
-            subcategory="{dataset}",
+            category="{dataset}",
+            subcategory="CellProfiler baseline",
         ),
     log:
         f"{LOGS}/cellprofiler_segmentation.log",

@@ -1,40 +1,53 @@
-"""Shared paths and input functions; config checks that need more than the schema."""
+"""Paths, input functions and per-rule settings shared by the rule files; the config checks that
+need more than the schema.
 
-import sys
+Snakemake puts the folder of workflow/Snakefile on sys.path while parsing it, so the
+cellconcepts package beside the rules imports as it is; the jobs' scripts find the same package
+through PYTHONPATH, set below.
+"""
+
+import json
+from dataclasses import fields
 from pathlib import Path
 
-# The Snakefile uses the package of this checkout (rule scripts do the same, see
-# workflow/scripts/_package_path.py).
-sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
-
-from cellconcepts.settings import (
+import cellconcepts
+from cellconcepts.config import (
+    ENRICHR_PREFIX,
+    GO_BP_2023,
     Variant,
     check_config,
     dictionary_settings,
-    ENRICHR_PREFIX,
-    GO_BP_2023,
     enrichment_mode,
     enrichment_settings,
     resolve_shipped,
+    training_settings,
     variants,
-)  # noqa: E402
+)
+from cellconcepts.report.figures import DATASET_FIGURES
+from cellconcepts.report.tables import DATASET_TABLES
+from cellconcepts.store import layout
+
+# Jobs run `workflow/scripts/<rule>.py` in a fresh Python (possibly in a conda env): they import
+# the same cellconcepts package as this Snakefile.
+cellconcepts.share_with_jobs()
 
 # Input paths in the config are relative to the working directory, as Snakemake resolves them.
-check_config(
-    config,
-    Path.cwd(),
-    Path(workflow.basedir) / "workflow/schemas/config.schema.yaml",
-)
+check_config(config, Path.cwd(), workflow.source_path("../schemas/config.schema.yaml"))
 
 R = config["results"]
 DATASETS = config["datasets"]
 ENV = "../../envs/cellconcepts.yaml"
 
-STORE = f"{R}/{{dataset}}/tokens"
-MODEL = f"{R}/{{dataset}}/models/{{method}}_{{whitening}}_k{{sparsity}}_seed{{seed}}"
-LOGS = f"{R}/{{dataset}}/logs"
-BENCH = f"{R}/{{dataset}}/benchmarks"
+DS = f"{R}/{{dataset}}"
 VARIANT = "{method}_{whitening}_k{sparsity}_seed{seed}"
+MODEL = f"{DS}/models/{VARIANT}"
+TOKENS = f"{DS}/tokens/{layout.TOKENS}"
+TOKEN_OBS = f"{DS}/tokens/{layout.TOKEN_OBS}"
+WHITENING = f"{DS}/whitening/{{whitening}}.npz"
+LOGS = f"{DS}/logs"
+BENCH = f"{DS}/benchmarks"
+TABLE_TEXT = (".csv", ".md", ".tex")
+FIGURE = (".png", ".pdf")
 
 
 wildcard_constraints:
@@ -43,6 +56,14 @@ wildcard_constraints:
     whitening="pca|none",
     sparsity=r"\d+",
     seed=r"\d+",
+
+
+def dataset_section(wildcards, *keys):
+    """A dataset's config value at ``keys`` (e.g. "microscopy", "layer")."""
+    value = DATASETS[wildcards.dataset]
+    for key in keys:
+        value = value[key]
+    return value
 
 
 def datasets_of_kind(kind):
@@ -60,6 +81,60 @@ def is_simulated_screen(dataset):
     return ds["kind"] == "microscopy" and ds["microscopy"]["images"] == "simulate"
 
 
+def task_named(dataset, name):
+    return next(t for t in DATASETS[dataset]["tasks"] if t["name"] == name)
+
+
+def label_columns(wildcards):
+    """The obs columns of a dataset's tasks (what the token store must carry)."""
+    return [task["column"] for task in DATASETS[wildcards.dataset]["tasks"]]
+
+
+def variant_name(wildcards):
+    return VARIANT.format(**wildcards)
+
+
+def variant_names(wildcards):
+    return [v.name for v in variants(config, wildcards.dataset)]
+
+
+def model_files(dataset, filename):
+    """One per-model file over every variant of a dataset, in variant order."""
+    return [
+        f"{R}/{dataset}/models/{v.name}/{filename}" for v in variants(config, dataset)
+    ]
+
+
+def figure_files(prefix, caption, subcategory):
+    """A figure's PNG and PDF (multiext); the PNG goes into `snakemake --report`, filed under
+    its dataset and stage."""
+    png, pdf = multiext(prefix, *FIGURE)
+    shown = report(png, caption=caption, category="{dataset}", subcategory=subcategory)
+    return [shown, pdf]
+
+
+def table_files(prefix, caption, subcategory):
+    """A table's CSV, Markdown and LaTeX versions (multiext); the CSV goes into the report."""
+    csv, md, tex = multiext(prefix, *TABLE_TEXT)
+    shown = report(csv, caption=caption, category="{dataset}", subcategory=subcategory)
+    return [shown, md, tex]
+
+
+def pick(section, keys):
+    """The keys of a config section that a rule uses (its params), so that editing any other
+    key reruns nothing."""
+    return {key: section[key] for key in keys}
+
+
+def probe_settings():
+    from cellconcepts.evaluate.probing import ProbeSettings
+
+    return pick(config["evaluate"]["probe"], [f.name for f in fields(ProbeSettings)])
+
+
+# --------------------------------------------------------------------------- microscopy
+
+
 def image_dir(dataset):
     images = DATASETS[dataset]["microscopy"]["images"]
     return f"{R}/{dataset}/images" if images == "simulate" else images
@@ -67,13 +142,51 @@ def image_dir(dataset):
 
 def image_store_files(wildcards):
     folder = image_dir(wildcards.dataset)
-    return {"images": f"{folder}/images.npy", "image_obs": f"{folder}/obs.parquet"}
+    return {
+        "images": f"{folder}/{layout.IMAGES}",
+        "image_obs": f"{folder}/{layout.IMAGE_OBS}",
+    }
 
 
-def image_encoder(wildcards):
-    """The user's checkpoint, or the MAE trained by the workflow."""
-    user_weights = DATASETS[wildcards.dataset]["microscopy"]["model"]["checkpoint"]
-    return user_weights or f"{R}/{wildcards.dataset}/embedding/encoder"
+def simulated_screen_file(name):
+    """A ground-truth file of the simulated screen (masks, cells, groups)."""
+    return f"{R}/{{dataset}}/images/{name}"
+
+
+def workflow_encoder(wildcards):
+    return f"{R}/{wildcards.dataset}/embedding/encoder"
+
+
+def image_encoder_files(wildcards):
+    """The user's checkpoint, or the encoder of the MAE trained by the workflow."""
+    user = DATASETS[wildcards.dataset]["microscopy"]["model"]["checkpoint"]
+    if user:
+        return {"encoder": user}
+    folder = workflow_encoder(wildcards)
+    return {
+        "encoder": f"{folder}/{layout.ENCODER_WEIGHTS}",
+        "encoder_config": f"{folder}/{layout.ENCODER_CONFIG}",
+    }
+
+
+def encoder_depth(dataset):
+    """Blocks of the encoder: from a saved encoder's own config.json, else the config's
+    architecture (which describes foreign weights)."""
+    model = DATASETS[dataset]["microscopy"]["model"]
+    saved = Path(model["checkpoint"] or "") / layout.ENCODER_CONFIG
+    if model["checkpoint"] and saved.is_file():
+        meta = json.loads(saved.read_text())
+        if meta.get("model_type") == layout.ENCODER_MODEL_TYPE:
+            return int(meta["depth"])
+    return int(model["architecture"].get("depth", 12))
+
+
+def probed_layers(wildcards):
+    """The layers whose tokens are extracted: every block for 'best', else the chosen one."""
+    layer = DATASETS[wildcards.dataset]["microscopy"]["layer"]
+    if layer == "best":
+        return list(range(1, encoder_depth(wildcards.dataset) + 1))
+    return [int(layer)]
 
 
 def heatmap_variant(dataset):
@@ -84,11 +197,6 @@ def heatmap_variant(dataset):
         return chosen
     preferred = [n for n in names if n.startswith("icfl_pca_")]
     return (preferred or names)[0]
-
-
-def heatmap_task(wildcards):
-    name = DATASETS[wildcards.dataset]["microscopy"]["heatmaps"]["task"]
-    return next(t for t in DATASETS[wildcards.dataset]["tasks"] if t["name"] == name)
 
 
 def heatmap_model(wildcards):
@@ -103,67 +211,14 @@ def heatmap_model(wildcards):
     }
 
 
-def token_store(wildcards):
-    return {
-        "tokens": f"{R}/{wildcards.dataset}/tokens/tokens.npy",
-        "obs": f"{R}/{wildcards.dataset}/tokens/obs.parquet",
-    }
+def heatmap_groups(wildcards):
+    """The planted groups (and the channel each change lives in) of a simulated screen."""
+    if is_simulated_screen(wildcards.dataset):
+        return {"groups": f"{R}/{wildcards.dataset}/images/{layout.GROUPS}"}
+    return {}
 
 
-def variant_name(wildcards):
-    return VARIANT.format(**wildcards)
-
-
-def model_files(dataset, filename):
-    """{variant: path} of one per-model file over every variant of a dataset."""
-    return {
-        v.name: f"{R}/{dataset}/models/{v.name}/{filename}"
-        for v in variants(config, dataset)
-    }
-
-
-REPORT_FIGURES = ["training_curves", "best_selectivity", "probing_bta", "sparsity"]
-REPORT_TABLES = [
-    "dead_features",
-    "selectivity_counts",
-    "best_selectivity",
-    "probing",
-    "reconstruction",
-]
-
-
-def all_targets():
-    targets = []
-    for dataset in DATASETS:
-        targets.append(f"{R}/{dataset}/headline.csv")
-        targets += [f"{R}/{dataset}/figures/{name}.png" for name in REPORT_FIGURES]
-        if has_ground_truth(dataset):
-            targets.append(f"{R}/{dataset}/tables/atom_recovery.csv")
-        if DATASETS[dataset]["kind"] == "microscopy":
-            targets += [
-                f"{R}/{dataset}/tables/layer_probe.csv",
-                f"{R}/{dataset}/tables/label_selectivity.csv",
-                f"{R}/{dataset}/tables/heatmap_channels.csv",
-            ]
-        if is_simulated_screen(dataset):
-            targets.append(f"{R}/{dataset}/tables/single_cell_summary.csv")
-        if has_cellprofiler(dataset):
-            targets += [
-                f"{R}/{dataset}/tables/cp_correlation.csv",
-                f"{R}/{dataset}/tables/cellprofiler_profiles.csv",
-            ]
-            if is_simulated_screen(dataset):
-                targets.append(f"{R}/{dataset}/tables/cp_segmentation.csv")
-        if has_enrichment(dataset):
-            targets.append(f"{R}/{dataset}/tables/enrichment_labels.csv")
-            for name in enrichment_variants(dataset):
-                folder = f"{R}/{dataset}/enrich/{name}"
-                targets += [f"{folder}/feature_annotation.csv", f"{folder}/dotplot.png"]
-                if DATASETS[dataset]["kind"] == "scrna":
-                    targets.append(f"{folder}/umap.png")
-            if is_simulated_screen(dataset):
-                targets.append(f"{R}/{dataset}/tables/go_recovery.csv")
-    return targets
+# --------------------------------------------------------------------------- inputs
 
 
 def expression_source_input(wildcards):
@@ -191,20 +246,19 @@ def report_inputs(wildcards):
     dataset = wildcards.dataset
     inputs = {
         "raw_probing": f"{R}/{dataset}/raw/probing.csv",
-        "metrics": list(model_files(dataset, "metrics.csv").values()),
-        "dead": list(model_files(dataset, "dead_features.csv").values()),
-        "cosine": list(model_files(dataset, "reconstruction_cosine.parquet").values()),
-        "selectivity_counts": list(
-            model_files(dataset, "selectivity_counts.csv").values()
-        ),
-        "best_selectivity": list(model_files(dataset, "best_selectivity.csv").values()),
-        "probing": list(model_files(dataset, "probing.csv").values()),
+        "metrics": model_files(dataset, "metrics.csv"),
+        "dead": model_files(dataset, "dead_features.csv"),
+        "cosine": model_files(dataset, "reconstruction_cosine.parquet"),
+        "selectivity_counts": model_files(dataset, "selectivity_counts.csv"),
+        "best_selectivity": model_files(dataset, "best_selectivity.csv"),
+        "probing": model_files(dataset, "probing.csv"),
     }
     if has_ground_truth(dataset):
-        inputs["atom_recovery"] = list(
-            model_files(dataset, "atom_recovery.csv").values()
-        )
+        inputs["atom_recovery"] = model_files(dataset, "atom_recovery.csv")
     return inputs
+
+
+# --------------------------------------------------------------------------- CellProfiler
 
 
 def cellprofiler_section(dataset):
@@ -217,15 +271,14 @@ def has_cellprofiler(dataset):
 
 
 def cellprofiler_settings(wildcards):
-    """The baseline's settings with the shipped pipeline's path resolved."""
-    section = dict(cellprofiler_section(wildcards.dataset))
-    section["pipeline"] = str(resolve_shipped(section["pipeline"], Path.cwd()))
-    return section
-
-
-def cellprofiler_task(wildcards):
-    name = cellprofiler_section(wildcards.dataset)["task"]
-    return next(t for t in DATASETS[wildcards.dataset]["tasks"] if t["name"] == name)
+    """What segmentation and measurement depend on, the shipped pipeline's path resolved."""
+    section = cellprofiler_section(wildcards.dataset)
+    settings = pick(
+        section,
+        ["backend", "channels", "nucleus_channel", "cytoplasm_channel", "pipeline"],
+    )
+    settings["pipeline"] = str(resolve_shipped(section["pipeline"], Path.cwd()))
+    return settings
 
 
 def cellprofiler_chunks(wildcards, filename):
@@ -234,6 +287,9 @@ def cellprofiler_chunks(wildcards, filename):
         f"{R}/{wildcards.dataset}/cellprofiler/chunks/{filename.format(chunk=i)}"
         for i in range(n)
     ]
+
+
+# --------------------------------------------------------------------------- GO enrichment
 
 
 def has_enrichment(dataset):
@@ -269,6 +325,24 @@ def enrichment_inputs(wildcards):
     return inputs
 
 
+def enrichment_model_settings(wildcards):
+    """What one model's enrichment depends on: term sizes, FDR, labels, the check and the
+    dot plot, and the gene-list settings of the dataset's kind."""
+    settings = enrichment_settings(config, wildcards.dataset)
+    keys = [
+        "min_term_size",
+        "max_term_size",
+        "fdr",
+        "label_min_selectivity",
+        "check_lists",
+    ]
+    picked = pick(settings, keys)
+    picked["figures"] = pick(settings["figures"], ["dotplot_features", "dotplot_terms"])
+    mode = enrichment_mode(DATASETS[wildcards.dataset]["kind"])
+    picked[mode] = settings[mode]
+    return picked
+
+
 def enrichment_table_inputs(wildcards):
     names = enrichment_variants(wildcards.dataset)
     return {
@@ -297,3 +371,40 @@ def simulated_group_task(dataset):
     raise ValueError(
         f"datasets.{dataset}.tasks: GO recovery needs a task on column 'gene_group'"
     )
+
+
+# --------------------------------------------------------------------------- targets
+
+
+def all_targets():
+    targets = []
+    for dataset in DATASETS:
+        targets.append(f"{R}/{dataset}/headline.csv")
+        targets += [f"{R}/{dataset}/figures/{name}.png" for name in DATASET_FIGURES]
+        if has_ground_truth(dataset):
+            targets.append(f"{R}/{dataset}/tables/atom_recovery.csv")
+        if DATASETS[dataset]["kind"] == "microscopy":
+            targets += [
+                f"{R}/{dataset}/tables/layer_probe.csv",
+                f"{R}/{dataset}/tables/label_selectivity.csv",
+                f"{R}/{dataset}/tables/heatmap_channels.csv",
+            ]
+        if is_simulated_screen(dataset):
+            targets.append(f"{R}/{dataset}/tables/single_cell_summary.csv")
+        if has_cellprofiler(dataset):
+            targets += [
+                f"{R}/{dataset}/tables/cp_correlation.csv",
+                f"{R}/{dataset}/tables/cellprofiler_profiles.csv",
+            ]
+            if is_simulated_screen(dataset):
+                targets.append(f"{R}/{dataset}/tables/cp_segmentation.csv")
+        if has_enrichment(dataset):
+            targets.append(f"{R}/{dataset}/tables/enrichment_labels.csv")
+            for name in enrichment_variants(dataset):
+                folder = f"{R}/{dataset}/enrich/{name}"
+                targets += [f"{folder}/feature_annotation.csv", f"{folder}/dotplot.png"]
+                if DATASETS[dataset]["kind"] == "scrna":
+                    targets.append(f"{folder}/umap.png")
+            if is_simulated_screen(dataset):
+                targets.append(f"{R}/{dataset}/tables/go_recovery.csv")
+    return targets

@@ -2,8 +2,8 @@ rule train_expression_model:
     input:
         unpack(expression_source_input),
     output:
-        model=f"{R}/{{dataset}}/embedding/autoencoder.pt",
-        history=f"{R}/{{dataset}}/embedding/autoencoder_history.csv",
+        model=f"{DS}/embedding/autoencoder.pt",
+        history=f"{DS}/embedding/autoencoder_history.csv",
     log:
         f"{LOGS}/train_expression_model.log",
     benchmark:
@@ -17,9 +17,8 @@ rule train_expression_model:
         mem_mb=4000,
         runtime=30,
     params:
-        source=lambda wc: DATASETS[wc.dataset]["scrna"]["source"],
-        autoencoder=lambda wc: DATASETS[wc.dataset]["scrna"]["autoencoder"],
-        device=lambda wc: dictionary_settings(config, wc.dataset)["train"]["device"],
+        source=lambda wc: dataset_section(wc, "scrna", "source"),
+        autoencoder=lambda wc: dataset_section(wc, "scrna", "autoencoder"),
     script:
         "../scripts/train_expression_model.py"
 
@@ -28,8 +27,8 @@ rule embed_scrna:
     input:
         unpack(expression_model_input),
     output:
-        tokens=f"{STORE}/tokens.npy",
-        obs=f"{STORE}/obs.parquet",
+        tokens=TOKENS,
+        obs=TOKEN_OBS,
     log:
         f"{LOGS}/embed_scrna.log",
     benchmark:
@@ -42,10 +41,11 @@ rule embed_scrna:
         mem_mb=4000,
         runtime=10,
     params:
-        scrna=lambda wc: DATASETS[wc.dataset]["scrna"],
-        control=lambda wc: DATASETS[wc.dataset]["control"],
-        split=lambda wc: DATASETS[wc.dataset]["split"],
-        tasks=lambda wc: DATASETS[wc.dataset]["tasks"],
+        source=lambda wc: dataset_section(wc, "scrna", "source"),
+        embedding=lambda wc: dataset_section(wc, "scrna", "embedding"),
+        control=lambda wc: dataset_section(wc, "control"),
+        split=lambda wc: dataset_section(wc, "split"),
+        label_columns=label_columns,
     script:
         "../scripts/embed_scrna.py"
 
@@ -54,8 +54,8 @@ rule import_tokens:
     input:
         unpack(user_token_inputs),
     output:
-        tokens=f"{STORE}/tokens.npy",
-        obs=f"{STORE}/obs.parquet",
+        tokens=TOKENS,
+        obs=TOKEN_OBS,
     log:
         f"{LOGS}/import_tokens.log",
     benchmark:
@@ -68,11 +68,11 @@ rule import_tokens:
         mem_mb=8000,
         runtime=60,
     params:
-        obsm_key=lambda wc: DATASETS[wc.dataset]["tokens"]["obsm_key"],
-        embedding_columns=lambda wc: DATASETS[wc.dataset]["tokens"]["embedding_columns"],
-        control=lambda wc: DATASETS[wc.dataset]["control"],
-        split=lambda wc: DATASETS[wc.dataset]["split"],
-        tasks=lambda wc: DATASETS[wc.dataset]["tasks"],
+        obsm_key=lambda wc: dataset_section(wc, "tokens", "obsm_key"),
+        embedding_columns=lambda wc: dataset_section(wc, "tokens", "embedding_columns"),
+        control=lambda wc: dataset_section(wc, "control"),
+        split=lambda wc: dataset_section(wc, "split"),
+        label_columns=label_columns,
     script:
         "../scripts/import_tokens.py"
 
@@ -81,8 +81,9 @@ rule train_mae:
     input:
         unpack(image_store_files),
     output:
-        encoder=directory(f"{R}/{{dataset}}/embedding/encoder"),
-        history=f"{R}/{{dataset}}/embedding/mae_history.csv",
+        encoder_config=f"{DS}/embedding/encoder/{layout.ENCODER_CONFIG}",
+        encoder_weights=f"{DS}/embedding/encoder/{layout.ENCODER_WEIGHTS}",
+        history=f"{DS}/embedding/mae_history.csv",
     log:
         f"{LOGS}/train_mae.log",
     benchmark:
@@ -97,12 +98,12 @@ rule train_mae:
         runtime=240,
         gpu=1,
     params:
-        architecture=lambda wc: DATASETS[wc.dataset]["microscopy"]["model"][
-            "architecture"
-        ],
-        mae=lambda wc: DATASETS[wc.dataset]["microscopy"]["model"]["mae"],
-        device=lambda wc: DATASETS[wc.dataset]["microscopy"]["device"],
-        checkpoint=f"{R}/{{dataset}}/checkpoints/mae.pt",
+        architecture=lambda wc: dataset_section(
+            wc, "microscopy", "model", "architecture"
+        ),
+        mae=lambda wc: dataset_section(wc, "microscopy", "model", "mae"),
+        # Outside the declared outputs, so that a killed job resumes from it.
+        checkpoint=f"{DS}/checkpoints/mae.pt",
     script:
         "../scripts/train_mae.py"
 
@@ -110,9 +111,9 @@ rule train_mae:
 rule embed_images:
     input:
         unpack(image_store_files),
-        encoder=image_encoder,
+        unpack(image_encoder_files),
     output:
-        directory(f"{R}/{{dataset}}/embedding/layer_tokens"),
+        layer_tokens=temp(f"{DS}/embedding/layer_tokens.npy"),
     log:
         f"{LOGS}/embed_images.log",
     benchmark:
@@ -127,32 +128,26 @@ rule embed_images:
         runtime=240,
         gpu=1,
     params:
-        architecture=lambda wc: DATASETS[wc.dataset]["microscopy"]["model"][
-            "architecture"
-        ],
-        layer=lambda wc: DATASETS[wc.dataset]["microscopy"]["layer"],
-        batch_size=lambda wc: DATASETS[wc.dataset]["microscopy"]["batch_size"],
-        device=lambda wc: DATASETS[wc.dataset]["microscopy"]["device"],
+        architecture=lambda wc: dataset_section(
+            wc, "microscopy", "model", "architecture"
+        ),
+        layers=probed_layers,
     script:
         "../scripts/embed_images.py"
 
 
 rule choose_layer:
     input:
-        unpack(image_store_files),
-        layers=f"{R}/{{dataset}}/embedding/layer_tokens",
+        image_obs=lambda wc: image_store_files(wc)["image_obs"],
+        layer_tokens=f"{DS}/embedding/layer_tokens.npy",
     output:
-        tokens=f"{STORE}/tokens.npy",
-        obs=f"{STORE}/obs.parquet",
-        choice=f"{R}/{{dataset}}/embedding/layer.json",
-        table=multiext(f"{R}/{{dataset}}/tables/layer_probe", ".csv", ".md", ".tex"),
-        figure=report(
-            f"{R}/{{dataset}}/figures/layer_probe.png",
-            caption="../report/layer_probe.rst",
-            category="Figures",
-            subcategory="{dataset}",
+        tokens=TOKENS,
+        obs=TOKEN_OBS,
+        choice=f"{DS}/embedding/layer.json",
+        table=multiext(f"{DS}/tables/layer_probe", *TABLE_TEXT),
+        figure=figure_files(
+            f"{DS}/figures/layer_probe", "../report/layer_probe.rst", "Embedding"
         ),
-        figure_pdf=f"{R}/{{dataset}}/figures/layer_probe.pdf",
     log:
         f"{LOGS}/choose_layer.log",
     benchmark:
@@ -166,11 +161,12 @@ rule choose_layer:
         mem_mb=8000,
         runtime=60,
     params:
-        layer=lambda wc: DATASETS[wc.dataset]["microscopy"]["layer"],
-        layer_task=lambda wc: DATASETS[wc.dataset]["microscopy"]["layer_task"],
-        control=lambda wc: DATASETS[wc.dataset]["control"],
-        split=lambda wc: DATASETS[wc.dataset]["split"],
-        tasks=lambda wc: DATASETS[wc.dataset]["tasks"],
-        probe=config["evaluate"]["probe"],
+        layers=probed_layers,
+        layer=lambda wc: dataset_section(wc, "microscopy", "layer"),
+        layer_task=lambda wc: dataset_section(wc, "microscopy", "layer_task"),
+        tasks=lambda wc: dataset_section(wc, "tasks"),
+        control=lambda wc: dataset_section(wc, "control"),
+        split=lambda wc: dataset_section(wc, "split"),
+        probe=probe_settings(),
     script:
         "../scripts/choose_layer.py"

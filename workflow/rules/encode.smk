@@ -1,11 +1,13 @@
 rule encode_tokens:
     input:
-        unpack(token_store),
-        whitening=f"{R}/{{dataset}}/whitening/{{whitening}}.npz",
+        tokens=TOKENS,
+        obs=TOKEN_OBS,
+        whitening=WHITENING,
         model=f"{MODEL}/model.pt",
     output:
         codes=f"{MODEL}/codes.npz",
-        reconstructions=f"{MODEL}/reconstructions.npy",
+        # As large as the token store and read only by the probes.
+        reconstructions=temp(f"{MODEL}/reconstructions.npy"),
         cosine=f"{MODEL}/reconstruction_cosine.parquet",
     log:
         f"{LOGS}/encode_{VARIANT}.log",
@@ -17,8 +19,5 @@ rule encode_tokens:
     resources:
         mem_mb=8000,
         runtime=60,
-    params:
-        batch_size=config["encode"]["batch_size"],
-        device=lambda wc: dictionary_settings(config, wc.dataset)["train"]["device"],
     script:
         "../scripts/encode_tokens.py"

@@ -1,11 +1,12 @@
-ENRICH = f"{R}/{{dataset}}/enrich/{VARIANT}"
+ENRICH = f"{DS}/enrich/{VARIANT}"
 
 
 rule token_umap:
     input:
-        unpack(token_store),
+        tokens=TOKENS,
+        obs=TOKEN_OBS,
     output:
-        f"{R}/{{dataset}}/embedding/umap.parquet",
+        umap=f"{DS}/embedding/umap.parquet",
     log:
         f"{LOGS}/token_umap.log",
     benchmark:
@@ -23,8 +24,8 @@ rule token_umap:
 
 rule enrich_model:
     input:
-        unpack(token_store),
         unpack(enrichment_inputs),
+        obs=TOKEN_OBS,
         codes=f"{MODEL}/codes.npz",
     output:
         enrichment=f"{ENRICH}/enrichment.parquet",
@@ -33,18 +34,14 @@ rule enrich_model:
         annotation=report(
             f"{ENRICH}/feature_annotation.csv",
             caption="../report/feature_annotation.rst",
-            category="GO enrichment",
-            subcategory="{dataset}",
+            category="{dataset}",
+            subcategory="GO enrichment",
         ),
-        gseapy_check=f"{ENRICH}/gseapy_check.csv",
+        check=f"{ENRICH}/gseapy_check.csv",
         summary=f"{ENRICH}/summary.csv",
-        dotplot=report(
-            f"{ENRICH}/dotplot.png",
-            caption="../report/enrichment_dotplot.rst",
-            category="GO enrichment",
-            subcategory="{dataset}",
+        dotplot=figure_files(
+            f"{ENRICH}/dotplot", "../report/enrichment_dotplot.rst", "GO enrichment"
         ),
-        dotplot_pdf=f"{ENRICH}/dotplot.pdf",
     log:
         f"{LOGS}/enrich_{VARIANT}.log",
     benchmark:
@@ -57,28 +54,26 @@ rule enrich_model:
         mem_mb=8000,
         runtime=30,
     params:
-        dataset=lambda wc: DATASETS[wc.dataset],
-        settings=lambda wc: enrichment_settings(config, wc.dataset),
+        mode=lambda wc: enrichment_mode(dataset_section(wc, "kind")),
+        tasks=lambda wc: dataset_section(wc, "tasks"),
+        control=lambda wc: DATASETS[wc.dataset].get("control"),
+        source=lambda wc: DATASETS[wc.dataset].get("scrna", {}).get("source"),
+        settings=enrichment_model_settings,
         variant=variant_name,
-        expression_source=lambda wc: DATASETS[wc.dataset].get("scrna", {}).get("source"),
     script:
         "../scripts/enrich_model.py"
 
 
 rule enrichment_umap:
     input:
-        unpack(token_store),
+        obs=TOKEN_OBS,
         codes=f"{MODEL}/codes.npz",
         annotation=f"{ENRICH}/feature_annotation.csv",
-        umap=f"{R}/{{dataset}}/embedding/umap.parquet",
+        umap=f"{DS}/embedding/umap.parquet",
     output:
-        png=report(
-            f"{ENRICH}/umap.png",
-            caption="../report/enrichment_umap.rst",
-            category="GO enrichment",
-            subcategory="{dataset}",
+        figure=figure_files(
+            f"{ENRICH}/umap", "../report/enrichment_umap.rst", "GO enrichment"
         ),
-        pdf=f"{ENRICH}/umap.pdf",
     log:
         f"{LOGS}/enrichment_umap_{VARIANT}.log",
     benchmark:
@@ -91,9 +86,11 @@ rule enrichment_umap:
         mem_mb=4000,
         runtime=10,
     params:
-        dataset=lambda wc: DATASETS[wc.dataset],
-        settings=lambda wc: enrichment_settings(config, wc.dataset),
-        label_task=lambda wc: enrichment_label_task(wc.dataset),
+        task=lambda wc: task_named(wc.dataset, enrichment_label_task(wc.dataset)),
+        labels=lambda wc: enrichment_settings(config, wc.dataset)["labels"],
+        n_features=lambda wc: enrichment_settings(config, wc.dataset)["figures"][
+            "umap_features"
+        ],
         variant=variant_name,
     script:
         "../scripts/enrichment_umap.py"
@@ -101,7 +98,7 @@ rule enrichment_umap:
 
 rule download_gene_sets:
     output:
-        f"{R}/gene_sets/{{library}}.gmt",
+        gmt=f"{R}/gene_sets/{{library}}.gmt",
     log:
         f"{R}/gene_sets/{{library}}.log",
     benchmark:
@@ -111,6 +108,8 @@ rule download_gene_sets:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        library=lambda wc: wc.library,
     script:
         "../scripts/download_gene_sets.py"
 
@@ -119,13 +118,11 @@ rule enrichment_labels:
     input:
         unpack(enrichment_table_inputs),
     output:
-        report(
-            f"{R}/{{dataset}}/tables/enrichment_labels.csv",
-            caption="../report/enrichment_labels.rst",
-            category="GO enrichment",
-            subcategory="{dataset}",
+        table=table_files(
+            f"{DS}/tables/enrichment_labels",
+            "../report/enrichment_labels.rst",
+            "GO enrichment",
         ),
-        multiext(f"{R}/{{dataset}}/tables/enrichment_labels", ".md", ".tex"),
     log:
         f"{LOGS}/enrichment_labels.log",
     benchmark:
@@ -138,9 +135,10 @@ rule enrichment_labels:
         mem_mb=2000,
         runtime=10,
     params:
-        settings=lambda wc: enrichment_settings(config, wc.dataset),
-        label_task=lambda wc: enrichment_label_task(wc.dataset),
         variants=lambda wc: enrichment_variants(wc.dataset),
+        label_task=lambda wc: enrichment_label_task(wc.dataset),
+        labels=lambda wc: enrichment_settings(config, wc.dataset)["labels"],
+        top_terms=lambda wc: enrichment_settings(config, wc.dataset)["top_terms"],
     script:
         "../scripts/enrichment_labels.py"
 
@@ -148,18 +146,12 @@ rule enrichment_labels:
 rule go_recovery:
     input:
         unpack(enrichment_table_inputs),
-        groups=f"{R}/{{dataset}}/images/groups.csv",
+        groups=simulated_screen_file(layout.GROUPS),
     output:
-        table=report(
-            f"{R}/{{dataset}}/tables/go_recovery.csv",
-            caption="../report/go_recovery.rst",
-            category="GO enrichment",
-            subcategory="{dataset}",
+        table=table_files(
+            f"{DS}/tables/go_recovery", "../report/go_recovery.rst", "GO enrichment"
         ),
-        table_text=multiext(f"{R}/{{dataset}}/tables/go_recovery", ".md", ".tex"),
-        summary=multiext(
-            f"{R}/{{dataset}}/tables/go_recovery_summary", ".csv", ".md", ".tex"
-        ),
+        summary=multiext(f"{DS}/tables/go_recovery_summary", *TABLE_TEXT),
     log:
         f"{LOGS}/go_recovery.log",
     benchmark:
@@ -172,8 +164,8 @@ rule go_recovery:
         mem_mb=2000,
         runtime=10,
     params:
-        settings=lambda wc: enrichment_settings(config, wc.dataset),
-        group_task=lambda wc: simulated_group_task(wc.dataset),
         variants=lambda wc: enrichment_variants(wc.dataset),
+        group_task=lambda wc: simulated_group_task(wc.dataset),
+        fdr=lambda wc: enrichment_settings(config, wc.dataset)["fdr"],
     script:
         "../scripts/go_recovery.py"

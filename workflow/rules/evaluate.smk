@@ -1,6 +1,6 @@
 rule selectivity:
     input:
-        unpack(token_store),
+        obs=TOKEN_OBS,
         codes=f"{MODEL}/codes.npz",
     output:
         counts=f"{MODEL}/selectivity_counts.csv",
@@ -15,7 +15,7 @@ rule selectivity:
         mem_mb=4000,
         runtime=30,
     params:
-        tasks=lambda wc: DATASETS[wc.dataset]["tasks"],
+        tasks=lambda wc: dataset_section(wc, "tasks"),
         thresholds=config["evaluate"]["selectivity_thresholds"],
     script:
         "../scripts/selectivity.py"
@@ -23,11 +23,12 @@ rule selectivity:
 
 rule probe_model:
     input:
-        unpack(token_store),
+        tokens=TOKENS,
+        obs=TOKEN_OBS,
         codes=f"{MODEL}/codes.npz",
         reconstructions=f"{MODEL}/reconstructions.npy",
     output:
-        f"{MODEL}/probing.csv",
+        probing=f"{MODEL}/probing.csv",
     log:
         f"{LOGS}/probe_{VARIANT}.log",
     benchmark:
@@ -39,17 +40,18 @@ rule probe_model:
         mem_mb=8000,
         runtime=60,
     params:
-        tasks=lambda wc: DATASETS[wc.dataset]["tasks"],
-        probe=config["evaluate"]["probe"],
+        tasks=lambda wc: dataset_section(wc, "tasks"),
+        probe=probe_settings(),
     script:
-        "../scripts/probe.py"
+        "../scripts/probe_model.py"
 
 
 rule probe_raw:
     input:
-        unpack(token_store),
+        tokens=TOKENS,
+        obs=TOKEN_OBS,
     output:
-        f"{R}/{{dataset}}/raw/probing.csv",
+        probing=f"{DS}/raw/probing.csv",
     log:
         f"{LOGS}/probe_raw.log",
     benchmark:
@@ -61,20 +63,20 @@ rule probe_raw:
         mem_mb=8000,
         runtime=60,
     params:
-        tasks=lambda wc: DATASETS[wc.dataset]["tasks"],
-        probe=config["evaluate"]["probe"],
+        tasks=lambda wc: dataset_section(wc, "tasks"),
+        probe=probe_settings(),
     script:
-        "../scripts/probe.py"
+        "../scripts/probe_raw.py"
 
 
 rule atom_recovery:
     input:
         model=f"{MODEL}/model.pt",
-        whitening=f"{R}/{{dataset}}/whitening/{{whitening}}.npz",
-        atoms=f"{R}/{{dataset}}/ground_truth/atoms.npy",
-        atom_table=f"{R}/{{dataset}}/ground_truth/atom_table.csv",
+        whitening=WHITENING,
+        atoms=f"{DS}/ground_truth/{layout.ATOMS}",
+        atom_table=f"{DS}/ground_truth/{layout.ATOM_TABLE}",
     output:
-        f"{MODEL}/atom_recovery.csv",
+        recovery=f"{MODEL}/atom_recovery.csv",
     log:
         f"{LOGS}/atom_recovery_{VARIANT}.log",
     benchmark:

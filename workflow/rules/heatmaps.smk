@@ -1,15 +1,15 @@
-HEATMAPS = f"{R}/{{dataset}}/heatmaps"
+HEATMAPS = f"{DS}/heatmaps"
 
 
 rule heatmap_patch_tokens:
     input:
         unpack(image_store_files),
         unpack(heatmap_model),
-        unpack(token_store),
-        encoder=image_encoder,
-        choice=f"{R}/{{dataset}}/embedding/layer.json",
+        unpack(image_encoder_files),
+        obs=TOKEN_OBS,
+        choice=f"{DS}/embedding/layer.json",
     output:
-        tokens=f"{HEATMAPS}/patch_tokens.npy",
+        patch_tokens=f"{HEATMAPS}/patch_tokens.npy",
         selected=f"{HEATMAPS}/selected.csv",
     log:
         f"{LOGS}/heatmap_patch_tokens.log",
@@ -24,13 +24,16 @@ rule heatmap_patch_tokens:
         mem_mb=4000,
         runtime=30,
     params:
-        architecture=lambda wc: DATASETS[wc.dataset]["microscopy"]["model"][
-            "architecture"
-        ],
-        heatmaps=lambda wc: DATASETS[wc.dataset]["microscopy"]["heatmaps"],
-        task=heatmap_task,
-        batch_size=lambda wc: DATASETS[wc.dataset]["microscopy"]["batch_size"],
-        device=lambda wc: DATASETS[wc.dataset]["microscopy"]["device"],
+        architecture=lambda wc: dataset_section(
+            wc, "microscopy", "model", "architecture"
+        ),
+        task=lambda wc: task_named(
+            wc.dataset, dataset_section(wc, "microscopy", "heatmaps", "task")
+        ),
+        exclude=lambda wc: dataset_section(wc, "microscopy", "heatmaps", "exclude"),
+        images_per_label=lambda wc: dataset_section(
+            wc, "microscopy", "heatmaps", "images_per_label"
+        ),
     script:
         "../scripts/heatmap_patch_tokens.py"
 
@@ -38,23 +41,23 @@ rule heatmap_patch_tokens:
 rule token_heatmaps:
     input:
         unpack(image_store_files),
-        unpack(heatmap_model),
-        tokens=f"{HEATMAPS}/patch_tokens.npy",
+        unpack(heatmap_groups),
+        model=lambda wc: heatmap_model(wc)["model"],
+        whitening=lambda wc: heatmap_model(wc)["whitening"],
+        patch_tokens=f"{HEATMAPS}/patch_tokens.npy",
         selected=f"{HEATMAPS}/selected.csv",
     output:
-        channels=multiext(
-            f"{R}/{{dataset}}/tables/heatmap_channels", ".csv", ".md", ".tex"
+        channels=multiext(f"{DS}/tables/heatmap_channels", *TABLE_TEXT),
+        summary=table_files(
+            f"{DS}/tables/heatmap_channel_summary",
+            "../report/token_heatmaps.rst",
+            "Token heatmaps",
         ),
-        summary=multiext(
-            f"{R}/{{dataset}}/tables/heatmap_channel_summary", ".csv", ".md", ".tex"
+        figure=figure_files(
+            f"{DS}/figures/token_heatmaps",
+            "../report/token_heatmaps.rst",
+            "Token heatmaps",
         ),
-        figure=report(
-            f"{R}/{{dataset}}/figures/token_heatmaps.png",
-            caption="../report/token_heatmaps.rst",
-            category="Figures",
-            subcategory="{dataset}",
-        ),
-        figure_pdf=f"{R}/{{dataset}}/figures/token_heatmaps.pdf",
     log:
         f"{LOGS}/token_heatmaps.log",
     benchmark:
@@ -72,27 +75,26 @@ rule token_heatmaps:
 
 rule single_cell_check:
     input:
-        unpack(heatmap_model),
-        images=f"{R}/{{dataset}}/images/images.npy",
-        masks=f"{R}/{{dataset}}/images/masks.npy",
-        cells=f"{R}/{{dataset}}/images/cells.parquet",
-        tokens=f"{HEATMAPS}/patch_tokens.npy",
+        unpack(image_store_files),
+        model=lambda wc: heatmap_model(wc)["model"],
+        whitening=lambda wc: heatmap_model(wc)["whitening"],
+        masks=simulated_screen_file(layout.MASKS),
+        cells=simulated_screen_file(layout.CELLS),
+        patch_tokens=f"{HEATMAPS}/patch_tokens.npy",
         selected=f"{HEATMAPS}/selected.csv",
     output:
-        cells=f"{R}/{{dataset}}/tables/single_cell_alignment.csv",
-        per_image=multiext(
-            f"{R}/{{dataset}}/tables/single_cell_images", ".csv", ".md", ".tex"
+        alignment=f"{DS}/tables/single_cell_alignment.csv",
+        per_image=multiext(f"{DS}/tables/single_cell_images", *TABLE_TEXT),
+        summary=table_files(
+            f"{DS}/tables/single_cell_summary",
+            "../report/single_cell_alignment.rst",
+            "Single-cell check",
         ),
-        summary=multiext(
-            f"{R}/{{dataset}}/tables/single_cell_summary", ".csv", ".md", ".tex"
+        figure=figure_files(
+            f"{DS}/figures/single_cell_alignment",
+            "../report/single_cell_alignment.rst",
+            "Single-cell check",
         ),
-        figure=report(
-            f"{R}/{{dataset}}/figures/single_cell_alignment.png",
-            caption="../report/single_cell_alignment.rst",
-            category="Figures",
-            subcategory="{dataset}",
-        ),
-        figure_pdf=f"{R}/{{dataset}}/figures/single_cell_alignment.pdf",
     log:
         f"{LOGS}/single_cell_check.log",
     benchmark:

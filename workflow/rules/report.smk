@@ -1,27 +1,28 @@
+localrules:
+    all,
+    report_dataset,
+    atom_recovery_table,
+    label_selectivity,
+    enrichment_labels,
+    go_recovery,
+    cellprofiler_comparison,
+    download_gene_sets,
+
+
 rule report_dataset:
     input:
         unpack(report_inputs),
     output:
-        headline=report(
-            f"{R}/{{dataset}}/headline.csv",
-            caption="../report/headline.rst",
-            category="Tables",
-            subcategory="{dataset}",
-        ),
-        headline_text=multiext(f"{R}/{{dataset}}/headline", ".md", ".tex"),
+        headline=table_files(f"{DS}/headline", "../report/headline.rst", "Headline"),
         tables=[
-            f"{R}/{{dataset}}/tables/{name}{ext}"
-            for name in REPORT_TABLES
-            for ext in (".csv", ".md", ".tex")
+            f"{DS}/tables/{name}{ext}" for name in DATASET_TABLES for ext in TABLE_TEXT
         ],
         figures=[
-            report(
-                f"{R}/{{dataset}}/figures/{name}.png",
-                caption=f"../report/{name}.rst",
-                category="Figures",
-                subcategory="{dataset}",
+            path
+            for name in DATASET_FIGURES
+            for path in figure_files(
+                f"{DS}/figures/{name}", f"../report/{name}.rst", "Dictionaries"
             )
-            for name in REPORT_FIGURES
         ],
     log:
         f"{LOGS}/report_dataset.log",
@@ -33,7 +34,8 @@ rule report_dataset:
         mem_mb=2000,
         runtime=10,
     params:
-        variants=lambda wc: [v.name for v in variants(config, wc.dataset)],
+        dataset=lambda wc: wc.dataset,
+        variants=variant_names,
         tasks=lambda wc: [t["name"] for t in DATASETS[wc.dataset]["tasks"]],
     script:
         "../scripts/report_dataset.py"
@@ -41,9 +43,11 @@ rule report_dataset:
 
 rule atom_recovery_table:
     input:
-        lambda wc: list(model_files(wc.dataset, "atom_recovery.csv").values()),
+        recovery=lambda wc: model_files(wc.dataset, "atom_recovery.csv"),
     output:
-        multiext(f"{R}/{{dataset}}/tables/atom_recovery", ".csv", ".md", ".tex"),
+        table=table_files(
+            f"{DS}/tables/atom_recovery", "../report/atom_recovery.rst", "Dictionaries"
+        ),
     log:
         f"{LOGS}/atom_recovery_table.log",
     benchmark:
@@ -56,22 +60,21 @@ rule atom_recovery_table:
         mem_mb=1000,
         runtime=5,
     params:
-        variants=lambda wc: [v.name for v in variants(config, wc.dataset)],
+        dataset=lambda wc: wc.dataset,
+        variants=variant_names,
     script:
         "../scripts/atom_recovery_table.py"
 
 
 rule label_selectivity:
     input:
-        lambda wc: list(model_files(wc.dataset, "best_selectivity.csv").values()),
+        best_selectivity=lambda wc: model_files(wc.dataset, "best_selectivity.csv"),
     output:
-        table=report(
-            f"{R}/{{dataset}}/tables/label_selectivity.csv",
-            caption="../report/label_selectivity.rst",
-            category="Tables",
-            subcategory="{dataset}",
+        table=table_files(
+            f"{DS}/tables/label_selectivity",
+            "../report/label_selectivity.rst",
+            "Dictionaries",
         ),
-        table_text=multiext(f"{R}/{{dataset}}/tables/label_selectivity", ".md", ".tex"),
     log:
         f"{LOGS}/label_selectivity.log",
     benchmark:
@@ -84,7 +87,8 @@ rule label_selectivity:
         mem_mb=1000,
         runtime=5,
     params:
-        variants=lambda wc: [v.name for v in variants(config, wc.dataset)],
-        heatmaps=lambda wc: DATASETS[wc.dataset]["microscopy"]["heatmaps"],
+        variants=variant_names,
+        task=lambda wc: dataset_section(wc, "microscopy", "heatmaps", "task"),
+        exclude=lambda wc: dataset_section(wc, "microscopy", "heatmaps", "exclude"),
     script:
         "../scripts/label_selectivity.py"

@@ -1,10 +1,10 @@
 rule simulate_superposition:
     output:
-        tokens=f"{STORE}/tokens.npy",
-        obs=f"{STORE}/obs.parquet",
-        atoms=f"{R}/{{dataset}}/ground_truth/atoms.npy",
-        atom_table=f"{R}/{{dataset}}/ground_truth/atom_table.csv",
-        nuisance=f"{R}/{{dataset}}/ground_truth/nuisance.npy",
+        tokens=TOKENS,
+        obs=TOKEN_OBS,
+        atoms=f"{DS}/ground_truth/{layout.ATOMS}",
+        atom_table=f"{DS}/ground_truth/{layout.ATOM_TABLE}",
+        nuisance=f"{DS}/ground_truth/{layout.NUISANCE}",
     log:
         f"{LOGS}/simulate_superposition.log",
     benchmark:
@@ -17,18 +17,18 @@ rule simulate_superposition:
         mem_mb=4000,
         runtime=10,
     params:
-        simulation=lambda wc: DATASETS[wc.dataset]["synthetic"],
+        simulation=lambda wc: dataset_section(wc, "synthetic"),
     script:
         "../scripts/simulate_superposition.py"
 
 
 rule simulate_cellpainting:
     output:
-        images=f"{R}/{{dataset}}/images/images.npy",
-        obs=f"{R}/{{dataset}}/images/obs.parquet",
-        masks=f"{R}/{{dataset}}/images/masks.npy",
-        cells=f"{R}/{{dataset}}/images/cells.parquet",
-        groups=f"{R}/{{dataset}}/images/groups.csv",
+        images=f"{DS}/images/{layout.IMAGES}",
+        image_obs=f"{DS}/images/{layout.IMAGE_OBS}",
+        masks=simulated_screen_file(layout.MASKS),
+        cells=simulated_screen_file(layout.CELLS),
+        groups=simulated_screen_file(layout.GROUPS),
     log:
         f"{LOGS}/simulate_cellpainting.log",
     benchmark:
@@ -41,6 +41,6 @@ rule simulate_cellpainting:
         mem_mb=4000,
         runtime=30,
     params:
-        simulation=lambda wc: DATASETS[wc.dataset]["microscopy"]["simulate"],
+        simulation=lambda wc: dataset_section(wc, "microscopy", "simulate"),
     script:
         "../scripts/simulate_cellpainting.py"

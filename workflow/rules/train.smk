@@ -1,7 +1,8 @@
 rule train_dictionary:
     input:
-        unpack(token_store),
-        whitening=f"{R}/{{dataset}}/whitening/{{whitening}}.npz",
+        tokens=TOKENS,
+        obs=TOKEN_OBS,
+        whitening=WHITENING,
     output:
         model=f"{MODEL}/model.pt",
         metrics=f"{MODEL}/metrics.csv",
@@ -19,7 +20,7 @@ rule train_dictionary:
         gpu=1,
     params:
         variant=variant_name,
-        settings=lambda wc: dictionary_settings(config, wc.dataset),
+        settings=lambda wc: training_settings(config, wc.dataset, wc.method),
         # Checkpoints live outside the declared outputs so a failed or killed job keeps them
         # and the next run resumes from the last one.
         checkpoint_dir=lambda wc: f"{R}/{wc.dataset}/checkpoints/{variant_name(wc)}",

@@ -1,8 +1,9 @@
 rule fit_whitening:
     input:
-        unpack(token_store),
+        tokens=TOKENS,
+        obs=TOKEN_OBS,
     output:
-        f"{R}/{{dataset}}/whitening/{{whitening}}.npz",
+        whitening=WHITENING,
     log:
         f"{LOGS}/fit_whitening_{{whitening}}.log",
     benchmark:
@@ -13,6 +14,7 @@ rule fit_whitening:
         mem_mb=4000,
         runtime=30,
     params:
+        method=lambda wc: wc.whitening,
         eps_relative=config["whitening"]["eps_relative"],
         n_components=config["whitening"]["n_components"],
     script:

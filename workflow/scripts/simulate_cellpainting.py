@@ -1,9 +1,4 @@
-from pathlib import Path
+from cellconcepts.stages import run
+from cellconcepts.stages.simulate import simulate_cellpainting
 
-import _package_path  # noqa: F401  (must come first)
-
-from cellconcepts.logs import log_to_file
-from cellconcepts.pipeline_microscopy import simulate_cellpainting
-
-with log_to_file(snakemake.log[0]):
-    simulate_cellpainting(snakemake.params.simulation, Path(snakemake.output.images).parent)
+run(simulate_cellpainting, snakemake)

@@ -1,18 +1,4 @@
-from pathlib import Path
+from cellconcepts.stages import run
+from cellconcepts.stages.heatmaps import token_heatmaps
 
-import _package_path  # noqa: F401  (must come first)
-
-from cellconcepts.logs import log_to_file
-from cellconcepts.pipeline_microscopy import token_heatmaps
-
-with log_to_file(snakemake.log[0]):
-    token_heatmaps(
-        Path(snakemake.input.images).parent,
-        snakemake.input.tokens,
-        snakemake.input.selected,
-        snakemake.input.model,
-        snakemake.input.whitening,
-        channels_path=snakemake.output.channels[0],
-        summary_path=snakemake.output.summary[0],
-        figure_path=snakemake.output.figure,
-    )
+run(token_heatmaps, snakemake)

@@ -1,14 +1,4 @@
-import _package_path  # noqa: F401  (must come first)
+from cellconcepts.stages import run
+from cellconcepts.stages.embed import train_expression_model
 
-from cellconcepts.logs import log_to_file
-from cellconcepts.pipeline import train_expression_model
-
-with log_to_file(snakemake.log[0]):
-    train_expression_model(
-        snakemake.params.source,
-        snakemake.params.autoencoder,
-        snakemake.output.model,
-        snakemake.output.history,
-        device=snakemake.params.device,
-        threads=snakemake.threads,
-    )
+run(train_expression_model, snakemake)

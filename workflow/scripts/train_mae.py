@@ -1,18 +1,4 @@
-from pathlib import Path
+from cellconcepts.stages import run
+from cellconcepts.stages.embed import train_mae
 
-import _package_path  # noqa: F401  (must come first)
-
-from cellconcepts.logs import log_to_file
-from cellconcepts.pipeline_microscopy import train_image_mae
-
-with log_to_file(snakemake.log[0]):
-    train_image_mae(
-        Path(snakemake.input.images).parent,
-        snakemake.params.architecture,
-        snakemake.params.mae,
-        snakemake.output.encoder,
-        snakemake.output.history,
-        snakemake.params.checkpoint,
-        device=snakemake.params.device,
-        threads=snakemake.threads,
-    )
+run(train_mae, snakemake)

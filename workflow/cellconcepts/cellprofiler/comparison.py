@@ -1,0 +1,157 @@
+"""CellProfiler vs dictionary features (paper Fig. 2): per-label best avg selectivity side by
+side, its Pearson correlation with a confidence interval, and selectivity against sparsity."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from scipy import stats
+
+from cellconcepts.config import Variant
+from cellconcepts.files import PathLike
+from cellconcepts.report.figures import save_figure, variant_label, variant_style
+
+log = logging.getLogger(__name__)
+
+CP = "CellProfiler"
+
+
+def pearson_with_ci(x: np.ndarray, y: np.ndarray, confidence: float = 0.95) -> dict[str, float]:
+    """Pearson r, its two-sided p-value and the Fisher-z confidence interval."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    n = len(x)
+    if n < 4 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return {
+            "n_labels": n,
+            "pearson_r": np.nan,
+            "ci_low": np.nan,
+            "ci_high": np.nan,
+            "p": np.nan,
+        }
+    result = stats.pearsonr(x, y)
+    ci = result.confidence_interval(confidence_level=confidence)
+    return {
+        "n_labels": n,
+        "pearson_r": float(result.statistic),
+        "ci_low": float(ci.low),
+        "ci_high": float(ci.high),
+        "p": float(result.pvalue),
+    }
+
+
+def per_label_table(best: Mapping[str, pd.DataFrame], task: str) -> pd.DataFrame:
+    """One row per label of `task`: each method's best avg selectivity (columns by method)."""
+    columns = []
+    for name, table in best.items():
+        rows = table[table["task"] == task]
+        if rows.empty:
+            raise ValueError(f"best selectivity of {name}: no rows for task {task!r}")
+        columns.append(rows.set_index("label")["best_avg"].rename(name))
+    merged = pd.concat(columns, axis=1, join="inner")
+    merged.index = merged.index.astype(str)
+    return merged.sort_values(CP, ascending=False).rename_axis("label").reset_index()
+
+
+def correlation_table(per_label: pd.DataFrame) -> pd.DataFrame:
+    """Pearson r (95% CI) between CellProfiler's and each dictionary's per-label best scores."""
+    rows = []
+    for name in per_label.columns.drop(["label", CP]):
+        rows.append(
+            {
+                "variant": name,
+                **pearson_with_ci(per_label[CP].to_numpy(), per_label[name].to_numpy()),
+                "mean_best_avg_cp": float(per_label[CP].mean()),
+                "mean_best_avg_dictionary": float(per_label[name].mean()),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def dictionary_sparsity_points(
+    codes: Mapping[str, sp.spmatrix], per_label: pd.DataFrame
+) -> pd.DataFrame:
+    """Mean active count per token and mean per-label best score of each dictionary variant."""
+    rows = []
+    for name, matrix in codes.items():
+        active = (matrix != 0).sum() / matrix.shape[0]
+        rows.append(
+            {
+                "method": name,
+                "mean_active": float(active),
+                "mean_best_avg": float(per_label[name].mean()),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _variant_style(name: str) -> dict[str, object]:
+    if name == CP:
+        return {"color": "black", "linestyle": "-"}
+    variant = Variant.parse(name)
+    return variant_style(variant.method, variant.whitening)
+
+
+def _label(name: str) -> str:
+    if name == CP:
+        return CP
+    variant = Variant.parse(name)
+    return f"{variant_label(variant.method, variant.whitening)} k={variant.sparsity}"
+
+
+def plot_comparison(
+    per_label: pd.DataFrame,
+    correlations: pd.DataFrame,
+    cp_sweep: pd.DataFrame,
+    dictionary_points: pd.DataFrame,
+    png_path: PathLike,
+    *,
+    title: str,
+) -> None:
+    """(A) ordered per-label best scores, (B) mean best score vs mean active count,
+    (C) per-label scatter CP vs the first ICFL variant with Pearson r."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+    for name in per_label.columns.drop("label"):
+        values = np.sort(per_label[name].to_numpy())[::-1]
+        axes[0].plot(values, label=_label(name), **_variant_style(name))
+    axes[0].set(xlabel="label (sorted)", ylabel="best avg selectivity", title="(A) per label")
+    axes[0].legend(fontsize=7)
+
+    axes[1].plot(cp_sweep["mean_active"], cp_sweep["mean_best_avg"], "o-", color="black", label=CP)
+    for point in dictionary_points.itertuples():
+        style = _variant_style(point.method)
+        axes[1].plot(
+            point.mean_active,
+            point.mean_best_avg,
+            "s",
+            color=style["color"],
+            mfc="none" if style["linestyle"] == "--" else style["color"],
+            label=_label(point.method),
+        )
+    axes[1].set(
+        xscale="log",
+        xlabel="mean active features per image",
+        ylabel="mean best avg selectivity",
+        title="(B) selectivity vs sparsity",
+    )
+    axes[1].legend(fontsize=7)
+
+    preferred = [n for n in correlations["variant"] if n.startswith("icfl_pca")]
+    shown = (preferred or list(correlations["variant"]))[0]
+    row = correlations.set_index("variant").loc[shown]
+    axes[2].scatter(per_label[CP], per_label[shown], s=12, color=_variant_style(shown)["color"])
+    low = float(min(per_label[CP].min(), per_label[shown].min()))
+    high = float(max(per_label[CP].max(), per_label[shown].max()))
+    axes[2].plot([low, high], [low, high], color="grey", linewidth=0.8)
+    axes[2].set(
+        xlabel="CellProfiler best avg selectivity",
+        ylabel=f"{_label(shown)} best avg selectivity",
+        title=f"(C) r = {row.pearson_r:.2f} [{row.ci_low:.2f}, {row.ci_high:.2f}]",
+    )
+    fig.suptitle(title)
+    save_figure(fig, png_path)

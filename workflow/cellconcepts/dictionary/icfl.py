@@ -1,0 +1,251 @@
+"""ICFL (Donhauser et al. 2025): the batched-OMP encoder of Algorithm 1 and a decoder learned by
+gradient descent on codes held fixed.
+
+The model works on already-transformed tokens (control-centred or PCA-whitened, unit norm),
+float32, on any device. The decoder ``W_dec`` is (d, M) with unit-norm columns (one per feature)
+and ``b_pre`` (d,) is an offset subtracted before encoding and added after decoding.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from cellconcepts.dictionary.columns import linear_init, unit_columns
+
+logger = logging.getLogger(__name__)
+
+# Relative ridge added to the L x L Gram of the selected atoms (scaled by its mean diagonal):
+# small enough not to bias well-conditioned solves, large enough that nearly collinear selections
+# stay finite.
+_RIDGE = {torch.float64: 1e-10, torch.float32: 1e-5}
+
+
+def _solve_small_spd(gram: Tensor, rhs: Tensor) -> Tensor:
+    """Solve gram @ z = rhs for a batch of small SPD systems (B, L, L), (B, L) -> (B, L).
+
+    A ridge relative to the mean diagonal keeps (near-)collinear selections solvable; rows whose
+    Cholesky still fails fall back to a pseudo-inverse.
+    """
+    n = gram.shape[-1]
+    ridge = _RIDGE.get(gram.dtype, 1e-5)
+    scale = gram.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-30)
+    eye = torch.eye(n, dtype=gram.dtype, device=gram.device)
+    regularised = gram + (ridge * scale)[:, None, None] * eye
+    chol, info = torch.linalg.cholesky_ex(regularised)
+    z = torch.cholesky_solve(rhs.unsqueeze(-1), chol).squeeze(-1)
+    failed = info != 0
+    if bool(failed.any()):
+        rows = failed.nonzero().squeeze(-1)
+        z[rows] = (torch.linalg.pinv(regularised[rows]) @ rhs[rows].unsqueeze(-1)).squeeze(-1)
+    return z
+
+
+def icfl_encode(
+    x: Tensor, W_dec: Tensor, b_pre: Tensor, n_iterations: int, atoms_per_iteration: int
+) -> Tensor:
+    """ICFL encoder (Algorithm 1, batched OMP) for rows of ``x`` (B, d); dense codes (B, M).
+
+    r = x - b_pre; J times: S = the L columns with the largest *signed* <W_m, r>; least squares of
+    r on W_dec[:, S] only; r -= W_S z_t; z[S] += z_t. Codes may be negative and have at most J*L
+    non-zeros per row. No gradient flows through the encoder.
+    """
+    if x.ndim != 2 or x.shape[1] != W_dec.shape[0]:
+        raise ValueError(
+            f"icfl_encode: x must have shape (B, {W_dec.shape[0]}) to match W_dec "
+            f"{tuple(W_dec.shape)}, got {tuple(x.shape)}"
+        )
+    n_features = W_dec.shape[1]
+    if not 1 <= atoms_per_iteration <= n_features:
+        raise ValueError(
+            f"icfl_encode: atoms_per_iteration must be in [1, {n_features}], "
+            f"got {atoms_per_iteration}"
+        )
+    if n_iterations < 1:
+        raise ValueError(f"icfl_encode: n_iterations must be >= 1, got {n_iterations}")
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    with torch.no_grad():
+        W = W_dec.detach().to(dtype)
+        Wt = W.T.contiguous()  # (M, d): row m is atom m, for gathering
+        r = x.detach().to(dtype) - b_pre.detach().to(dtype)
+        z = torch.zeros(x.shape[0], n_features, dtype=dtype, device=x.device)
+        for _ in range(n_iterations):
+            scores = r @ W
+            top = torch.topk(scores, atoms_per_iteration, dim=1, sorted=False)
+            atoms = Wt[top.indices]  # (B, L, d)
+            gram = atoms @ atoms.transpose(1, 2)
+            # The right-hand side W_S^T r is exactly the selected scores.
+            z_t = _solve_small_spd(gram, top.values)
+            r = r - (z_t.unsqueeze(1) @ atoms).squeeze(1)
+            z.scatter_add_(1, top.indices, z_t)
+    return z.to(x.dtype)
+
+
+class ICFL(nn.Module):
+    """Iterative codebook feature learning: OMP-encoded codes, decoder learned by gradient descent.
+
+    Only ``W_dec`` and ``b_pre`` are parameters; codes come from :func:`icfl_encode` and are held
+    fixed during the decoder update.
+    """
+
+    method = "icfl"
+
+    def __init__(
+        self,
+        input_dim: int,
+        n_features: int,
+        n_iterations: int,
+        atoms_per_iteration: int,
+        seed: int = 0,
+        *,
+        resample_every: int = 100,
+        resample_threshold: float = 0.9,
+        learn_b_pre: bool = True,
+    ) -> None:
+        super().__init__()
+        if input_dim < 1 or n_features < 1:
+            raise ValueError(
+                f"ICFL: input_dim and n_features must be >= 1, got {input_dim}, {n_features}"
+            )
+        if n_iterations < 1 or not 1 <= atoms_per_iteration <= n_features:
+            raise ValueError(
+                f"ICFL: need n_iterations >= 1 and 1 <= atoms_per_iteration <= n_features "
+                f"({n_features}), got {n_iterations}, {atoms_per_iteration}"
+            )
+        self.input_dim = input_dim
+        self.n_features = n_features
+        self.n_iterations = n_iterations
+        self.atoms_per_iteration = atoms_per_iteration
+        self.seed = seed
+        self.resample_every = resample_every
+        self.resample_threshold = resample_threshold
+        generator = torch.Generator().manual_seed(seed)
+        self.W_dec = nn.Parameter(linear_init(input_dim, n_features, generator))
+        self.b_pre = nn.Parameter(torch.zeros(input_dim))
+        self.learn_b_pre = learn_b_pre
+        self.last_resampled = torch.empty(0, dtype=torch.long)
+
+    @property
+    def learn_b_pre(self) -> bool:
+        """Whether b_pre is trained (the paper's loss) or held at its value (False).
+
+        With the stage-wise encoder, the fixed-code gradient lets b_pre drift along directions
+        that atoms then absorb; on small problems this drift can undo a recovered dictionary.
+        """
+        return self.b_pre.requires_grad
+
+    @learn_b_pre.setter
+    def learn_b_pre(self, value: bool) -> None:
+        self.b_pre.requires_grad_(bool(value))
+
+    @property
+    def sparsity(self) -> int:
+        """Maximum number of non-zeros per code, J * L."""
+        return self.n_iterations * self.atoms_per_iteration
+
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments, for :func:`save_model`."""
+        return {
+            "method": self.method,
+            "input_dim": self.input_dim,
+            "n_features": self.n_features,
+            "sparsity": self.sparsity,
+            "n_iterations": self.n_iterations,
+            "atoms_per_iteration": self.atoms_per_iteration,
+            "seed": self.seed,
+            "resample_every": self.resample_every,
+            "resample_threshold": self.resample_threshold,
+            "learn_b_pre": self.learn_b_pre,
+        }
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Dense codes (B, M) from the OMP encoder (no gradient)."""
+        return icfl_encode(x, self.W_dec, self.b_pre, self.n_iterations, self.atoms_per_iteration)
+
+    def decode(self, z: Tensor) -> Tensor:
+        """x_hat = z @ W_dec^T + b_pre."""
+        return z @ self.W_dec.T + self.b_pre
+
+    def loss(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(loss, z, x_hat): mean over rows of the squared error summed over dims; z detached."""
+        z = self.encode(x)
+        x_hat = self.decode(z)
+        loss = (x - x_hat).pow(2).sum(-1).mean()
+        return loss, z, x_hat
+
+    @torch.no_grad()
+    def normalise(self) -> None:
+        """Rescale decoder columns to unit norm."""
+        self.W_dec.copy_(unit_columns(self.W_dec))
+
+    def after_step(self, step: int, generator: torch.Generator) -> int:
+        """Unit-normalise columns; every ``resample_every`` steps re-draw correlated columns.
+
+        ``step`` is the number of optimiser steps done. Returns how many columns were re-drawn;
+        their indices are in ``self.last_resampled`` (the optimiser state for them must be reset).
+        """
+        self.normalise()
+        self.last_resampled = torch.empty(0, dtype=torch.long)
+        if self.resample_every > 0 and step > 0 and step % self.resample_every == 0:
+            self.last_resampled = self.resample_correlated(generator)
+        return int(self.last_resampled.numel())
+
+    @torch.no_grad()
+    def resample_correlated(self, generator: torch.Generator) -> Tensor:
+        """For every pair of columns with cosine > threshold, re-draw one of them (fair coin).
+
+        Pairs are visited in lexicographic order and a pair is skipped once either column has been
+        re-drawn in this round, so each column is re-drawn at most once and every group of
+        near-duplicates keeps at least one member. Re-drawn columns are fresh uniformly random
+        unit vectors. Returns the re-drawn column indices (CPU, long).
+        """
+        pairs = correlated_pairs(self.W_dec, self.resample_threshold)
+        if len(pairs) == 0:
+            return torch.empty(0, dtype=torch.long)
+        redrawn = np.zeros(self.n_features, dtype=bool)
+        firsts, starts = np.unique(pairs[:, 0], return_index=True)
+        ends = np.append(starts[1:], len(pairs))
+        for i, start, end in zip(firsts, starts, ends, strict=True):
+            if redrawn[i]:
+                continue
+            partners = pairs[start:end, 1]
+            partners = partners[~redrawn[partners]]
+            if len(partners) == 0:
+                continue
+            # coin True: the first column of the pair goes, which ends column i's pairs.
+            coins = (torch.rand(len(partners), generator=generator) < 0.5).numpy()
+            if coins.any():
+                first = int(np.argmax(coins))
+                redrawn[partners[:first]] = True
+                redrawn[i] = True
+            else:
+                redrawn[partners] = True
+        index = torch.from_numpy(np.flatnonzero(redrawn))
+        fresh = torch.randn(self.input_dim, len(index), generator=generator, dtype=torch.float64)
+        fresh = unit_columns(fresh).to(device=self.W_dec.device, dtype=self.W_dec.dtype)
+        self.W_dec[:, index.to(self.W_dec.device)] = fresh
+        logger.debug("re-drew %d correlated decoder columns", len(index))
+        return index
+
+
+def correlated_pairs(W_dec: Tensor, threshold: float, chunk: int = 2048) -> np.ndarray:
+    """Pairs (i, j), i < j, of columns with cosine > threshold, as an (P, 2) int64 array in
+    lexicographic order. The M x M cosine matrix is computed in row chunks to bound memory."""
+    with torch.no_grad():
+        W = unit_columns(W_dec.detach().float())
+        n = W.shape[1]
+        found = []
+        for start in range(0, n, chunk):
+            stop = min(start + chunk, n)
+            cos = W[:, start:stop].T @ W  # (chunk, M)
+            rows = torch.arange(start, stop, device=W.device)[:, None]
+            cols = torch.arange(n, device=W.device)[None, :]
+            hit = (cos > threshold) & (cols > rows)
+            ij = hit.nonzero()
+            ij[:, 0] += start
+            found.append(ij.cpu())
+    return torch.cat(found).numpy().astype(np.int64).reshape(-1, 2)

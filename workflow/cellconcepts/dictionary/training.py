@@ -1,0 +1,358 @@
+"""Shared, resumable training loop for the dictionary models (ICFL and TopK SAE).
+
+The batch for step s depends only on (seed, s), and the checkpoint holds the model, the
+optimiser, the dead-feature ring buffers and the random generator, so a run interrupted at a
+checkpoint and resumed continues bit-identically on CPU.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from threadpoolctl import threadpool_limits
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from cellconcepts.device import resolve_device
+from cellconcepts.dictionary.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
+from cellconcepts.dictionary.sampling import BatchSampler
+from cellconcepts.files import atomic_path
+
+logger = logging.getLogger(__name__)
+
+METRIC_COLUMNS = ("step", "loss", "recon_cosine", "l0", "frac_dead", "n_resampled")
+# TrainConfig entries that may change between a run and its resume: how long, how often it
+# logs and checkpoints, and where it computes. Everything else is in the checkpoint signature.
+_RESUMABLE_CHANGES = ("steps", "log_every", "checkpoint_every", "device", "num_threads")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, logging, checkpointing and dead-feature settings of one training run."""
+
+    steps: int
+    batch_size: int
+    lr: float
+    seed: int = 0
+    device: str = "auto"
+    log_every: int = 50
+    checkpoint_every: int = 500
+    resample_every: int = 100
+    resample_threshold: float = 0.9
+    dead_window: int = 1000
+    dead_fraction: float = 1e-5
+    num_threads: int | None = None
+
+
+@dataclass
+class TrainResult:
+    """What a training run leaves besides the trained model (which is updated in place)."""
+
+    dead_mask: np.ndarray  # (M,) bool, dead over the last dead_window steps
+    metrics: pd.DataFrame  # the metrics CSV, including rows from before a resume
+    steps_done: int
+
+
+def _validate(config: TrainConfig, tokens: np.ndarray, train_indices: np.ndarray) -> np.ndarray:
+    for key in ("steps", "batch_size", "log_every", "checkpoint_every", "dead_window"):
+        value = getattr(config, key)
+        minimum = 0 if key == "steps" else 1
+        if value < minimum:
+            raise ValueError(f"TrainConfig.{key} must be >= {minimum}, got {value}")
+    if not config.lr > 0:
+        raise ValueError(f"TrainConfig.lr must be > 0, got {config.lr}")
+    indices = np.asarray(train_indices)
+    if indices.ndim != 1 or len(indices) == 0 or not np.issubdtype(indices.dtype, np.integer):
+        raise ValueError(
+            f"train_indices must be a non-empty 1-d integer array, got shape {indices.shape} "
+            f"dtype {indices.dtype}"
+        )
+    if indices.min() < 0 or indices.max() >= tokens.shape[0]:
+        raise ValueError(
+            f"train_indices must lie in [0, {tokens.shape[0]}) (rows of the token array), "
+            f"got range [{indices.min()}, {indices.max()}]"
+        )
+    return indices.astype(np.int64)
+
+
+class _DeadTracker:
+    """Ring buffer of per-step activation counts (window x M) and token counts; running sums."""
+
+    def __init__(self, n_features: int, window: int, fraction: float, device: torch.device):
+        self.window = window
+        self.fraction = fraction
+        self.counts = torch.zeros(window, n_features, dtype=torch.int32, device=device)
+        self.tokens = torch.zeros(window, dtype=torch.int64, device=device)
+        self.count_sum = torch.zeros(n_features, dtype=torch.int64, device=device)
+        self.token_sum = torch.zeros((), dtype=torch.int64, device=device)
+        self.steps_seen = 0
+
+    def update(self, z: Tensor) -> None:
+        slot = self.steps_seen % self.window
+        counts = (z != 0).sum(0)
+        self.count_sum += counts - self.counts[slot]
+        self.token_sum += z.shape[0] - self.tokens[slot]
+        self.counts[slot] = counts.to(torch.int32)
+        self.tokens[slot] = z.shape[0]
+        self.steps_seen += 1
+
+    def dead_mask(self) -> Tensor:
+        """Features active on fewer than ``fraction`` of the tokens in the window."""
+        if self.steps_seen == 0:
+            return torch.zeros_like(self.count_sum, dtype=torch.bool)
+        return self.count_sum.double() < self.fraction * self.token_sum.double()
+
+    @property
+    def full(self) -> bool:
+        return self.steps_seen >= self.window
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "counts": self.counts.cpu(),
+            "tokens": self.tokens.cpu(),
+            "count_sum": self.count_sum.cpu(),
+            "token_sum": self.token_sum.cpu(),
+            "steps_seen": self.steps_seen,
+        }
+
+    def load_state_dict(self, state: dict[str, Any], where: Path) -> None:
+        if tuple(state["counts"].shape) != tuple(self.counts.shape):
+            raise ValueError(
+                f"{where}: dead-feature buffer has shape {tuple(state['counts'].shape)}, "
+                f"expected (dead_window, n_features) = {tuple(self.counts.shape)}"
+            )
+        device = self.counts.device
+        self.counts = state["counts"].to(device)
+        self.tokens = state["tokens"].to(device)
+        self.count_sum = state["count_sum"].to(device)
+        self.token_sum = state["token_sum"].to(device)
+        self.steps_seen = int(state["steps_seen"])
+
+
+def _indices_fingerprint(indices: np.ndarray) -> str:
+    return hashlib.sha1(np.ascontiguousarray(indices, dtype=np.int64).tobytes()).hexdigest()
+
+
+def _zero_optimizer_rows(optimizer: torch.optim.Optimizer, model: nn.Module, index: Tensor) -> None:
+    """Reset Adam moments of re-drawn features: W_dec columns, W_enc rows, b_enc entries."""
+    if index.numel() == 0:
+        return
+    for name, dim in (("W_dec", 1), ("W_enc", 0), ("b_enc", 0)):
+        param = getattr(model, name, None)
+        if param is None or param not in optimizer.state:
+            continue
+        state = optimizer.state[param]
+        for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+            if key in state:
+                state[key].index_fill_(dim, index.to(state[key].device), 0.0)
+
+
+def _as_batch(x: np.ndarray | Tensor, device: torch.device) -> Tensor:
+    if isinstance(x, Tensor):
+        return x.to(device=device, dtype=torch.float32)
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
+
+
+def _restore_metrics(metrics_path: Path, step: int, log_every: int, steps: int) -> None:
+    """Keep the metrics rows a straight run of ``steps`` would have up to ``step``: drops a
+    final-step row of the interrupted run that lies off the log_every grid (unless ``step`` is
+    this run's last), and anything after ``step``."""
+    if not metrics_path.exists():
+        logger.warning("%s missing: metrics before step %d are lost", metrics_path, step)
+        rows = pd.DataFrame(columns=list(METRIC_COLUMNS))
+    else:
+        rows = pd.read_csv(metrics_path)
+        if list(rows.columns) != list(METRIC_COLUMNS):
+            raise ValueError(
+                f"{metrics_path}: expected columns {list(METRIC_COLUMNS)}, got {list(rows.columns)}"
+            )
+        on_grid = step % log_every == 0 or step >= steps
+        keep = (rows["step"] < step) | ((rows["step"] == step) & on_grid)
+        rows = rows[keep]
+    with atomic_path(metrics_path) as tmp:
+        rows.to_csv(tmp, index=False)
+
+
+def resume_signature(model: nn.Module, config: TrainConfig, indices: np.ndarray) -> dict[str, Any]:
+    """What must agree for a resume to continue this run exactly: the model's constructor
+    arguments, the optimisation and dead-feature settings, and the training rows."""
+    settings = {k: v for k, v in asdict(config).items() if k not in _RESUMABLE_CHANGES}
+    return {"model": model.config(), "train": settings, "rows": _indices_fingerprint(indices)}
+
+
+@dataclass
+class _State:
+    """Everything a training step reads or updates besides the model itself."""
+
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    tracker: _DeadTracker
+    step: int = 0
+    pending_resampled: int = 0
+
+    def checkpoint(self, model: nn.Module) -> dict[str, Any]:
+        return {
+            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "dead": self.tracker.state_dict(),
+            "generator": self.generator.get_state(),
+            "pending_resampled": self.pending_resampled,
+        }
+
+    def restore(self, model: nn.Module, saved: dict[str, Any], where: Path) -> None:
+        try:
+            model.load_state_dict(saved["model"])
+        except RuntimeError as err:
+            raise ValueError(f"{where}: model does not match checkpoint: {err}") from err
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.tracker.load_state_dict(saved["dead"], where)
+        self.generator.set_state(saved["generator"].cpu())
+        self.step, self.pending_resampled = int(saved["step"]), int(saved["pending_resampled"])
+
+
+def _batch(
+    tokens: np.ndarray,
+    rows: np.ndarray,
+    transform: Callable[[Any], Any] | None,
+    device: torch.device,
+) -> Tensor:
+    """Rows of the store in model space, on the training device."""
+    raw = np.asarray(tokens[rows], dtype=np.float32)
+    if transform is None:
+        return _as_batch(raw, device)
+    if device.type == "cpu":
+        return _as_batch(transform(raw), device)
+    return _as_batch(transform(torch.from_numpy(raw).to(device)), device)
+
+
+def _train_step(model: nn.Module, x: Tensor, state: _State, use_aux: bool) -> tuple:
+    """One Adam step on the decoder (and encoder, for TopK), then the model's own upkeep
+    (normalisation, re-drawing correlated columns); returns (loss, codes, reconstruction)."""
+    if use_aux:
+        dead = state.tracker.dead_mask() if state.tracker.full else None
+        loss, z, x_hat = model.loss(x, dead_mask=dead)
+    else:
+        loss, z, x_hat = model.loss(x)
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    state.optimizer.step()
+    state.step += 1
+    n_resampled = model.after_step(state.step, state.generator)
+    if n_resampled:
+        _zero_optimizer_rows(state.optimizer, model, model.last_resampled)
+        state.pending_resampled += n_resampled
+    z = z.detach()
+    state.tracker.update(z)
+    return loss, z, x_hat
+
+
+def _metrics_row(loss: Tensor, x: Tensor, x_hat: Tensor, z: Tensor, state: _State) -> tuple:
+    with torch.no_grad():
+        cosine = torch.nn.functional.cosine_similarity(x, x_hat.detach(), dim=1)
+        return (
+            state.step,
+            float(loss.detach()),
+            float(cosine.mean()),
+            float((z != 0).sum(1).double().mean()),
+            float(state.tracker.dead_mask().double().mean()),
+            state.pending_resampled,
+        )
+
+
+def train_dictionary(
+    model: nn.Module,
+    tokens: np.ndarray,
+    train_indices: np.ndarray,
+    transform: Callable[[Any], Any] | None,
+    config: TrainConfig,
+    *,
+    checkpoint_dir: Path,
+    metrics_path: Path,
+) -> TrainResult:
+    """Train ``model`` (in place) with Adam on batches of ``tokens[train_indices]``.
+
+    ``transform`` maps a raw batch to model space (e.g. ``Whitening.transform``); it receives a
+    float32 numpy array on CPU and a tensor on the training device otherwise. Resumes from
+    ``checkpoint_dir/last.pt`` when it was written by a run with the same signature
+    (`resume_signature`; see `cellconcepts.dictionary.checkpoint`). A TopK model with ``aux_k``
+    gets the dead mask for AuxK once ``dead_window`` steps have been seen (before that nothing
+    counts as dead). ``n_resampled`` in the metrics counts columns re-drawn since the previous
+    row.
+    """
+    indices = _validate(config, tokens, train_indices)
+    if config.num_threads:
+        torch.set_num_threads(int(config.num_threads))
+    device = resolve_device(config.device)
+    checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_FILE
+    metrics_path = Path(metrics_path)
+    metrics_path.parent.mkdir(parents=True, exist_ok=True)
+
+    model.to(device)
+    if hasattr(model, "resample_every"):
+        model.resample_every = config.resample_every
+        model.resample_threshold = config.resample_threshold
+    state = _State(
+        optimizer=torch.optim.Adam(model.parameters(), lr=config.lr),
+        generator=torch.Generator().manual_seed(config.seed),
+        tracker=_DeadTracker(model.n_features, config.dead_window, config.dead_fraction, device),
+    )
+    sampler = BatchSampler(indices, config.batch_size, config.seed)
+    signature = resume_signature(model, config, indices)
+    use_aux = getattr(model, "aux_k", None) is not None
+
+    saved = load_checkpoint(checkpoint_path, signature, device)
+    if saved is not None:
+        state.restore(model, saved, checkpoint_path)
+        _restore_metrics(metrics_path, state.step, config.log_every, config.steps)
+        logger.info("resuming from %s at step %d", checkpoint_path, state.step)
+        if state.step > config.steps:
+            logger.warning(
+                "checkpoint is at step %d, beyond steps=%d; nothing to train",
+                state.step,
+                config.steps,
+            )
+    else:
+        with open(metrics_path, "w", newline="") as handle:
+            csv.writer(handle).writerow(METRIC_COLUMNS)
+    start = state.step
+
+    model.train()
+    bar = tqdm(total=config.steps, initial=min(start, config.steps), desc="train", leave=False)
+    # NumPy's OpenBLAS threads (used by a NumPy transform) busy-wait and starve torch's own
+    # threads: limiting them to one made a CPU step ~4x faster.
+    with open(metrics_path, "a", newline="") as handle, threadpool_limits(1, user_api="blas"):
+        writer = csv.writer(handle)
+        for step in range(start, config.steps):
+            x = _batch(tokens, sampler.rows(step), transform, device)
+            loss, z, x_hat = _train_step(model, x, state, use_aux)
+            done = state.step
+            if done % config.log_every == 0 or done == config.steps:
+                row = _metrics_row(loss, x, x_hat, z, state)
+                writer.writerow(row)
+                handle.flush()
+                state.pending_resampled = 0
+                bar.set_postfix(loss=f"{row[1]:.4g}", cos=f"{row[2]:.3f}", dead=f"{row[4]:.3f}")
+            bar.update(1)
+            if done % config.checkpoint_every == 0 and done != config.steps:
+                save_checkpoint(checkpoint_path, state.checkpoint(model), signature)
+    bar.close()
+    steps_done = max(start, config.steps)
+    if config.steps > start or not checkpoint_path.exists():
+        state.step = steps_done
+        save_checkpoint(checkpoint_path, state.checkpoint(model), signature)
+    logger.info("trained %d steps; checkpoint %s", steps_done, checkpoint_path)
+    return TrainResult(
+        dead_mask=state.tracker.dead_mask().cpu().numpy(),
+        metrics=pd.read_csv(metrics_path),
+        steps_done=steps_done,
+    )

@@ -1,0 +1,209 @@
+"""Gene-set libraries: GMT / Enrichr text files, the offline GO BP 2023 default, and the
+term x gene membership matrix of a library restricted to an analysis' background genes.
+
+The default library is GO Biological Process 2023 as shipped inside the PyPI package ``pyenrichr``.
+It is located on disk and read as plain data; the package itself is never imported (importing it
+pulls in statsmodels and friends for nothing).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from cellconcepts.config import GO_BP_2023
+from cellconcepts.files import PathLike
+
+log = logging.getLogger(__name__)
+
+GO_BP_2023_PACKAGE = "pyenrichr"
+GO_BP_2023_RELATIVE = Path("data") / "GO_Biological_Process_2023"
+
+
+def go_bp_2023_path() -> Path:
+    """Path of ``pyenrichr/data/GO_Biological_Process_2023``, found without importing pyenrichr."""
+    spec = importlib.util.find_spec(GO_BP_2023_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(
+            f"the default gene sets (GO Biological Process 2023) ship with the PyPI package "
+            f"{GO_BP_2023_PACKAGE!r}, which is not installed; run `pip install pyenrichr==1.0.2` "
+            "or give the path of a GMT file instead"
+        )
+    for location in spec.submodule_search_locations:
+        path = Path(location) / GO_BP_2023_RELATIVE
+        if path.is_file():
+            return path
+    raise FileNotFoundError(
+        f"package {GO_BP_2023_PACKAGE!r} is installed at "
+        f"{list(spec.submodule_search_locations)} but has no file {GO_BP_2023_RELATIVE}; "
+        "expected pyenrichr 1.0.2, which ships GO_Biological_Process_2023"
+    )
+
+
+def read_gmt(path: PathLike) -> dict[str, list[str]]:
+    """Read a GMT / Enrichr library: ``{term: genes}``, in file order.
+
+    One term per line, tab-separated: term name, a description (may be empty, as in Enrichr
+    files: ``term<TAB><TAB>GENE1<TAB>GENE2...``), then genes. Empty fields are dropped, genes are
+    upper-cased and de-duplicated keeping their first position, and blank lines are skipped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"gene-set file not found: {path}")
+    gene_sets: dict[str, list[str]] = {}
+    with path.open(encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            fields = line.rstrip("\r\n").split("\t")
+            term = fields[0].strip()
+            if not term:
+                raise ValueError(f"{path}, line {line_number}: empty term name (first field)")
+            genes = [g.strip().upper() for g in fields[2:] if g.strip()]
+            genes = list(dict.fromkeys(genes))
+            if not genes:
+                raise ValueError(
+                    f"{path}, line {line_number}: term {term!r} has no genes; expected "
+                    "'term<TAB>description<TAB>gene1<TAB>gene2...'"
+                )
+            if term in gene_sets:
+                raise ValueError(f"{path}, line {line_number}: duplicate term {term!r}")
+            gene_sets[term] = genes
+    if not gene_sets:
+        raise ValueError(f"{path}: no gene sets found (the file is empty)")
+    log.debug("read %d gene sets from %s", len(gene_sets), path)
+    return gene_sets
+
+
+def download_enrichr_library(library: str) -> dict[str, list[str]]:
+    """An Enrichr library by name, downloaded with gseapy (needs the internet)."""
+    import gseapy  # only the online route needs it
+
+    try:
+        downloaded = gseapy.get_library(name=library, organism="Human")
+    except Exception as error:  # gseapy raises plain Exceptions / requests errors offline
+        raise RuntimeError(
+            f"gene_sets: could not download the Enrichr library {library!r} with gseapy "
+            f"({type(error).__name__}: {error}); offline, use {GO_BP_2023!r} or a GMT file"
+        ) from error
+    return {
+        term: list(dict.fromkeys(g.strip().upper() for g in genes if g.strip()))
+        for term, genes in downloaded.items()
+        if any(g.strip() for g in genes)
+    }
+
+
+def write_gmt(gene_sets: Mapping[str, Sequence[str]], path: PathLike) -> None:
+    """Write ``{term: genes}`` as an Enrichr-style GMT (empty description), atomically."""
+    from cellconcepts.files import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+        for term, genes in gene_sets.items():
+            handle.write("\t".join([term, "", *genes]) + "\n")
+
+
+def normalise_symbols(symbols: Iterable[object]) -> np.ndarray:
+    """Gene symbols as stripped upper-case strings (GMT genes are read the same way)."""
+    return np.array([str(s).strip().upper() for s in symbols], dtype=object)
+
+
+@dataclass(frozen=True)
+class TermMatrix:
+    """A gene-set library restricted to a background: which background genes each kept term has.
+
+    ``membership`` is a (terms, genes) 0/1 CSR matrix over ``genes`` (the background, in the
+    caller's order, upper-cased); ``sizes`` counts each term's genes inside the background.
+    """
+
+    terms: np.ndarray
+    genes: np.ndarray
+    membership: sp.csr_matrix
+    n_library_terms: int
+    n_unmatched: int
+    same_genes: np.ndarray  # (terms,) equal for terms with identical genes in the background
+
+    @property
+    def sizes(self) -> np.ndarray:
+        return np.asarray(self.membership.sum(axis=1)).ravel().astype(np.int64)
+
+    @property
+    def n_terms(self) -> int:
+        return int(self.terms.shape[0])
+
+
+def term_matrix(
+    gene_sets: Mapping[str, Sequence[str]],
+    background: Sequence[object],
+    *,
+    min_size: int = 10,
+    max_size: int = 500,
+    where: str = "background",
+) -> TermMatrix:
+    """Restrict ``gene_sets`` to the ``background`` genes and keep terms with ``min_size`` to
+    ``max_size`` genes *inside* the background (the right universe for the test).
+
+    Symbols match case-insensitively. Background genes in no gene set are counted (and logged):
+    they stay in the background, as genes that were measured or screened but annotated nowhere.
+    """
+    if min_size < 1 or max_size < min_size:
+        raise ValueError(
+            f"term sizes: expected 1 <= min_size <= max_size, got {min_size} and {max_size}"
+        )
+    genes = normalise_symbols(background)
+    if genes.size == 0:
+        raise ValueError(f"{where}: the background gene list is empty")
+    repeated = pd.Series(genes).duplicated()
+    if repeated.any():
+        raise ValueError(
+            f"{where}: {int(repeated.sum())} background genes repeat once upper-cased "
+            f"(e.g. {sorted(set(genes[repeated.to_numpy()]))[:10]}); expected one entry per gene"
+        )
+    index = {gene: i for i, gene in enumerate(genes)}
+    rows, cols, names, signatures = [], [], [], []
+    annotated = np.zeros(genes.size, dtype=bool)
+    for term, term_genes in gene_sets.items():
+        hits = sorted({index[g] for g in normalise_symbols(term_genes) if g in index})
+        if hits:
+            annotated[hits] = True
+        if min_size <= len(hits) <= max_size:
+            rows.extend([len(names)] * len(hits))
+            cols.extend(hits)
+            names.append(term)
+            signatures.append(tuple(hits))
+    membership = sp.csr_matrix(
+        (np.ones(len(rows), dtype=np.float64), (rows, cols)), shape=(len(names), genes.size)
+    )
+    n_unmatched = int((~annotated).sum())
+    log.info(
+        "%s: %d genes, %d of them (%.1f%%) in no gene set of the library; %d of %d terms have "
+        "%d-%d background genes",
+        where,
+        genes.size,
+        n_unmatched,
+        100 * n_unmatched / genes.size,
+        len(names),
+        len(gene_sets),
+        min_size,
+        max_size,
+    )
+    if not names:
+        raise ValueError(
+            f"{where}: no gene set has between {min_size} and {max_size} of the {genes.size} "
+            "background genes; lower enrich.min_term_size or check the gene symbols "
+            f"(first background genes: {list(genes[:5])})"
+        )
+    return TermMatrix(
+        terms=np.array(names, dtype=object),
+        genes=genes,
+        membership=membership,
+        n_library_terms=len(gene_sets),
+        n_unmatched=n_unmatched,
+        same_genes=pd.factorize(pd.Series(signatures, dtype=object))[0].astype(np.int64),
+    )

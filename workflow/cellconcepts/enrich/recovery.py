@@ -1,0 +1,181 @@
+"""Which GO terms the features most selective for each label come out with, and, on simulated
+screens, whether the planted term of each gene group is recovered (strictly, or allowing ties
+with terms that have the same genes in the screen), against what a random feature achieves."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cellconcepts.enrich.gene_lists import DOWN
+
+
+def most_selective_features(
+    best_selectivity: Mapping[str, pd.DataFrame],
+    enrichment: Mapping[str, pd.DataFrame],
+    label_task: str,
+    labels: Sequence[str] | None,
+) -> Iterator[tuple[str, str, int, float, pd.DataFrame]]:
+    """Yield (variant, label, feature, avg selectivity, its terms sorted best first) for the
+    feature most selective for each label; down-regulated lists are left out."""
+    for variant, best in best_selectivity.items():
+        best = best[best["task"] == label_task]
+        if best.empty:
+            raise ValueError(
+                f"{variant}: best selectivity has no rows for task {label_task!r} "
+                "(enrich.label_task)"
+            )
+        if labels:
+            missing = sorted(set(labels) - set(best["label"].astype(str)))
+            if missing:
+                raise ValueError(
+                    f"enrich.labels: {missing} are not labels of task {label_task!r} ({variant})"
+                )
+            best = best[best["label"].astype(str).isin(labels)]
+        table = enrichment[variant]
+        for label, feature, avg in best[["label", "best_feature", "best_avg"]].itertuples(
+            index=False
+        ):
+            hits = table[(table["feature"] == feature) & (table["direction"] != DOWN)]
+            yield (
+                variant,
+                str(label),
+                int(feature),
+                float(avg),
+                hits.sort_values(["p_value", "term_size", "term"]),
+            )
+
+
+def label_terms(
+    best_selectivity: Mapping[str, pd.DataFrame],
+    enrichment: Mapping[str, pd.DataFrame],
+    label_task: str,
+    labels: Sequence[str] | None,
+    top_terms: int,
+) -> pd.DataFrame:
+    """Per model and label: the feature most selective for the label and its top terms."""
+    rows = []
+    for variant, label, feature, avg, hits in most_selective_features(
+        best_selectivity, enrichment, label_task, labels
+    ):
+        top = hits.head(top_terms)
+        rows.append(
+            {
+                "variant": variant,
+                "label": label,
+                "feature": feature,
+                "avg_selectivity": avg,
+                "top_term": top["term"].iloc[0] if len(top) else None,
+                "top_fdr": top["fdr"].iloc[0] if len(top) else np.nan,
+                "top_terms": " | ".join(
+                    f"{t} (FDR {q:.2g}, {k}/{n} genes)"
+                    for t, q, k, n in top[["term", "fdr", "overlap", "list_size"]].itertuples(
+                        index=False
+                    )
+                ),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def planted_term_outcome(hits: pd.DataFrame, term: str, fdr: float) -> dict[str, Any]:
+    """How the planted ``term`` fares among one gene list's terms (``hits``, one feature):
+    its rank and FDR, whether it is the only top term, whether every term tied with it at the
+    top has the same genes inside the background (then no list could separate them), and
+    ``recovered`` = top term, FDR < ``fdr``, and any tie only with identical terms."""
+    match = hits[hits["term"] == term]
+    top = hits[hits["rank"] == 1]
+    if match.empty:
+        return {
+            "planted_rank": np.nan,
+            "planted_fdr": np.nan,
+            "planted_overlap": 0,
+            "n_tied_at_top": len(top),
+            "unique_top": False,
+            "ties_identical": False,
+            "recovered": False,
+            "recovered_strict": False,
+        }
+    row = match.iloc[0]
+    rank, significant = int(row["rank"]), bool(row["fdr"] < fdr)
+    unique = rank == 1 and len(top) == 1
+    identical = rank == 1 and bool((top["term_group"] == row["term_group"]).all())
+    return {
+        "planted_rank": rank,
+        "planted_fdr": float(row["fdr"]),
+        "planted_overlap": int(row["overlap"]),
+        "n_tied_at_top": len(top),
+        "unique_top": unique,
+        "ties_identical": identical,
+        "recovered": identical and significant,
+        "recovered_strict": unique and significant,
+    }
+
+
+def go_recovery(
+    best_selectivity: Mapping[str, pd.DataFrame],
+    enrichment: Mapping[str, pd.DataFrame],
+    groups: pd.DataFrame,
+    group_task: str,
+    fdr: float,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Simulated screens: is each planted GO term the top term (FDR < ``fdr``) of the feature
+    most selective for its group? Reported strictly (the only top term) and allowing ties with
+    terms that have exactly the same genes in the screen; with the list's precision and recall
+    for the group's genes, and the rate at which a random feature recovers the term (chance).
+    Returns the per-group table and the per-model summary."""
+    groups = groups.set_index("gene_group")
+    rows = []
+    for variant, group, feature, avg, hits in most_selective_features(
+        best_selectivity, enrichment, group_task, list(groups.index)
+    ):
+        term = groups.loc[group, "go_term"]
+        outcome = planted_term_outcome(hits, term, fdr)
+        list_size = int(hits["list_size"].iloc[0]) if len(hits) else 0
+        rows.append(
+            {
+                "variant": variant,
+                "group": group,
+                "planted_term": term,
+                "feature": feature,
+                "avg_selectivity": avg,
+                "list_size": list_size,
+                **outcome,
+                "precision": outcome["planted_overlap"] / list_size if list_size else np.nan,
+                "recall": outcome["planted_overlap"] / int(groups.loc[group, "n_genes"]),
+                "top_term": hits["term"].iloc[0] if len(hits) else None,
+                "random_feature_rate": _chance_rate(enrichment[variant], term, fdr),
+            }
+        )
+    table = pd.DataFrame(rows)
+    summary = (
+        table.groupby("variant", sort=False)
+        .agg(
+            groups=("group", "size"),
+            recovered=("recovered", "sum"),
+            recovered_strict=("recovered_strict", "sum"),
+            mean_precision=("precision", "mean"),
+            chance=("random_feature_rate", "mean"),
+        )
+        .reset_index()
+    )
+    summary.insert(3, "fraction", summary["recovered"] / summary["groups"])
+    summary.insert(5, "fraction_strict", summary["recovered_strict"] / summary["groups"])
+    return table, summary
+
+
+def _chance_rate(table: pd.DataFrame, term: str, fdr: float) -> float:
+    """Fraction of features whose list recovers ``term``: what picking a feature at random
+    would achieve. Features whose genes touch no term have no rows and are left out, which can
+    only raise this rate (a conservative baseline)."""
+    lists = table[table["direction"] != DOWN]
+    if lists.empty:
+        return 0.0
+    recovered = [
+        planted_term_outcome(hits, term, fdr)["recovered"]
+        for _, hits in lists.groupby("feature", sort=False)
+    ]
+    return float(np.mean(recovered))

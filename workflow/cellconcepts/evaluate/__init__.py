@@ -1,0 +1,1 @@
+"""Evaluation of dictionaries: task labels, selectivity, linear probing, atom recovery."""

@@ -1,0 +1,40 @@
+"""Writing result files so that a failed job never leaves one that looks finished."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+
+PathLike = str | os.PathLike
+
+
+def tmp_name(path: Path) -> Path:
+    """A sibling temporary name that no reader mistakes for the finished file."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """A temporary sibling of ``path`` to write to, renamed onto ``path`` only if the block
+    succeeds, so a crash never leaves a finished-looking file."""
+    path = Path(path)
+    tmp = tmp_name(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_frame(table: pd.DataFrame, path: PathLike) -> None:
+    """A table as Parquet or CSV (by suffix), written atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        if path.suffix == ".parquet":
+            table.to_parquet(tmp, index=False)
+        else:
+            table.to_csv(tmp, index=False)

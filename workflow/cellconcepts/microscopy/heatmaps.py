@@ -1,0 +1,274 @@
+"""Token heatmaps (paper Fig. 5): where in an image a feature's direction points.
+
+A heatmap is the cosine of a feature direction with each centred patch token of an image, on the
+ViT's patch grid. Per channel, it is compared with the image by the Pearson correlation between
+the heatmap and the channel averaged over each patch (which channel the feature "looks at";
+negative with all channels = background).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from cellconcepts.evaluate.labels import task_labels
+
+log = logging.getLogger(__name__)
+
+
+def patch_alignment(
+    patch_tokens: np.ndarray, direction: np.ndarray, centre: np.ndarray
+) -> np.ndarray:
+    """Cosine of `direction` with each centred patch token, `patch_token - centre`.
+
+    `patch_tokens` is (n, grid_h, grid_w, d) (any leading shape works; the last axis is d) and
+    the result has the leading shape. `centre` is (d,) or broadcasts against the tokens, e.g.
+    one control mean per grid position (grid_h, grid_w, d), which removes the positional part of
+    ViT patch tokens. A patch equal to its centre has no direction and gets 0.
+    """
+    tokens = np.asarray(patch_tokens)
+    direction = np.asarray(direction, dtype=np.float64)
+    centre = np.asarray(centre, dtype=np.float64)
+    if tokens.ndim < 1:
+        raise ValueError("patch_tokens: expected an array (n, grid_h, grid_w, d)")
+    d = tokens.shape[-1]
+    if direction.shape != (d,):
+        raise ValueError(
+            f"direction: expected shape ({d},) to match patch tokens, got {direction.shape}"
+        )
+    if centre.ndim < 1 or centre.shape[-1] != d or centre.ndim > tokens.ndim:
+        raise ValueError(
+            f"centre: expected shape ({d},) or per grid position (grid_h, grid_w, {d}) to match "
+            f"patch tokens, got {centre.shape}"
+        )
+    direction_norm = float(np.linalg.norm(direction))
+    if not np.isfinite(direction_norm) or direction_norm == 0.0:
+        raise ValueError(
+            f"direction: expected a finite non-zero vector, its norm is {direction_norm}"
+        )
+    centred = tokens.astype(np.float64) - centre
+    norms = np.linalg.norm(centred, axis=-1)
+    dots = centred @ (direction / direction_norm)
+    cosine = np.zeros(norms.shape, dtype=np.float64)
+    np.divide(dots, norms, out=cosine, where=norms > 0)
+    return np.clip(cosine, -1.0, 1.0)
+
+
+def upsample_to_pixels(heat: np.ndarray, patch_size: int) -> np.ndarray:
+    """Nearest-neighbour upsampling of a patch-grid map, (..., gh, gw) -> (..., gh*p, gw*p):
+    every pixel takes the value of the patch it lies in."""
+    heat = np.asarray(heat)
+    _check_patch_size(patch_size)
+    if heat.ndim not in (2, 3):
+        raise ValueError(
+            f"heat: expected (grid_h, grid_w) or (n, grid_h, grid_w), got shape {heat.shape}"
+        )
+    return np.repeat(np.repeat(heat, patch_size, axis=-2), patch_size, axis=-1)
+
+
+def pool_to_patches(image: np.ndarray, patch_size: int) -> np.ndarray:
+    """Block mean over each patch: (C, H, W) or (H, W) -> (C, H/p, W/p) (C = 1 for 2-D input)."""
+    image = np.asarray(image, dtype=np.float64)
+    _check_patch_size(patch_size)
+    if image.ndim == 2:
+        image = image[None]
+    if image.ndim != 3:
+        raise ValueError(f"image: expected (C, H, W) or (H, W), got shape {image.shape}")
+    channels, height, width = image.shape
+    if height % patch_size or width % patch_size:
+        raise ValueError(
+            f"image: height and width ({height}x{width}) must be multiples of the patch size "
+            f"{patch_size}"
+        )
+    blocks = image.reshape(
+        channels, height // patch_size, patch_size, width // patch_size, patch_size
+    )
+    return blocks.mean(axis=(2, 4))
+
+
+def _check_patch_size(patch_size: int) -> None:
+    if isinstance(patch_size, bool) or not isinstance(patch_size, int | np.integer):
+        raise TypeError(f"patch_size: expected a positive integer, got {patch_size!r}")
+    if patch_size < 1:
+        raise ValueError(f"patch_size: expected a positive integer, got {patch_size}")
+
+
+# --------------------------------------------------------------------------- channels
+
+
+def channel_correlations(heat: np.ndarray, image: np.ndarray, patch_size: int) -> np.ndarray:
+    """Pearson r between the heatmap (grid_h, grid_w) and each channel of `image` (C, H, W)
+    averaged over each patch; NaN where the heatmap or the pooled channel is constant."""
+    heat = np.asarray(heat, dtype=np.float64)
+    pooled = pool_to_patches(image, patch_size)
+    if heat.shape != pooled.shape[1:]:
+        raise ValueError(
+            f"heat: shape {heat.shape} does not match the image's patch grid {pooled.shape[1:]} "
+            f"(image {np.shape(image)}, patch size {patch_size})"
+        )
+    x = heat.ravel() - heat.mean()
+    y = pooled.reshape(len(pooled), -1)
+    y = y - y.mean(axis=1, keepdims=True)
+    denominator = np.sqrt((x @ x) * np.einsum("ij,ij->i", y, y))
+    constant = (np.ptp(heat) == 0) | (np.ptp(pooled.reshape(len(pooled), -1), axis=1) == 0)
+    r = np.full(len(pooled), np.nan)
+    np.divide(y @ x, denominator, out=r, where=~constant & (denominator > 0))
+    return np.clip(r, -1.0, 1.0)
+
+
+def channel_correlation_table(
+    heats: np.ndarray,
+    images: np.ndarray,
+    patch_size: int,
+    channel_names: Sequence[str],
+    image_ids: Sequence[object],
+) -> pd.DataFrame:
+    """One row per heatmap: `image_id`, the Pearson r with each channel (a column per channel
+    name), `top_channel` (largest r) and `top_abs_channel` (largest |r|); the top columns are
+    missing where every r is NaN. `images[i]` is the image of `heats[i]`."""
+    heats = np.asarray(heats)
+    names = [str(name) for name in channel_names]
+    if heats.ndim != 3:
+        raise ValueError(f"heats: expected (n, grid_h, grid_w), got shape {heats.shape}")
+    if len(images) != len(heats) or len(image_ids) != len(heats):
+        raise ValueError(
+            f"heats ({len(heats)}), images ({len(images)}) and image_ids ({len(image_ids)}) "
+            "must have one entry per heatmap"
+        )
+    check_channel_names(names, np.shape(images)[1])
+    reserved = {"image_id", "top_channel", "top_abs_channel"} & set(names)
+    if reserved:
+        raise ValueError(f"channel_names: {sorted(reserved)} clash with the table's own columns")
+    r = np.empty((len(heats), len(names)))
+    for i in range(len(heats)):
+        r[i] = channel_correlations(heats[i], images[i], patch_size)
+    table = pd.DataFrame(r, columns=names)
+    table.insert(0, "image_id", list(image_ids))
+    table["top_channel"] = [_largest(row, names) for row in r]
+    table["top_abs_channel"] = [_largest(np.abs(row), names) for row in r]
+    return table
+
+
+def _largest(values: np.ndarray, names: Sequence[str]) -> str | None:
+    """Name of the largest value, ignoring NaN (None when all are NaN)."""
+    if np.all(np.isnan(values)):
+        return None
+    return names[int(np.nanargmax(values))]
+
+
+def check_channel_names(names: Sequence[str], n_channels: int) -> None:
+    if len(names) != n_channels:
+        raise ValueError(
+            f"channel_names: {len(names)} names {list(names)} for images with {n_channels} channels"
+        )
+    if len(set(names)) != len(names):
+        raise ValueError(f"channel_names: names must be unique, got {list(names)}")
+
+
+# --------------------------------------------------------------------------- single cells
+
+
+def select_heatmap_images(
+    table: pd.DataFrame,
+    codes: sp.csr_matrix,
+    best_selectivity: pd.DataFrame,
+    *,
+    task: Mapping[str, Any],
+    exclude: Sequence[str],
+    images_per_label: int,
+) -> pd.DataFrame:
+    """Per label of `task`: its most selective feature and the label's images where that
+    feature is most active. ICFL codes are signed: the label's dominant sign (of the summed
+    codes over its images) is kept, images are ranked by their code in that sign, and the
+    heatmap then follows the feature direction times that sign."""
+    best = best_selectivity[best_selectivity["task"] == task["name"]]
+    if best.empty:
+        raise ValueError(f"heatmaps.task: no selectivity rows for task {task['name']!r}")
+    labels = task_labels(table, task)
+    rows = []
+    for _, entry in best.iterrows():
+        label = str(entry["label"])
+        if label in exclude:
+            continue
+        feature = int(entry["best_feature"])
+        members = np.flatnonzero((labels == label).to_numpy())
+        activation = codes[members][:, feature].toarray().ravel()
+        sign = 1.0 if activation.sum() >= 0 else -1.0
+        order = np.argsort(-sign * activation, kind="stable")
+        picked = [i for i in order if sign * activation[i] > 0][:images_per_label]
+        if not picked:
+            log.warning("label %s: feature %d is active in none of its images", label, feature)
+        for rank, i in enumerate(picked):
+            rows.append(
+                {
+                    "label": label,
+                    "feature": feature,
+                    "best_avg_selectivity": float(entry["best_avg"]),
+                    "rank": rank,
+                    "row": int(members[i]),
+                    "image_id": str(table["token_id"].iloc[members[i]]),
+                    "activation": float(activation[i]),
+                }
+            )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "label",
+            "feature",
+            "best_avg_selectivity",
+            "rank",
+            "row",
+            "image_id",
+            "activation",
+        ],
+    )
+
+
+def feature_heats(
+    patch_tokens: np.ndarray, selected: pd.DataFrame, directions: np.ndarray
+) -> np.ndarray:
+    """Alignment heatmaps (one per selected row): cosine of the feature's direction in token
+    space (``directions`` (d, M), the decoder pulled back through the whitening) with each
+    patch token centred on the control mean at its grid position (the last entry of
+    ``patch_tokens``)."""
+    centre = np.asarray(patch_tokens[-1], dtype=np.float64)
+    # A label whose feature fires with negative codes is aligned with the negative direction.
+    signs = np.sign(selected.groupby("label")["activation"].transform("sum")).to_numpy()
+    heats = np.empty((len(selected), *patch_tokens.shape[1:3]), dtype=np.float64)
+    for i, (feature, index) in enumerate(
+        zip(selected["feature"].to_numpy(), selected["patch_index"].to_numpy(), strict=True)
+    ):
+        direction = directions[:, feature] * (signs[i] if signs[i] != 0 else 1.0)
+        heats[i] = patch_alignment(patch_tokens[index : index + 1], direction, centre)[0]
+    return heats
+
+
+def channel_summary(
+    table: pd.DataFrame, names: Sequence[str], groups: pd.DataFrame | None
+) -> pd.DataFrame:
+    """Mean heatmap-channel r per label, its top channel (signed and by |r|) and, for simulated
+    screens (``groups``: the planted groups and the channel each change lives in), whether
+    the expected channel comes out on top."""
+    names = list(names)
+    summary = table.groupby("label", sort=True)[names].mean()
+    summary.insert(0, "feature", table.groupby("label")["feature"].first())
+    summary.insert(1, "n_images", table.groupby("label").size())
+    summary["top_channel"] = summary[names].idxmax(axis=1)
+    summary["top_abs_channel"] = summary[names].abs().idxmax(axis=1)
+    if groups is not None:
+        expected = groups.set_index("gene_group")["channel"]
+        summary["expected_channel"] = expected.reindex(summary.index).to_numpy()
+        summary["expected_is_top"] = summary["top_channel"] == summary["expected_channel"]
+        summary["expected_is_top_abs"] = summary["top_abs_channel"] == summary["expected_channel"]
+        log.info(
+            "expected channel is the top channel for %d of %d labels (%d by |r|)",
+            int(summary["expected_is_top"].sum()),
+            len(summary),
+            int(summary["expected_is_top_abs"].sum()),
+        )
+    return summary.reset_index()

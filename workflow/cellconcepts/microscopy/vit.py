@@ -1,0 +1,727 @@
+"""A plain-torch Vision Transformer encoder whose parameter names follow timm's layout.
+
+Same names as timm's ``VisionTransformer`` (``patch_embed.proj``, ``cls_token``, ``pos_embed``,
+``blocks.{i}.norm1/attn.qkv/attn.proj/norm2/mlp.fc1/mlp.fc2``, ``norm``), so timm-format
+weights load with :func:`load_encoder` without timm installed. Also covered: timm's
+``ParallelScalingBlock`` (``block="parallel"``, or ``"parallel_legacy"`` for weights trained
+before timm fixed its bias routing, such as OpenPhenom), LayerScale (``init_values``), no
+final norm (``final_norm=False``, timm with ``global_pool="avg"``) and the channel-agnostic patch
+embedding of OpenPhenom's CA-MAE (one shared 1-channel projection, spatial sin-cos position
+embedding repeated per channel, tokens ordered channel-major).
+
+Layer indexing: layer ``l`` in ``1..depth`` is the output of block ``l`` (the residual stream
+after that block, before the final norm). Inputs to :meth:`ViTEncoder.forward` are float
+images that have already been through :func:`self_standardize`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import operator
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import safetensors
+import safetensors.torch
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cellconcepts.files import PathLike, atomic_path
+from cellconcepts.store import layout
+
+log = logging.getLogger(__name__)
+
+MODEL_TYPE = layout.ENCODER_MODEL_TYPE
+CONFIG_FILE = layout.ENCODER_CONFIG
+SAFETENSORS_FILE = layout.ENCODER_WEIGHTS
+PYTORCH_FILE = "pytorch_model.bin"
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+# Wrapper prefixes seen in timm/MAE/OpenPhenom/Lightning checkpoints, tried in this order.
+KNOWN_PREFIXES = ("", "encoder.vit_backbone.", "vit_backbone.", "encoder.", "module.", "backbone.")
+# Keys (after prefix stripping) that belong to MAE decoders or classifier heads, not the encoder.
+DROPPED_PREFIXES = ("decoder", "mask_token", "head.", "fc_norm.")
+BLOCK_TYPES = ("standard", "parallel", "parallel_legacy")
+LN_EPS = 1e-6  # timm's ViT LayerNorm epsilon
+STANDARDIZE_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class ViTConfig:
+    """Architecture of a :class:`ViTEncoder`.
+
+    The first eleven fields are the demo/timm essentials. The rest describe timm variants:
+    ``init_values`` (LayerScale; ``None`` = none), ``block`` ("standard" pre-norm block,
+    timm's "parallel" scaling block, or "parallel_legacy", the same with timm's old bias
+    routing, see :class:`ParallelBlock`), ``final_norm``, and for channel-agnostic models whether a
+    learned ``channel_embed`` is added (OpenPhenom has none) and ``max_in_chans``, the number of
+    channels the position embedding covers (``None`` = ``in_chans``). OpenPhenom's ViT-S/16 is
+    ``openphenom_config()``.
+    """
+
+    img_size: int = 64
+    patch_size: int = 8
+    in_chans: int = 6
+    embed_dim: int = 128
+    depth: int = 6
+    num_heads: int = 4
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    qk_norm: bool = False
+    class_token: bool = True
+    channel_agnostic: bool = False
+    init_values: float | None = None
+    block: str = "standard"
+    final_norm: bool = True
+    channel_embed: bool = True
+    max_in_chans: int | None = None
+
+    def __post_init__(self) -> None:
+        positive = ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads")
+        for name in positive:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"ViTConfig.{name}: expected a positive integer, got {value!r}")
+        if self.img_size % self.patch_size:
+            raise ValueError(
+                f"ViTConfig: img_size {self.img_size} is not a multiple of "
+                f"patch_size {self.patch_size}"
+            )
+        if self.embed_dim % self.num_heads:
+            raise ValueError(
+                f"ViTConfig: embed_dim {self.embed_dim} is not divisible by "
+                f"num_heads {self.num_heads}"
+            )
+        if self.embed_dim % 4:
+            raise ValueError(
+                f"ViTConfig.embed_dim: {self.embed_dim} must be a multiple of 4 for the 2-D "
+                "sin-cos position embedding"
+            )
+        if not self.mlp_ratio > 0:
+            raise ValueError(f"ViTConfig.mlp_ratio: expected > 0, got {self.mlp_ratio!r}")
+        if self.block not in BLOCK_TYPES:
+            raise ValueError(f"ViTConfig.block: expected one of {BLOCK_TYPES}, got {self.block!r}")
+        if self.max_in_chans is not None and self.max_in_chans < self.in_chans:
+            raise ValueError(
+                f"ViTConfig.max_in_chans: {self.max_in_chans} is smaller than "
+                f"in_chans {self.in_chans}"
+            )
+
+    @property
+    def pos_channels(self) -> int:
+        """Channels the (channel-agnostic) position embedding and channel embedding cover."""
+        return self.max_in_chans if self.max_in_chans is not None else self.in_chans
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of all fields (JSON-serialisable)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ViTConfig:
+        """Build from a mapping; unknown keys are an error that names them."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"ViTConfig: unknown keys {unknown}; valid keys are {sorted(names)}")
+        return cls(**dict(d))
+
+
+def openphenom_config(**overrides: Any) -> ViTConfig:
+    """The encoder of OpenPhenom (Recursion's public CA-MAE ViT-S/16 at 256 px, 11 channels)."""
+    settings: dict[str, Any] = dict(
+        img_size=256,
+        patch_size=16,
+        in_chans=6,
+        embed_dim=384,
+        depth=12,
+        num_heads=6,
+        mlp_ratio=4.0,
+        qkv_bias=False,
+        qk_norm=True,
+        class_token=True,
+        channel_agnostic=True,
+        init_values=1e-4,
+        block="parallel_legacy",  # trained with timm 0.9.7
+        final_norm=False,
+        channel_embed=False,
+        max_in_chans=11,
+    )
+    settings.update(overrides)
+    return ViTConfig.from_dict(settings)
+
+
+# --------------------------------------------------------------------------- preprocessing
+
+
+def self_standardize(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Standardise each channel of each image to mean 0, std 1 (float32), as OpenPhenom does.
+
+    ``(x - mean_HW) / (std_HW + 1e-6)`` with the population std; makes tokens independent of a
+    plate's gain and offset. Numpy input (uint16 or float, possibly memory-mapped) becomes a CPU
+    tensor; a tensor stays on its device.
+    """
+    if isinstance(images, torch.Tensor):
+        x = images.to(torch.float32)
+    else:
+        # A copy: memory-mapped input is read-only, and torch wants writable memory.
+        x = torch.from_numpy(np.array(images, dtype=np.float32))
+    if x.ndim != 4:
+        raise ValueError(f"self_standardize: expected images (B, C, H, W), got {tuple(x.shape)}")
+    std, mean = torch.std_mean(x, dim=(2, 3), keepdim=True, correction=0)
+    return (x - mean) / (std + STANDARDIZE_EPS)
+
+
+def sincos_pos_embed_2d(embed_dim: int, grid: int, n_prefix: int, repeats: int = 1) -> torch.Tensor:
+    """Fixed 2-D sin-cos position embedding (1, n_prefix + repeats*grid*grid, D).
+
+    Per position ``[sin(h w_k), cos(h w_k), sin(w w_k), cos(w w_k)]`` with
+    ``w_k = 10000^(-k/(D/4))``, positions row-major; zeros for the prefix (CLS) token; the
+    spatial block is repeated ``repeats`` times (channel-agnostic tokens).
+    """
+    positions = torch.arange(grid, dtype=torch.float64)
+    rows, cols = torch.meshgrid(positions, positions, indexing="ij")
+    quarter = embed_dim // 4
+    omega = 1.0 / (10000.0 ** (torch.arange(quarter, dtype=torch.float64) / quarter))
+    h = torch.outer(rows.flatten(), omega)
+    w = torch.outer(cols.flatten(), omega)
+    spatial = torch.cat([h.sin(), h.cos(), w.sin(), w.cos()], dim=1).repeat(repeats, 1)
+    prefix = torch.zeros(n_prefix, embed_dim, dtype=torch.float64)
+    return torch.cat([prefix, spatial], dim=0).unsqueeze(0).to(torch.float32)
+
+
+# --------------------------------------------------------------------------- modules
+
+
+class LayerScale(nn.Module):
+    """Per-channel learned scale of a residual branch (timm name: ``gamma``)."""
+
+    def __init__(self, dim: int, init_values: float) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((dim,), float(init_values)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma
+
+
+def _layer_scale(dim: int, init_values: float | None) -> nn.Module:
+    return LayerScale(dim, init_values) if init_values is not None else nn.Identity()
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with timm names (``qkv``, ``q_norm``, ``k_norm``, ``proj``)."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool, qk_norm: bool) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.q_norm = nn.LayerNorm(self.head_dim, eps=LN_EPS) if qk_norm else nn.Identity()
+        self.k_norm = nn.LayerNorm(self.head_dim, eps=LN_EPS) if qk_norm else nn.Identity()
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        out = F.scaled_dot_product_attention(self.q_norm(q), self.k_norm(k), v)
+        return self.proj(out.transpose(1, 2).reshape(b, n, d))
+
+
+class Mlp(nn.Module):
+    """Two-layer GELU MLP (timm names ``fc1``, ``fc2``)."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: ``x + ls1(attn(norm1(x)))``, then ``x + ls2(mlp(norm2(x)))``."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        qk_norm: bool = False,
+        init_values: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=LN_EPS)
+        self.attn = Attention(dim, num_heads, qkv_bias, qk_norm)
+        self.ls1 = _layer_scale(dim, init_values)
+        self.norm2 = nn.LayerNorm(dim, eps=LN_EPS)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.ls2 = _layer_scale(dim, init_values)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.ls1(self.attn(self.norm1(x)))
+        return x + self.ls2(self.mlp(self.norm2(x)))
+
+
+class ParallelBlock(nn.Module):
+    """timm's ``ParallelScalingBlock``: attention and MLP in parallel from one input projection.
+
+    ``in_proj`` yields ``[mlp hidden, q, k, v]``; without ``qkv_bias`` the MLP half has its own
+    ``mlp_bias``; output ``x + ls(attn_out_proj(attn) + mlp_out_proj(gelu(mlp)))``. With
+    ``legacy_bias`` the bias is routed as timm did before fixing its issue #2653 (2026): the
+    vector ``[zeros(3 dim), mlp_bias]`` is added to the whole ``in_proj`` output, so parts of
+    ``mlp_bias`` land on q, k and v. Weights trained that way (OpenPhenom, timm 0.9.7) need it.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = False,
+        qk_norm: bool = False,
+        init_values: float | None = None,
+        legacy_bias: bool = False,
+    ) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.legacy_bias = legacy_bias
+        hidden = int(dim * mlp_ratio)
+        self.in_split = [hidden, dim, dim, dim]
+        self.in_norm = nn.LayerNorm(dim, eps=LN_EPS)
+        self.in_proj = nn.Linear(dim, hidden + 3 * dim, bias=qkv_bias)
+        self.mlp_bias = None if qkv_bias else nn.Parameter(torch.zeros(hidden))
+        self.q_norm = nn.LayerNorm(self.head_dim, eps=LN_EPS) if qk_norm else nn.Identity()
+        self.k_norm = nn.LayerNorm(self.head_dim, eps=LN_EPS) if qk_norm else nn.Identity()
+        self.mlp_act = nn.GELU()
+        self.attn_out_proj = nn.Linear(dim, dim)
+        self.mlp_out_proj = nn.Linear(hidden, dim)
+        self.ls = _layer_scale(dim, init_values)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        y = self.in_proj(self.in_norm(x))
+        if self.mlp_bias is not None and self.legacy_bias:
+            y = y + torch.cat([self.mlp_bias.new_zeros(3 * d), self.mlp_bias])
+        x_mlp, q, k, v = torch.split(y, self.in_split, dim=-1)
+        if self.mlp_bias is not None and not self.legacy_bias:
+            x_mlp = x_mlp + self.mlp_bias
+        q = self.q_norm(q.view(b, n, self.num_heads, self.head_dim)).transpose(1, 2)
+        k = self.k_norm(k.view(b, n, self.num_heads, self.head_dim)).transpose(1, 2)
+        v = v.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
+        attn = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, d)
+        y = self.attn_out_proj(attn) + self.mlp_out_proj(self.mlp_act(x_mlp))
+        return x + self.ls(y)
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patch projection (timm name ``proj``); one shared 1-channel projection
+    applied to every channel when channel-agnostic."""
+
+    def __init__(self, patch_size: int, in_chans: int, embed_dim: int, channel_agnostic: bool):
+        super().__init__()
+        self.channel_agnostic = channel_agnostic
+        conv_in = 1 if channel_agnostic else in_chans
+        self.proj = nn.Conv2d(conv_in, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, N, D), or (B, C*N, D) channel-major when channel-agnostic."""
+        if not self.channel_agnostic:
+            return self.proj(x).flatten(2).transpose(1, 2)
+        b, c, h, w = x.shape
+        tokens = self.proj(x.reshape(b * c, 1, h, w)).flatten(2).transpose(1, 2)
+        return tokens.reshape(b, c * tokens.shape[1], tokens.shape[2])
+
+
+class ViTEncoder(nn.Module):
+    """ViT encoder with timm parameter names; see the module docstring for layer indexing."""
+
+    def __init__(self, config: ViTConfig | Mapping[str, Any] | None = None) -> None:
+        super().__init__()
+        if config is None:
+            config = ViTConfig()
+        elif not isinstance(config, ViTConfig):
+            config = ViTConfig.from_dict(config)
+        self.config = config
+        dim = config.embed_dim
+        self.patch_embed = PatchEmbed(
+            config.patch_size, config.in_chans, dim, config.channel_agnostic
+        )
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if config.class_token else None
+        repeats = config.pos_channels if config.channel_agnostic else 1
+        pos = sincos_pos_embed_2d(dim, self.grid_size[0], self.n_prefix, repeats)
+        self.pos_embed = nn.Parameter(pos, requires_grad=False)
+        if config.channel_agnostic and config.channel_embed:
+            self.channel_embed = nn.Parameter(torch.zeros(1, config.pos_channels, 1, dim))
+        else:
+            self.channel_embed = None
+        block_args = dict(
+            dim=dim,
+            num_heads=config.num_heads,
+            mlp_ratio=config.mlp_ratio,
+            qkv_bias=config.qkv_bias,
+            qk_norm=config.qk_norm,
+            init_values=config.init_values,
+        )
+        if config.block == "standard":
+            blocks = [Block(**block_args) for _ in range(config.depth)]
+        else:
+            legacy = config.block == "parallel_legacy"
+            blocks = [ParallelBlock(**block_args, legacy_bias=legacy) for _ in range(config.depth)]
+        self.blocks = nn.ModuleList(blocks)
+        self.norm = nn.LayerNorm(dim, eps=LN_EPS) if config.final_norm else nn.Identity()
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """MAE initialisation: xavier-uniform linears and patch projection, zero biases,
+        N(0, 0.02) class token and channel embedding (uses torch's global generator)."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        weight = self.patch_embed.proj.weight
+        nn.init.xavier_uniform_(weight.data.view(weight.shape[0], -1))
+        nn.init.zeros_(self.patch_embed.proj.bias)
+        if self.cls_token is not None:
+            nn.init.normal_(self.cls_token, std=0.02)
+        if self.channel_embed is not None:
+            nn.init.normal_(self.channel_embed, std=0.02)
+
+    @property
+    def n_prefix(self) -> int:
+        """Number of prefix (CLS) tokens before the patch tokens: 1 or 0."""
+        return 1 if self.config.class_token else 0
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        """Patch grid (H / patch, W / patch)."""
+        side = self.config.img_size // self.config.patch_size
+        return side, side
+
+    @property
+    def n_patches(self) -> int:
+        """Spatial patches per image (per channel for channel-agnostic models)."""
+        return self.grid_size[0] * self.grid_size[1]
+
+    @property
+    def depth(self) -> int:
+        """Number of blocks (valid layers are 1..depth)."""
+        return len(self.blocks)
+
+    @property
+    def embed_dim(self) -> int:
+        """Token dimension D."""
+        return self.config.embed_dim
+
+    def n_tokens(self, n_channels: int | None = None) -> int:
+        """Patch tokens per image: n_patches, times the channels when channel-agnostic."""
+        if not self.config.channel_agnostic:
+            return self.n_patches
+        return self.n_patches * (n_channels or self.config.in_chans)
+
+    def check_images(self, shape: tuple[int, ...], where: str = "images") -> None:
+        """Raise ValueError unless ``shape`` is (n, C, img_size, img_size) with C usable here."""
+        cfg = self.config
+        if len(shape) != 4:
+            raise ValueError(f"{where}: expected images (n, C, H, W), got shape {tuple(shape)}")
+        _, c, h, w = shape
+        if (h, w) != (cfg.img_size, cfg.img_size):
+            raise ValueError(
+                f"{where}: images are {h}x{w} pixels but the model expects "
+                f"{cfg.img_size}x{cfg.img_size} (ViTConfig.img_size)"
+            )
+        if cfg.channel_agnostic:
+            if not 1 <= c <= cfg.pos_channels:
+                raise ValueError(
+                    f"{where}: {c} channels, but this channel-agnostic model takes 1.."
+                    f"{cfg.pos_channels} (ViTConfig.max_in_chans / in_chans)"
+                )
+        elif c != cfg.in_chans:
+            raise ValueError(
+                f"{where}: images have {c} channels but the model expects {cfg.in_chans} "
+                "(ViTConfig.in_chans)"
+            )
+
+    def patchify_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Patch embedding plus position (and channel) embedding: (B, T, D), no prefix token."""
+        self.check_images(tuple(x.shape), "ViTEncoder input")
+        tokens = self.patch_embed(x)
+        n_tokens = tokens.shape[1]
+        tokens = tokens + self.pos_embed[:, self.n_prefix : self.n_prefix + n_tokens]
+        if self.channel_embed is not None:
+            b, c = x.shape[:2]
+            per_channel = tokens.reshape(b, c, self.n_patches, -1) + self.channel_embed[:, :c]
+            tokens = per_channel.reshape(b, n_tokens, -1)
+        return tokens
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask_keep_idx: torch.Tensor | None = None,
+        *,
+        max_layer: int | None = None,
+    ) -> torch.Tensor:
+        """Encode standardised images: (B, n_prefix + T_kept, D) after the final norm.
+
+        ``mask_keep_idx`` (B, T_kept) selects the patch tokens to keep (MAE encoder). With
+        ``max_layer`` only blocks 1..max_layer run and their output is returned without the
+        final norm (saves time when only early layers are read through hooks).
+        """
+        tokens = self.patchify_tokens(x)
+        if mask_keep_idx is not None:
+            index = mask_keep_idx.unsqueeze(-1).expand(-1, -1, tokens.shape[-1])
+            tokens = torch.gather(tokens, 1, index)
+        if self.cls_token is not None:
+            cls = (self.cls_token + self.pos_embed[:, :1]).expand(tokens.shape[0], -1, -1)
+            tokens = torch.cat([cls, tokens], dim=1)
+        stop = self.depth if max_layer is None else _check_layer(max_layer, self.depth)
+        for block in self.blocks[:stop]:
+            tokens = block(tokens)
+        return self.norm(tokens) if stop == self.depth else tokens
+
+
+# --------------------------------------------------------------------------- layer hooks
+
+
+def _check_layer(layer: Any, depth: int) -> int:
+    try:
+        value = operator.index(layer)
+    except TypeError:
+        raise ValueError(
+            f"layer {layer!r} is not an integer; valid layers are 1..{depth} "
+            "(layer l = output of block l)"
+        ) from None
+    if isinstance(layer, bool) or not 1 <= value <= depth:
+        raise ValueError(
+            f"layer {layer!r} is out of range; valid layers are 1..{depth} "
+            "(layer l = output of block l)"
+        )
+    return value
+
+
+def check_layers(model: ViTEncoder, layers: Iterable[int]) -> list[int]:
+    """The requested layers as sorted distinct ints; ValueError naming the valid range."""
+    depth = len(model.blocks)
+    wanted = sorted({_check_layer(layer, depth) for layer in layers})
+    if not wanted:
+        raise ValueError(f"no layers requested; valid layers are 1..{depth}")
+    return wanted
+
+
+@contextlib.contextmanager
+def capture_layers(model: ViTEncoder, layers: Iterable[int]) -> Iterator[dict[int, torch.Tensor]]:
+    """Record block outputs during forward passes: yields {layer: (B, tokens, D)}.
+
+    The dict is refilled on every forward inside the block; hooks are removed on exit.
+    """
+    wanted = check_layers(model, layers)
+    captured: dict[int, torch.Tensor] = {}
+    handles = []
+
+    def hook_for(layer: int):
+        def hook(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
+            captured[layer] = output
+
+        return hook
+
+    try:
+        for layer in wanted:
+            handles.append(model.blocks[layer - 1].register_forward_hook(hook_for(layer)))
+        yield captured
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def save_pretrained(
+    encoder: ViTEncoder,
+    directory: PathLike,
+    extra_meta: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a Hugging Face-style directory: ``config.json`` + ``model.safetensors``.
+
+    Each file is written under a temporary name and renamed into place, the weights first, so a
+    crash never leaves a config beside weights it does not describe. ``extra_meta``
+    (JSON-serialisable) is stored in ``config.json`` next to the architecture and must not
+    reuse its keys.
+    """
+    directory = Path(directory)
+    config = {"model_type": MODEL_TYPE, **encoder.config.to_dict()}
+    extra = dict(extra_meta or {})
+    clash = sorted(set(extra) & set(config))
+    if clash:
+        raise ValueError(f"save_pretrained: extra_meta keys {clash} clash with config keys")
+    config.update(extra)
+    state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+    directory.mkdir(parents=True, exist_ok=True)
+    with atomic_path(directory / SAFETENSORS_FILE) as tmp:
+        safetensors.torch.save_file(state, tmp, metadata={"format": "pt"})
+    with atomic_path(directory / CONFIG_FILE) as tmp:
+        tmp.write_text(json.dumps(config, indent=2, default=str) + "\n")
+    log.info("saved encoder (%s) to %s", _describe(encoder.config), directory)
+    return directory
+
+
+def _describe(config: ViTConfig) -> str:
+    return (
+        f"D={config.embed_dim}, depth={config.depth}, patch={config.patch_size}, "
+        f"img={config.img_size}, channel_agnostic={config.channel_agnostic}"
+    )
+
+
+def load_encoder(
+    path: PathLike,
+    config: ViTConfig | Mapping[str, Any] | None = None,
+    *,
+    device: str | torch.device = "cpu",
+) -> ViTEncoder:
+    """Load an encoder (eval mode, on ``device``) from a saved directory or a weights file.
+
+    ``path`` is a directory with ``model.safetensors`` or ``pytorch_model.bin`` (architecture
+    from ``config.json`` unless ``config`` is given), or a single ``.safetensors``/``.pth``/
+    ``.pt``/``.bin`` file in timm layout, whose architecture ``config`` must give. State dicts
+    may be nested under "state_dict"/"model" and carry a wrapper prefix; decoder and head keys
+    are dropped; the rest must match exactly.
+    """
+    path = Path(path)
+    if path.is_dir():
+        weights = _weights_in_directory(path)
+        if config is None:
+            config = _config_from_directory(path)
+    elif path.is_file():
+        if path.suffix not in WEIGHT_SUFFIXES:
+            raise ValueError(
+                f"{path}: expected a weights file ending in {', '.join(WEIGHT_SUFFIXES)} "
+                "or a directory with config.json + model.safetensors"
+            )
+        if config is None:
+            raise ValueError(
+                f"{path}: a single weights file needs the architecture (config) to be given"
+            )
+        weights = path
+    else:
+        raise FileNotFoundError(f"encoder checkpoint not found: {path}")
+    if not isinstance(config, ViTConfig):
+        config = ViTConfig.from_dict(config)
+    state = _read_state_dict(weights)
+    encoder = ViTEncoder(config)
+    encoder.load_state_dict(_match_state_dict(state, encoder, weights), strict=True)
+    log.info("loaded encoder (%s) from %s", _describe(config), weights)
+    return encoder.to(device).eval()
+
+
+def _weights_in_directory(path: Path) -> Path:
+    for name in (SAFETENSORS_FILE, PYTORCH_FILE):
+        if (path / name).is_file():
+            return path / name
+    raise FileNotFoundError(f"{path}: no {SAFETENSORS_FILE} or {PYTORCH_FILE} in this directory")
+
+
+def _config_from_directory(path: Path) -> ViTConfig:
+    config_path = path / CONFIG_FILE
+    if not config_path.is_file():
+        raise ValueError(f"{path}: no {CONFIG_FILE}; pass the architecture (config) explicitly")
+    meta = json.loads(config_path.read_text())
+    model_type = meta.get("model_type", MODEL_TYPE)
+    if model_type != MODEL_TYPE:
+        raise ValueError(
+            f"{config_path}: model_type {model_type!r} is not {MODEL_TYPE!r}; pass the encoder "
+            "architecture (config) explicitly to load these weights"
+        )
+    names = {f.name for f in fields(ViTConfig)}
+    return ViTConfig.from_dict({k: v for k, v in meta.items() if k in names})
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors or torch file, unwrapped from "state_dict"/"model" nesting."""
+    state: Any = None
+    if path.suffix == ".safetensors":
+        try:
+            state = safetensors.torch.load_file(path, device="cpu")
+        except safetensors.SafetensorError:
+            # Some published ".safetensors" files are torch pickles (OpenPhenom's is).
+            log.info("%s is not in safetensors format; reading it with torch.load", path)
+    if state is None:
+        try:
+            # A file object, because torch.load hands paths ending in .safetensors to safetensors.
+            with open(path, "rb") as handle:
+                state = torch.load(handle, map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise ValueError(
+                f"{path}: cannot read weights safely ({type(err).__name__}: {err}). "
+                "Re-save the tensors alone, e.g. torch.save(model.state_dict(), 'weights.pth')"
+            ) from err
+    while isinstance(state, Mapping):
+        nested = [key for key in ("state_dict", "model") if isinstance(state.get(key), Mapping)]
+        if not nested:
+            break
+        state = state[nested[0]]
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{path}: expected a state dict (name -> tensor), got {type(state)}")
+    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise ValueError(f"{path}: no tensors found in the state dict")
+    return tensors
+
+
+def _match_state_dict(
+    state: Mapping[str, torch.Tensor], encoder: ViTEncoder, where: Path
+) -> dict[str, torch.Tensor]:
+    """Strip the wrapper prefix that matches most encoder keys, drop decoder/head keys, and
+    check names and shapes; raises ValueError naming the file and the bad keys."""
+    expected = encoder.state_dict()
+    candidates = list(KNOWN_PREFIXES)
+    for key in state:
+        for anchor in ("patch_embed.proj.weight", "pos_embed"):
+            if key.endswith(anchor):
+                candidates.append(key[: -len(anchor)])
+
+    def stripped(prefix: str) -> dict[str, torch.Tensor]:
+        return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+    prefix = max(candidates, key=lambda p: len(set(stripped(p)) & set(expected)))
+    matched = {k: v for k, v in stripped(prefix).items() if not k.startswith(DROPPED_PREFIXES)}
+    # Listed in model order (missing, shapes) and file order (unexpected) for readable errors.
+    missing = [k for k in expected if k not in matched]
+    unexpected = [k for k in matched if k not in expected]
+    shapes = [
+        f"{k}: file {tuple(matched[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in matched and matched[k].shape != v.shape
+    ]
+    if missing or unexpected or shapes:
+        problems = []
+        for label, items in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatches", shapes),
+        ):
+            if items:
+                more = f" ... (+{len(items) - 10} more)" if len(items) > 10 else ""
+                problems.append(f"{label} ({len(items)}): {items[:10]}{more}")
+        raise ValueError(
+            f"{where}: weights do not match the encoder architecture "
+            f"({_describe(encoder.config)}; prefix stripped: {prefix!r}); " + "; ".join(problems)
+        )
+    return matched
+
+
+def describe_encoder(encoder: ViTEncoder) -> str:
+    """One line for logs: architecture and parameter count."""
+    millions = sum(p.numel() for p in encoder.parameters()) / 1e6
+    return f"ViT {_describe(encoder.config)}, {millions:.2f}M parameters"

@@ -1,0 +1,1 @@
+"""Report-ready tables (CSV + Markdown + LaTeX) and figures (PNG + PDF)."""

@@ -1,0 +1,163 @@
+"""Figures: the one way they are saved (PNG and PDF), the paper's legend names and styles, and
+the per-dataset figures (training curves, best selectivity, probing, sparsity)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from cellconcepts.config import Variant  # noqa: E402
+from cellconcepts.files import PathLike, atomic_path  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+METHOD_LABELS = {"icfl": "ICFL", "topk": "TopK", "raw": "raw tokens"}
+FIGURE_DPI = 150
+# The per-dataset figures of rule report_dataset, by file stem under results/<dataset>/figures/.
+DATASET_FIGURES = ("training_curves", "best_selectivity", "probing_bta", "sparsity")
+
+
+def save_figure(fig: plt.Figure, png_path: PathLike, *, tight_bbox: bool = False) -> None:
+    """Write the figure as PNG (150 dpi) and as a PDF beside it (same stem), each atomically,
+    and close it. A figure without a layout engine is laid out tightly first; ``tight_bbox``
+    keeps legends placed outside the axes."""
+    png_path = Path(png_path)
+    extra = {"bbox_inches": "tight"} if tight_bbox else {}
+    try:
+        if fig.get_layout_engine() is None:
+            fig.tight_layout()
+        for path, fmt in ((png_path, "png"), (png_path.with_suffix(".pdf"), "pdf")):
+            with atomic_path(path) as tmp:
+                fig.savefig(tmp, format=fmt, dpi=FIGURE_DPI, **extra)
+    finally:
+        plt.close(fig)
+
+
+def variant_label(method: str, whitening: str) -> str:
+    """'ICFL + PCA' / 'TopK (no whitening)', the paper's legend names."""
+    suffix = " + PCA" if whitening == "pca" else " (no whitening)"
+    return METHOD_LABELS[method] + suffix
+
+
+def variant_style(method: str, whitening: str) -> dict[str, object]:
+    colour = {"icfl": "tab:blue", "topk": "tab:orange", "raw": "black"}[method]
+    return {"color": colour, "linestyle": "-" if whitening == "pca" else "--"}
+
+
+def plot_training_curves(metrics: pd.DataFrame, png_path: PathLike, *, title: str) -> None:
+    """Loss, reconstruction cosine and dead fraction against training step, per variant."""
+    panels = [
+        ("loss", "loss"),
+        ("recon_cosine", "batch reconstruction cosine"),
+        ("frac_dead", "fraction dead"),
+    ]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
+    for variant, table in metrics.groupby("variant", sort=True):
+        spec = Variant.parse(variant)
+        label = f"{variant_label(spec.method, spec.whitening)}, k={spec.sparsity}"
+        for ax, (column, _) in zip(axes, panels, strict=True):
+            ax.plot(
+                table["step"],
+                table[column],
+                label=label,
+                **variant_style(spec.method, spec.whitening),
+            )
+    for ax, (column, name) in zip(axes, panels, strict=True):
+        ax.set_xlabel("step")
+        ax.set_ylabel(name)
+        if column == "loss":
+            ax.set_yscale("log")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title)
+    save_figure(fig, png_path)
+
+
+def plot_best_selectivity(best: pd.DataFrame, png_path: PathLike, *, title: str) -> None:
+    """Paper Fig. 8: the best avg selectivity per label, sorted, one line per variant."""
+    tasks = list(dict.fromkeys(best["task"]))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.4), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for variant, table in best[best.task == task].groupby("variant", sort=True):
+            spec = Variant.parse(variant)
+            scores = np.sort(table["best_avg"].to_numpy())[::-1]
+            ax.plot(
+                np.arange(1, len(scores) + 1),
+                scores,
+                marker="." if len(scores) < 30 else None,
+                label=f"{variant_label(spec.method, spec.whitening)}, k={spec.sparsity}",
+                **variant_style(spec.method, spec.whitening),
+            )
+        ax.set_title(task)
+        ax.set_xlabel("label rank")
+        ax.set_ylabel("best avg selectivity")
+        ax.set_ylim(-0.05, 1.05)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(title)
+    save_figure(fig, png_path)
+
+
+def plot_probing(
+    headline: pd.DataFrame, tasks: Sequence[str], png_path: PathLike, *, title: str
+) -> None:
+    """Paper Fig. 4A: BTA of probes on reconstructions per task, raw tokens as reference."""
+    models = headline[headline.method != "raw"]
+    raw = headline[headline.method == "raw"].iloc[0]
+    fig, ax = plt.subplots(figsize=(1.6 + 1.8 * len(tasks), 3.6))
+    width = 0.8 / max(len(models), 1)
+    x = np.arange(len(tasks))
+    for i, (_, row) in enumerate(models.iterrows()):
+        style = variant_style(row.method, row.whitening)
+        ax.bar(
+            x + (i - (len(models) - 1) / 2) * width,
+            [row[f"bta_{t}"] for t in tasks],
+            width,
+            color=style["color"],
+            alpha=1.0 if row.whitening == "pca" else 0.5,
+            label=f"{variant_label(row.method, row.whitening)}, k={row.sparsity}",
+        )
+    for xi, task in zip(x, tasks, strict=True):
+        ax.hlines(raw[f"bta_{task}"], xi - 0.45, xi + 0.45, colors="black", label=None)
+    ax.plot([], [], color="black", label="raw tokens")
+    ax.set_xticks(x, tasks)
+    ax.set_ylabel("balanced test accuracy")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=7, loc="lower left")
+    ax.set_title(title)
+    save_figure(fig, png_path)
+
+
+def plot_sparsity(
+    headline: pd.DataFrame, tasks: Sequence[str], png_path: PathLike, *, title: str
+) -> None:
+    """Paper Fig. 4B/C: probe BTA and held-out reconstruction cosine against sparsity."""
+    models = headline[headline.method != "raw"]
+    raw = headline[headline.method == "raw"].iloc[0]
+    columns = [*[f"bta_{t}" for t in tasks], "recon_cosine"]
+    fig, axes = plt.subplots(1, len(columns), figsize=(3.6 * len(columns), 3.2), squeeze=False)
+    for ax, column in zip(axes[0], columns, strict=True):
+        for (method, whitening), table in models.groupby(["method", "whitening"]):
+            table = table.groupby("sparsity", as_index=False)[column].mean()
+            ax.plot(
+                table["sparsity"],
+                table[column],
+                marker="o",
+                label=variant_label(method, whitening),
+                **variant_style(method, whitening),
+            )
+        if column != "recon_cosine":
+            ax.axhline(raw[column], color="black", linestyle=":", label="raw tokens")
+        ax.set_xlabel("sparsity (non-zeros per token)")
+        ax.set_ylabel(
+            column.replace("bta_", "BTA ").replace("recon_cosine", "held-out recon. cosine")
+        )
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(title)
+    save_figure(fig, png_path)

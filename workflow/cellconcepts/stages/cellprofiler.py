@@ -1,0 +1,231 @@
+"""Stages of workflow/rules/cellprofiler.smk, the CellProfiler baseline: measure (scattered over
+image chunks), per-image profiles, quantile thresholding into sparse codes, their selectivity,
+the comparison with the dictionaries, and segmentation quality against the simulator's masks.
+
+`cellprofiler_measure` runs in the CellProfiler environment: this module imports only what that
+environment has at the top, the rest inside the stages.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cellconcepts.files import PathLike, atomic_path, write_frame
+from cellconcepts.store.images import open_image_store
+from cellconcepts.store.layout import ImageFiles
+
+log = logging.getLogger(__name__)
+
+
+def cellprofiler_measure(
+    *,
+    images: PathLike,
+    image_obs: PathLike,
+    cells: PathLike,
+    masks: PathLike,
+    timing: PathLike,
+    settings: Mapping[str, Any],
+    chunk: int,
+    n_chunks: int,
+    work_dir: PathLike,
+    execution: Mapping[str, Any],
+) -> None:
+    """Segment and measure one chunk of the image store with the configured backend."""
+    from cellconcepts.cellprofiler.measure import check_images, chunk_rows, measure_chunk
+
+    store = open_image_store(ImageFiles(Path(images), Path(image_obs)))
+    channels = list(settings["channels"])
+    if store.images.shape[1] != len(channels):
+        raise ValueError(
+            f"cellprofiler.channels names {len(channels)} channels but {images} has "
+            f"{store.images.shape[1]}"
+        )
+    rows = chunk_rows(len(store.obs), n_chunks, chunk)
+    ids = store.obs["image_id"].astype(str).to_numpy()[rows]
+    check_images(store.images, rows, ids, images)
+    result = measure_chunk(
+        store.images, ids, rows, settings, executable=execution["executable"], work_dir=work_dir
+    )
+    with atomic_path(masks) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, result.masks)
+    with atomic_path(timing) as tmp:
+        tmp.write_text(
+            json.dumps(
+                {"backend": result.backend, "n_images": len(rows), "seconds": result.seconds}
+            )
+        )
+    write_frame(result.cells, cells)
+
+
+def cellprofiler_profiles(
+    *,
+    image_obs: PathLike,
+    cells: Sequence[PathLike],
+    timing: Sequence[PathLike],
+    profiles: PathLike,
+    summary: PathLike,
+    aggregate: str,
+) -> None:
+    """Per-image profiles (mean or median over cells) in image-store order, and a summary of
+    the measurement (backend, cells, seconds per image, features kept and dropped)."""
+    from cellconcepts.cellprofiler import schema
+    from cellconcepts.cellprofiler.profiles import image_profiles, measurement_summary
+
+    image_ids = pd.read_parquet(image_obs)["image_id"].astype(str).tolist()
+    per_cell = pd.concat([pd.read_parquet(p) for p in cells], ignore_index=True)
+    per_cell["image_id"] = per_cell["image_id"].astype(str)
+    feature_columns = [c for c in per_cell.columns if c not in schema.META_COLUMNS]
+    table, report = image_profiles(
+        per_cell, image_ids, how=aggregate, feature_columns=feature_columns
+    )
+    timings = [json.loads(Path(p).read_text()) for p in timing]
+    row = measurement_summary(timings, len(per_cell), aggregate, report, table.shape[1] - 1)
+    log.info("profiles: %s", row)
+    write_frame(pd.DataFrame([row]), summary)
+    write_frame(table, profiles)
+
+
+def cellprofiler_threshold(
+    *,
+    obs: PathLike,
+    profiles: PathLike,
+    codes: PathLike,
+    thresholds: PathLike,
+    sweep: PathLike,
+    reference: str,
+    target_active: float,
+    sweep_targets: Sequence[float],
+    task: Mapping[str, Any],
+) -> None:
+    """Codes at the target mean active count (alpha by bisection), and the sweep over targets
+    with the mean best avg selectivity on the comparison task."""
+    import scipy.sparse as sp
+
+    from cellconcepts.cellprofiler import thresholds as qt
+    from cellconcepts.cellprofiler.profiles import aligned_profiles
+    from cellconcepts.evaluate.labels import task_labels
+
+    table = pd.read_parquet(obs)
+    matrix, names = aligned_profiles(pd.read_parquet(profiles), table, str(profiles))
+    ref = qt.reference_rows(table, reference)
+    alpha = qt.nearest_alpha(matrix, ref, target_active)
+    lower, upper = qt.quantile_bounds(matrix, ref, alpha)
+    active = qt.activation(matrix, lower, upper)
+    mean_active = active.nnz / active.shape[0]
+    log.info(
+        "alpha %.4g gives %.2f active features per image (target %g) of %d",
+        alpha,
+        mean_active,
+        target_active,
+        len(names),
+    )
+    with atomic_path(codes) as tmp, open(tmp, "wb") as handle:
+        sp.save_npz(handle, active.tocsr())
+    bounds = pd.DataFrame({"feature": names, "lower": lower, "upper": upper})
+    write_frame(
+        bounds.assign(alpha=alpha, target=target_active, mean_active=mean_active), thresholds
+    )
+    points = set(sweep_targets) | {target_active}
+    write_frame(qt.selectivity_sweep(matrix, ref, points, task_labels(table, task)), sweep)
+
+
+def cellprofiler_selectivity(
+    *,
+    obs: PathLike,
+    codes: PathLike,
+    counts: PathLike,
+    best: PathLike,
+    tasks: Sequence[Mapping[str, Any]],
+    thresholds: Sequence[float],
+) -> None:
+    """Selectivity of the thresholded CellProfiler features, as for a dictionary's codes."""
+    from cellconcepts.stages.evaluate import selectivity
+
+    selectivity(obs=obs, codes=codes, counts=counts, best=best, tasks=tasks, thresholds=thresholds)
+
+
+def cellprofiler_comparison(
+    *,
+    cp_best: PathLike,
+    sweep: PathLike,
+    best: Sequence[PathLike],
+    codes: Sequence[PathLike],
+    per_label: Sequence[PathLike],
+    correlation: Sequence[PathLike],
+    sparsity: Sequence[PathLike],
+    figure: Sequence[PathLike],
+    variants: Sequence[str],
+    task: str,
+) -> None:
+    """Paper Fig. 2: per-label best avg selectivity of CellProfiler and every dictionary, their
+    Pearson r with a 95% CI, and selectivity against sparsity."""
+    import scipy.sparse as sp
+
+    from cellconcepts.cellprofiler import comparison as cmp
+    from cellconcepts.report.tables import write_table
+
+    tables = {cmp.CP: pd.read_csv(cp_best)}
+    tables.update({v: pd.read_csv(p) for v, p in zip(variants, best, strict=True)})
+    labels = cmp.per_label_table(tables, task)
+    correlations = cmp.correlation_table(labels)
+    cp_sweep = pd.read_csv(sweep)
+    matrices = {v: sp.load_npz(p) for v, p in zip(variants, codes, strict=True)}
+    points = cmp.dictionary_sparsity_points(matrices, labels)
+    curve = pd.concat([cp_sweep[["method", "mean_active", "mean_best_avg"]], points])
+    for row in correlations.itertuples():
+        log.info(
+            "%s: Pearson r %.3f [%.3f, %.3f] over %d labels",
+            row.variant,
+            row.pearson_r,
+            row.ci_low,
+            row.ci_high,
+            row.n_labels,
+        )
+    write_table(labels, per_label[0], caption=f"Best avg selectivity per {task} label")
+    write_table(
+        correlations,
+        correlation[0],
+        caption=f"Pearson r of per-{task} best avg selectivity, CellProfiler vs dictionaries",
+    )
+    write_table(curve, sparsity[0], caption="Mean best avg selectivity against mean active count")
+    cmp.plot_comparison(
+        labels,
+        correlations,
+        cp_sweep,
+        points,
+        figure[0],
+        title=f"CellProfiler vs dictionary features ({task} task)",
+    )
+
+
+def cellprofiler_segmentation(
+    *,
+    images: PathLike,
+    image_obs: PathLike,
+    true_masks: PathLike,
+    masks: Sequence[PathLike],
+    per_image: PathLike,
+    summary: PathLike,
+    iou_threshold: float,
+) -> None:
+    """Object F1 and mean IoU of the baseline's cells against the simulator's masks."""
+    from cellconcepts.cellprofiler.segmentation import segmentation_quality
+
+    store = open_image_store(ImageFiles(Path(images), Path(image_obs), masks=Path(true_masks)))
+    predicted = np.concatenate([np.load(p) for p in masks])
+    table, result = segmentation_quality(
+        predicted,
+        np.asarray(store.masks),
+        store.obs["image_id"].astype(str).tolist(),
+        iou_threshold=iou_threshold,
+    )
+    log.info("segmentation: %s", result)
+    write_frame(table, per_image)
+    write_frame(pd.DataFrame([{"iou_threshold": iou_threshold, **result}]), summary)

@@ -1,0 +1,287 @@
+"""Stages of workflow/rules/enrich.smk, GO enrichment of feature-associated genes: per model,
+feature -> genes -> terms, checked against gseapy; per dataset, the terms of the features most
+selective for each label (and, for simulated screens, whether the planted GO term comes out on
+top)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from cellconcepts.config import EXPRESSION
+from cellconcepts.enrich import genesets, statistics
+from cellconcepts.enrich.annotation import annotate_features, selective_labels
+from cellconcepts.enrich.gene_lists import feature_gene_lists
+from cellconcepts.enrich.gseapy_check import gseapy_check
+from cellconcepts.files import PathLike, write_frame
+from cellconcepts.report.tables import write_table
+
+log = logging.getLogger(__name__)
+
+
+def _codes_for(codes: PathLike, obs: pd.DataFrame, where: PathLike) -> sp.csr_matrix:
+    matrix = sp.load_npz(codes).tocsr()
+    if matrix.shape[0] != len(obs):
+        raise ValueError(
+            f"{codes}: {matrix.shape[0]} rows, the token store ({where}) has {len(obs)}"
+        )
+    return matrix
+
+
+def enrich_model(
+    *,
+    obs: PathLike,
+    codes: PathLike,
+    enrichment: PathLike,
+    enrichment_csv: PathLike,
+    genes: PathLike,
+    annotation: PathLike,
+    check: PathLike,
+    summary: PathLike,
+    dotplot: Sequence[PathLike],
+    mode: str,
+    tasks: Sequence[Mapping[str, Any]],
+    control: str | Mapping[str, Any] | None,
+    source: str | None,
+    settings: Mapping[str, Any],
+    variant: str,
+    gene_sets: PathLike | None = None,
+    expression: PathLike | None = None,
+) -> None:
+    """Feature -> genes -> GO terms for one model; tables, the gseapy check and the dot plot.
+
+    ``mode``: "expression" (scRNA: differential expression of the cells of ``source``, the
+    user's .h5ad given as ``expression``, or the data shipped in scanpy) or "screen" (the
+    perturbed genes a feature is selective for). ``gene_sets``: the GMT the rule declares (a
+    user file, or a downloaded Enrichr library); absent, the offline default GO BP 2023 from
+    pyenrichr is read."""
+    table = pd.read_parquet(obs)
+    matrix = _codes_for(codes, table, obs)
+    background = "genes measured" if mode == EXPRESSION else "genes screened"
+    started = time.perf_counter()
+    lists = feature_gene_lists(
+        mode, matrix, table, settings, control=control, expression_source=source
+    )
+    listed = time.perf_counter()
+    library = genesets.read_gmt(gene_sets or genesets.go_bp_2023_path())
+    terms = genesets.term_matrix(
+        library,
+        lists.genes,
+        min_size=settings["min_term_size"],
+        max_size=settings["max_term_size"],
+        where=f"{variant} background ({background})",
+    )
+    result = statistics.enrich_lists(lists.lists, terms)
+    enriched = time.perf_counter()
+    result = result.join(lists.index, on="list")
+    result = result[["feature", "direction", *statistics.ENRICHMENT_COLUMNS]]
+    log.info(
+        "%d features x %d terms: gene lists %.2f s, enrichment %.2f s",
+        matrix.shape[1],
+        terms.n_terms,
+        listed - started,
+        enriched - listed,
+    )
+    labels = selective_labels(matrix, table, tasks, settings["label_min_selectivity"])
+    features = annotate_features(lists, result, labels, settings["fdr"])
+    checked = gseapy_check(lists, terms, result, settings["check_lists"])
+    row = {
+        "variant": variant,
+        "mode": mode,
+        "n_features": matrix.shape[1],
+        "n_gene_lists": lists.lists.shape[0],
+        **_background_summary(terms),
+        "features_with_significant_term": int((features["n_significant_terms"] > 0).sum()),
+        "gene_list_seconds": listed - started,
+        "enrichment_seconds": enriched - listed,
+    }
+    write_frame(result, enrichment)
+    write_frame(result, enrichment_csv)
+    write_frame(lists.genes_table, genes)
+    write_frame(features, annotation)
+    write_frame(checked, check)
+    write_frame(pd.DataFrame([row]), summary)
+    _plot_top_features(result, features, settings, dotplot[0], variant)
+
+
+def _background_summary(terms: genesets.TermMatrix) -> dict[str, int]:
+    """The background and the terms tested in it, for the per-model summary."""
+    return {
+        "background_genes": terms.genes.size,
+        "background_genes_in_no_term": terms.n_unmatched,
+        "library_terms": terms.n_library_terms,
+        "terms_tested": terms.n_terms,
+    }
+
+
+def _plot_top_features(
+    result: pd.DataFrame,
+    features: pd.DataFrame,
+    settings: Mapping[str, Any],
+    png: PathLike,
+    variant: str,
+) -> None:
+    """Dot plot of the top terms of the features with the most significant best term."""
+    from cellconcepts.enrich.figures import plot_dotplot
+
+    figures = settings["figures"]
+    top = features[features["best_fdr"] < settings["fdr"]].nsmallest(
+        figures["dotplot_features"], "best_fdr"
+    )["feature"]
+    plot_dotplot(
+        result,
+        list(top),
+        png,
+        n_terms=figures["dotplot_terms"],
+        fdr=settings["fdr"],
+        title=f"{variant}: top GO terms of the most enriched features",
+    )
+
+
+def token_umap(*, tokens: PathLike, obs: PathLike, umap: PathLike, seed: int = 0) -> None:
+    """UMAP coordinates of every token (for the enrichment figures); the kNN graph needs every
+    token at once, so the store is read whole."""
+    from pathlib import Path
+
+    from cellconcepts.enrich.figures import umap_coordinates
+    from cellconcepts.store.layout import TokenFiles
+    from cellconcepts.store.tokens import TokenStore, iter_batches
+
+    store = TokenStore.open(TokenFiles(Path(tokens), Path(obs)))
+    values = np.concatenate([batch for _, batch in iter_batches(store.tokens, 8192)])
+    coordinates = umap_coordinates(values, seed=seed)
+    table = pd.DataFrame(
+        {
+            "token_id": store.obs["token_id"].to_numpy(),
+            "umap1": coordinates[:, 0],
+            "umap2": coordinates[:, 1],
+        }
+    )
+    write_frame(table, umap)
+
+
+def enrichment_umap(
+    *,
+    obs: PathLike,
+    codes: PathLike,
+    annotation: PathLike,
+    umap: PathLike,
+    figure: Sequence[PathLike],
+    task: Mapping[str, Any],
+    labels: Sequence[str] | None,
+    n_features: int,
+    variant: str,
+) -> None:
+    """UMAP panels: the labels of ``task``, then the feature most selective for each of
+    ``labels`` (all labels when None; at most ``n_features``), titled with its best term."""
+    from cellconcepts.enrich.figures import plot_umap
+    from cellconcepts.evaluate.labels import task_labels
+    from cellconcepts.evaluate.selectivity import selectivity
+
+    table = pd.read_parquet(obs)
+    matrix = _codes_for(codes, table, obs)
+    features = pd.read_csv(annotation).set_index("feature")
+    values = task_labels(table, task)
+    sel = selectivity(matrix, values)
+    wanted = labels or list(sel.labels)
+    missing = sorted(set(wanted) - set(sel.labels))
+    if missing:
+        raise ValueError(f"enrich.labels: {missing} are not labels of task {task['name']!r}")
+    panels = []
+    for label in wanted[:n_features]:
+        i = list(sel.labels).index(label)
+        f = int(np.argmax(sel.avg[i]))
+        best = features.loc[f]
+        if pd.isna(best["best_term"]):
+            term = f"no gene list ({best['status']})"
+        else:
+            term = f"{best['best_term']} ({best['best_direction']}, FDR {best['best_fdr']:.2g})"
+        caption = f"feature {f} (most selective for {label}, avg {sel.avg[i, f]:.2f}): {term}"
+        panels.append((f, caption))
+    coordinates = pd.read_parquet(umap)
+    if not np.array_equal(coordinates["token_id"].to_numpy(), table["token_id"].to_numpy()):
+        raise ValueError(f"{umap}: token ids differ from the token store's ({obs})")
+    plot_umap(
+        coordinates[["umap1", "umap2"]].to_numpy(),
+        matrix,
+        panels,
+        values.fillna("(no label)").rename(task["name"]),
+        figure[0],
+        title=f"{variant}: UMAP of the cells, coloured by feature activation",
+    )
+
+
+def download_gene_sets(*, gmt: PathLike, library: str) -> None:
+    """An Enrichr library, downloaded once per run into the results as a GMT (a declared
+    input of every enrichment job, so all models see the same version)."""
+    gene_sets = genesets.download_enrichr_library(library)
+    genesets.write_gmt(gene_sets, gmt)
+    log.info(
+        "Enrichr library %s: %d terms, downloaded %s",
+        library,
+        len(gene_sets),
+        time.strftime("%Y-%m-%d %H:%M:%S"),
+    )
+
+
+def _per_variant(
+    variants: Sequence[str], best_selectivity: Sequence[PathLike], enrichment: Sequence[PathLike]
+) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
+    best = {v: pd.read_csv(p) for v, p in zip(variants, best_selectivity, strict=True)}
+    terms = {v: pd.read_parquet(p) for v, p in zip(variants, enrichment, strict=True)}
+    return best, terms
+
+
+def enrichment_labels(
+    *,
+    best_selectivity: Sequence[PathLike],
+    enrichment: Sequence[PathLike],
+    table: Sequence[PathLike],
+    variants: Sequence[str],
+    label_task: str,
+    labels: Sequence[str] | None,
+    top_terms: int,
+) -> None:
+    """Per model and label of ``label_task``: the feature most selective for the label and
+    its top terms."""
+    from cellconcepts.enrich.recovery import label_terms
+
+    best, terms = _per_variant(variants, best_selectivity, enrichment)
+    write_table(
+        label_terms(best, terms, label_task, labels, top_terms),
+        table[0],
+        caption=f"Top GO terms of the feature most selective for each label of {label_task}",
+    )
+
+
+def go_recovery(
+    *,
+    best_selectivity: Sequence[PathLike],
+    enrichment: Sequence[PathLike],
+    groups: PathLike,
+    table: Sequence[PathLike],
+    summary: Sequence[PathLike],
+    variants: Sequence[str],
+    group_task: str,
+    fdr: float,
+) -> None:
+    """Simulated screens: is each planted GO term the top term of the feature most selective
+    for its group (`enrich.recovery.go_recovery`)?"""
+    from cellconcepts.enrich.recovery import go_recovery as recovery
+    from cellconcepts.store.images import read_groups
+
+    best, terms = _per_variant(variants, best_selectivity, enrichment)
+    per_group, per_model = recovery(best, terms, read_groups(groups), group_task, fdr)
+    write_table(
+        per_group,
+        table[0],
+        caption=f"Planted GO terms vs the top term of the feature most selective for each group "
+        f"(FDR < {fdr})",
+    )
+    write_table(per_model, summary[0], caption="Fraction of planted GO terms recovered")

@@ -1,0 +1,124 @@
+"""Stages of workflow/rules/report.smk: each dataset's headline table, per-metric tables (CSV +
+Markdown + LaTeX) and figures (PNG + PDF), gathered from the per-model outputs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from cellconcepts.files import PathLike
+from cellconcepts.report.tables import (
+    VARIANT_COLUMNS,
+    collect,
+    headline_table,
+    reconstruction_summary,
+    write_table,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _by_stem(paths: Sequence[PathLike], suffix: str) -> dict[str, Path]:
+    """Declared output files of one suffix, by file stem."""
+    return {Path(p).stem: Path(p) for p in paths if Path(p).suffix == suffix}
+
+
+def report_dataset(
+    *,
+    raw_probing: PathLike,
+    metrics: Sequence[PathLike],
+    dead: Sequence[PathLike],
+    cosine: Sequence[PathLike],
+    selectivity_counts: Sequence[PathLike],
+    best_selectivity: Sequence[PathLike],
+    probing: Sequence[PathLike],
+    headline: Sequence[PathLike],
+    tables: Sequence[PathLike],
+    figures: Sequence[PathLike],
+    dataset: str,
+    variants: Sequence[str],
+    tasks: Sequence[str],
+    atom_recovery: Sequence[PathLike] | None = None,
+) -> None:
+    """Every table and figure of one dataset from the per-model outputs: the headline table
+    (one row per model and a 'raw' row), `report.tables.DATASET_TABLES` and
+    `report.figures.DATASET_FIGURES`."""
+    from cellconcepts.report import figures as plots
+
+    def by_variant(paths: Sequence[PathLike]) -> dict[str, PathLike]:
+        return dict(zip(variants, paths, strict=True))
+
+    table_paths, figure_paths = _by_stem(tables, ".csv"), _by_stem(figures, ".png")
+    reconstruction = {v: reconstruction_summary(p) for v, p in by_variant(cosine).items()}
+    top = headline_table(
+        dead=by_variant(dead),
+        reconstruction=reconstruction,
+        selectivity_counts=by_variant(selectivity_counts),
+        probing=by_variant(probing),
+        raw_probing=raw_probing,
+        atom_recovery=by_variant(atom_recovery) if atom_recovery else None,
+    )
+    write_table(top, headline[0], caption=f"{dataset}: model variants at a glance")
+
+    dead_table = top.loc[top.method != "raw", [*VARIANT_COLUMNS, "n_features", "dead_features"]]
+    write_table(dead_table, table_paths["dead_features"], caption=f"{dataset}: dead features")
+    counts = collect(by_variant(selectivity_counts))
+    write_table(counts, table_paths["selectivity_counts"], caption=f"{dataset}: selective features")
+    best = collect(by_variant(best_selectivity))
+    write_table(
+        best, table_paths["best_selectivity"], caption=f"{dataset}: best selectivity per label"
+    )
+    probes = pd.concat(
+        [
+            collect(by_variant(probing)),
+            pd.read_csv(raw_probing).assign(variant="raw", method="raw"),
+        ],
+        ignore_index=True,
+    )
+    write_table(probes, table_paths["probing"], caption=f"{dataset}: linear probing BTA")
+    recon = pd.DataFrame([{"variant": v, **r} for v, r in reconstruction.items()])
+    write_table(recon, table_paths["reconstruction"], caption=f"{dataset}: held-out reconstruction")
+
+    plots.plot_training_curves(
+        collect(by_variant(metrics)), figure_paths["training_curves"], title=dataset
+    )
+    plots.plot_best_selectivity(best, figure_paths["best_selectivity"], title=dataset)
+    plots.plot_probing(top, tasks, figure_paths["probing_bta"], title=dataset)
+    plots.plot_sparsity(top, tasks, figure_paths["sparsity"], title=dataset)
+
+
+def atom_recovery_table(
+    *,
+    recovery: Sequence[PathLike],
+    table: Sequence[PathLike],
+    dataset: str,
+    variants: Sequence[str],
+) -> None:
+    """Every model's atom recovery in one table (synthetic data)."""
+    write_table(
+        collect(dict(zip(variants, recovery, strict=True))),
+        table[0],
+        caption=f"{dataset}: atom recovery",
+    )
+
+
+def label_selectivity(
+    *,
+    best_selectivity: Sequence[PathLike],
+    table: Sequence[PathLike],
+    variants: Sequence[str],
+    task: str,
+    exclude: Sequence[str],
+) -> None:
+    """Best avg selectivity per label of ``task`` and model, with the fraction of labels at
+    or above 0.5 per model."""
+    from cellconcepts.report.tables import label_selectivity as per_label
+
+    best = {v: pd.read_csv(p) for v, p in zip(variants, best_selectivity, strict=True)}
+    result, fraction = per_label(best, task, exclude)
+    write_table(result, table[0], caption=f"best avg selectivity per {task} label")
+    for variant, value in fraction.items():
+        log.info("%s: %.0f%% of %s labels at >= %g", variant, 100 * value, task, 0.5)

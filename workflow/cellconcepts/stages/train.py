@@ -1,0 +1,160 @@
+"""Stage of workflow/rules/train.smk: one dictionary (ICFL or TopK) per variant, resumably."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cellconcepts.config import Variant
+from cellconcepts.files import PathLike, atomic_path
+from cellconcepts.store.layout import TokenFiles
+from cellconcepts.store.tokens import TokenStore
+
+log = logging.getLogger(__name__)
+
+
+def checkpoint_signature(
+    variant: str,
+    settings: Mapping[str, Any],
+    input_dim: int,
+    whitening: PathLike,
+    store: TokenFiles,
+) -> str:
+    """Short hash of everything that determines a training run: its checkpoints live in a
+    folder of this name, so a rerun with other settings, whitening or tokens starts afresh and
+    an identical rerun (or one killed midway) resumes."""
+    tokens = Path(store.tokens)
+    payload = {
+        "variant": variant,
+        "settings": dict(settings),
+        "input_dim": input_dim,
+        "whitening": hashlib.sha1(Path(whitening).read_bytes()).hexdigest(),
+        "obs": hashlib.sha1(Path(store.obs).read_bytes()).hexdigest(),
+        "tokens": [tokens.stat().st_size, tokens.stat().st_mtime_ns],
+    }
+    encoded = json.dumps(payload, sort_keys=True, default=str).encode()
+    return hashlib.sha1(encoded).hexdigest()[:16]
+
+
+def _dictionary(spec: Variant, settings: Mapping[str, Any], input_dim: int) -> Any:
+    """An untrained ICFL or TopK model of this variant, with the method's own settings."""
+    from cellconcepts.dictionary.models import build_model
+
+    own = settings[spec.method]
+    dictionary = build_model(
+        spec.method,
+        input_dim,
+        settings["n_features"],
+        spec.sparsity,
+        atoms_per_iteration=own.get("atoms_per_iteration", 5),
+        aux_k=own.get("aux_k"),
+        seed=spec.seed,
+    )
+    if spec.method == "icfl":
+        dictionary.learn_b_pre = own["learn_b_pre"]
+    else:
+        dictionary.aux_coef = own["aux_coef"]
+    return dictionary
+
+
+def _train_config(
+    spec: Variant,
+    settings: Mapping[str, Any],
+    execution: Mapping[str, Any],
+    threads: int | None,
+) -> Any:
+    """The training loop's settings: the optimisation of ``settings``, ICFL's re-drawing of
+    correlated columns, and how the job runs (``execution``)."""
+    from cellconcepts.dictionary.training import TrainConfig
+
+    own = settings[spec.method]
+    resample = {k: own[k] for k in ("resample_every", "resample_threshold") if k in own}
+    return TrainConfig(
+        **settings["train"],
+        **resample,
+        seed=spec.seed,
+        device=execution["device"],
+        log_every=execution["log_every"],
+        checkpoint_every=execution["checkpoint_every"],
+        num_threads=threads,
+    )
+
+
+def train_dictionary(
+    *,
+    tokens: PathLike,
+    obs: PathLike,
+    whitening: PathLike,
+    model: PathLike,
+    metrics: PathLike,
+    dead: PathLike,
+    variant: str,
+    settings: Mapping[str, Any],
+    checkpoint_dir: PathLike,
+    threads: int | None = None,
+    execution: Mapping[str, Any],
+) -> None:
+    """Train one dictionary on the store's train split (``settings``: `config.training_settings`).
+
+    Snakemake deletes declared outputs before a job runs, so the checkpoints and the training
+    curve live under ``checkpoint_dir/<signature>/`` and the curve is copied to ``metrics`` at
+    the end.
+    """
+    from cellconcepts.dictionary.models import save_model
+    from cellconcepts.dictionary.training import train_dictionary as train
+    from cellconcepts.dictionary.whitening import Whitening
+
+    spec = Variant.parse(variant)
+    files = TokenFiles(Path(tokens), Path(obs))
+    store = TokenStore.open(files)
+    transform = Whitening.load(whitening)
+    train_rows = np.flatnonzero(store.obs["split"].to_numpy() == "train")
+    if not train_rows.size:
+        raise ValueError(f"{obs}: no rows with split == 'train' to train the dictionary on")
+    own = settings[spec.method]
+    dictionary = _dictionary(spec, settings, transform.output_dim)
+    config = _train_config(spec, settings, execution, threads)
+    run_dir = Path(checkpoint_dir) / checkpoint_signature(
+        variant, settings, transform.output_dim, whitening, files
+    )
+    result = train(
+        dictionary,
+        store.tokens,
+        train_rows,
+        transform.transform,
+        config,
+        checkpoint_dir=run_dir,
+        metrics_path=run_dir / "metrics.csv",
+    )
+    with atomic_path(metrics) as tmp:
+        shutil.copyfile(run_dir / "metrics.csv", tmp)
+    meta = {
+        "variant": variant,
+        "method": spec.method,
+        "whitening": spec.whitening,
+        "sparsity": spec.sparsity,
+        "seed": spec.seed,
+        "n_features": settings["n_features"],
+        **{k: own[k] for k in ("atoms_per_iteration", "aux_k") if k in own},
+        "input_dim": transform.output_dim,
+        "steps": result.steps_done,
+    }
+    save_model(dictionary, model, meta)
+    table = pd.DataFrame({"feature": np.arange(len(result.dead_mask)), "dead": result.dead_mask})
+    with atomic_path(dead) as tmp:
+        table.to_csv(tmp, index=False)
+    log.info(
+        "%s: %d of %d features dead over the last %d steps",
+        variant,
+        int(result.dead_mask.sum()),
+        len(result.dead_mask),
+        config.dead_window,
+    )

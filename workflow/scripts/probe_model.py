@@ -1,0 +1,4 @@
+from cellconcepts.stages import run
+from cellconcepts.stages.evaluate import probe_model
+
+run(probe_model, snakemake)
