@@ -203,3 +203,27 @@ def test_user_images_without_the_gene_column_fail_at_config_time(demo_config, tm
         check_config(config, tmp_path, SCHEMA)
     config["datasets"]["cellpainting"]["enrich"]["enabled"] = False
     check_config(config, tmp_path, SCHEMA)
+
+
+def test_a_checkpoint_must_say_how_its_images_are_normalised(tmp_path):
+    """OpenPhenom-style weights given without input_norm would silently get the demo's
+    standardisation: refused, naming the key. The example config says instance_norm."""
+    from cellconcepts.microscopy.vit import ViTConfig, ViTEncoder, save_pretrained
+
+    config = _validated(yaml.safe_load((REPO / "config" / "openphenom_rxrx3.yaml").read_text()))
+    store = tmp_path / "data" / "rxrx3_core_store"
+    store.mkdir(parents=True)
+    (store / "images.npy").touch()
+    (store / "obs.parquet").touch()
+    (tmp_path / "models" / "OpenPhenom").mkdir(parents=True)
+    check_config(config, tmp_path, SCHEMA)
+    section = config["datasets"]["rxrx3"]["microscopy"]["model"]
+    section["architecture"]["input_norm"] = None
+    with pytest.raises(ConfigError, match=r"microscopy\.model\.architecture\.input_norm"):
+        check_config(config, tmp_path, SCHEMA)
+    # A directory this workflow saved carries its own normalisation.
+    save_pretrained(
+        ViTEncoder(ViTConfig(img_size=16, embed_dim=8, depth=1, num_heads=2)), tmp_path / "mine"
+    )
+    section["checkpoint"] = "mine"
+    check_config(config, tmp_path, SCHEMA)

@@ -370,3 +370,33 @@ def test_openphenom_config_has_the_published_layout():
         "blocks.0.mlp_out_proj.bias": (384,),
         "blocks.0.ls.gamma": (384,),
     }
+
+
+@pytest.mark.parametrize(
+    ("dtype", "scale"), [(np.uint8, 255.0), (np.uint16, 65535.0), (np.float32, 1.0)]
+)
+def test_instance_normalize_is_openphenoms_input_norm(dtype, scale):
+    """pixels / full scale, then torch's InstanceNorm2d (biased variance, eps 1e-5)."""
+    rng = np.random.default_rng(0)
+    raw = rng.integers(0, 200, size=(2, 3, 8, 8)).astype(dtype)
+    raw[0, 1] = 1 + (rng.random((8, 8)) < 0.3)  # a near-blank channel: values 1 and 2
+    expected = torch.nn.InstanceNorm2d(3, affine=False, track_running_stats=False)(
+        torch.from_numpy(raw.astype(np.float32) / scale)
+    )
+    torch.testing.assert_close(vit.instance_normalize(raw), expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(vit.normalize_images(raw, "instance_norm"), expected)
+    if dtype is np.uint8:
+        # A near-blank 8-bit channel (std 0.45 grey levels) stays well below unit variance,
+        # where the demo's standardisation blows its noise up to 1.
+        assert float(vit.instance_normalize(raw)[0, 1].std()) < 0.6
+        assert float(vit.self_standardize(raw)[0, 1].std()) > 0.99
+
+
+def test_input_norm_is_part_of_the_architecture():
+    assert vit.ViTConfig().input_norm == "standardize"
+    assert vit.openphenom_config().input_norm == "instance_norm"
+    assert vit.ViTConfig.from_dict({"input_norm": None}).input_norm == "standardize"
+    with pytest.raises(ValueError, match="input_norm"):
+        vit.ViTConfig(input_norm="zscore")
+    with pytest.raises(ValueError, match="int32"):
+        vit.instance_normalize(np.zeros((1, 1, 4, 4), dtype=np.int32))

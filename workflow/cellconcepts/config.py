@@ -8,6 +8,7 @@ The Snakefile validates the config against `workflow/schemas/config.schema.yaml`
 from __future__ import annotations
 
 import copy
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -243,6 +244,16 @@ def _check_microscopy(
     checkpoint = section["model"]["checkpoint"]
     if checkpoint is not None and not (base_dir / checkpoint).exists():
         raise ConfigError(f"{key}.model.checkpoint: {checkpoint!r} does not exist")
+    if (
+        checkpoint is not None
+        and section["model"]["architecture"].get("input_norm") is None
+        and not _saved_by_this_workflow(base_dir / checkpoint)
+    ):
+        raise ConfigError(
+            f"{key}.model.architecture.input_norm: say how {checkpoint!r} was trained to see its "
+            "images: 'instance_norm' (OpenPhenom: pixels / 255, then InstanceNorm2d) or "
+            "'standardize' (per-image standardisation); the wrong one changes every embedding"
+        )
     for task_key, task in (
         ("layer_task", section["layer_task"]),
         ("heatmaps.task", section["heatmaps"]["task"]),
@@ -267,6 +278,18 @@ def _check_microscopy(
                 )
         if cp["backend"] != "cp_measure" and resolve_shipped(cp["pipeline"], base_dir) is None:
             raise ConfigError(f"{key}.cellprofiler.pipeline: {cp['pipeline']!r} does not exist")
+
+
+def _saved_by_this_workflow(checkpoint: Path) -> bool:
+    """A directory written by `microscopy.vit.save_pretrained` (its config names the input
+    normalisation)."""
+    config = checkpoint / layout.ENCODER_CONFIG
+    if not (checkpoint.is_dir() and config.is_file()):
+        return False
+    try:
+        return json.loads(config.read_text()).get("model_type") == layout.ENCODER_MODEL_TYPE
+    except (OSError, ValueError):
+        return False
 
 
 def _check_enrichment(

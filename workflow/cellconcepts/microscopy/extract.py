@@ -2,7 +2,8 @@
 
 A crop token is the mean of the patch tokens at a layer (the CLS token excluded), as in
 Donhauser et al. 2024; for channel-agnostic encoders the mean runs over all (channel, patch)
-tokens. Images are self-standardised batch by batch, so arrays larger than memory work. The
+tokens. Images are normalised as the encoder expects (`ViTConfig.input_norm`) batch by batch,
+so arrays larger than memory work. The
 encoder is moved to ``device`` and put in eval mode.
 """
 
@@ -27,7 +28,6 @@ from cellconcepts.microscopy.vit import (
     capture_layers,
     check_layers,
     load_encoder,
-    self_standardize,
 )
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def _patch_tokens_by_batch(
     with torch.inference_mode(), capture_layers(encoder, layers) as captured:
         for start in tqdm(range(0, n, batch_size), desc=desc, disable=not progress, leave=False):
             stop = min(start + batch_size, n)
-            x = self_standardize(np.asarray(images[start:stop])).to(device)
+            x = encoder.normalize(np.asarray(images[start:stop])).to(device)
             encoder(x, max_layer=layers[-1])
             yield start, stop, {layer: captured[layer][:, prefix:] for layer in layers}
 

@@ -1,10 +1,11 @@
 """Masked-autoencoder pre-training of the ViT encoder (He et al. 2022), resumable and seeded.
 
-The MAE self-standardises each image (as OpenPhenom does), hides a random ``mask_ratio`` of the
-patch tokens, encodes the rest and reconstructs the hidden patches with a light decoder; the
-loss is the MSE on the masked patches, against per-patch normalised pixels (``norm_pix_loss``).
-Channel-agnostic encoders get one token per (channel, patch), and each predicts its own
-patch x patch pixels.
+The MAE normalises each image as its encoder's ``input_norm`` says (the demo's: per-image,
+per-channel standardisation, :func:`~cellconcepts.microscopy.vit.self_standardize`), hides a
+random ``mask_ratio`` of the patch tokens, encodes the rest and reconstructs the hidden patches
+with a light decoder; the loss is the MSE on the masked patches, against per-patch normalised
+pixels (``norm_pix_loss``). Channel-agnostic encoders get one token per (channel, patch), and
+each predicts its own patch x patch pixels.
 
 Randomness of step ``s`` (which images, masks and flips/rotations) depends only on
 ``(seed, s)``, so a run resumed from a checkpoint continues bit-identically on CPU.
@@ -35,7 +36,7 @@ from cellconcepts.microscopy.vit import (
     ViTConfig,
     ViTEncoder,
     describe_encoder,
-    self_standardize,
+    normalize_images,
     sincos_pos_embed_2d,
 )
 
@@ -493,7 +494,8 @@ def train_mae(
     model.train()
     bar = tqdm(total=steps, initial=start, desc="MAE", leave=False)
     for step in range(start, steps):
-        x = self_standardize(np.asarray(images[sampler.rows(step)])).to(device)
+        x = normalize_images(np.asarray(images[sampler.rows(step)]), vit_config.input_norm)
+        x = x.to(device)
         generator = _step_generator(seed, step)
         if augment:
             x = augment_dihedral(x, generator)

@@ -11,7 +11,8 @@ embedding repeated per channel, tokens ordered channel-major).
 
 Layer indexing: layer ``l`` in ``1..depth`` is the output of block ``l`` (the residual stream
 after that block, before the final norm). Inputs to :meth:`ViTEncoder.forward` are float
-images that have already been through :func:`self_standardize`.
+images already normalised the way the model was trained (:meth:`ViTEncoder.normalize`, by
+``ViTConfig.input_norm``).
 """
 
 from __future__ import annotations
@@ -48,7 +49,12 @@ KNOWN_PREFIXES = ("", "encoder.vit_backbone.", "vit_backbone.", "encoder.", "mod
 DROPPED_PREFIXES = ("decoder", "mask_token", "head.", "fc_norm.")
 BLOCK_TYPES = ("standard", "parallel", "parallel_legacy")
 LN_EPS = 1e-6  # timm's ViT LayerNorm epsilon
+# How images are normalised before the encoder (ViTConfig.input_norm): "standardize" is the
+# workflow's own MAE's; "instance_norm" is OpenPhenom's (maes_microscopy: pixels / 255, then
+# torch's InstanceNorm2d without affine or running statistics).
+INPUT_NORMS = ("standardize", "instance_norm")
 STANDARDIZE_EPS = 1e-6
+INSTANCE_NORM_EPS = 1e-5  # torch.nn.InstanceNorm2d's default
 
 
 @dataclass(frozen=True)
@@ -60,8 +66,9 @@ class ViTConfig:
     timm's "parallel" scaling block, or "parallel_legacy", the same with timm's old bias
     routing, see :class:`ParallelBlock`), ``final_norm``, and for channel-agnostic models whether a
     learned ``channel_embed`` is added (OpenPhenom has none) and ``max_in_chans``, the number of
-    channels the position embedding covers (``None`` = ``in_chans``). OpenPhenom's ViT-S/16 is
-    ``openphenom_config()``.
+    channels the position embedding covers (``None`` = ``in_chans``). ``input_norm`` says how
+    the model's input images are normalised (:func:`normalize_images`). OpenPhenom's ViT-S/16
+    is ``openphenom_config()``.
     """
 
     img_size: int = 64
@@ -80,6 +87,7 @@ class ViTConfig:
     final_norm: bool = True
     channel_embed: bool = True
     max_in_chans: int | None = None
+    input_norm: str = "standardize"
 
     def __post_init__(self) -> None:
         positive = ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads")
@@ -106,6 +114,10 @@ class ViTConfig:
             raise ValueError(f"ViTConfig.mlp_ratio: expected > 0, got {self.mlp_ratio!r}")
         if self.block not in BLOCK_TYPES:
             raise ValueError(f"ViTConfig.block: expected one of {BLOCK_TYPES}, got {self.block!r}")
+        if self.input_norm not in INPUT_NORMS:
+            raise ValueError(
+                f"ViTConfig.input_norm: expected one of {INPUT_NORMS}, got {self.input_norm!r}"
+            )
         if self.max_in_chans is not None and self.max_in_chans < self.in_chans:
             raise ValueError(
                 f"ViTConfig.max_in_chans: {self.max_in_chans} is smaller than "
@@ -123,12 +135,14 @@ class ViTConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ViTConfig:
-        """Build from a mapping; unknown keys are an error that names them."""
+        """Build from a mapping; unknown keys are an error that names them. A saved config
+        without ``input_norm`` predates it and was trained with "standardize"."""
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"ViTConfig: unknown keys {unknown}; valid keys are {sorted(names)}")
-        return cls(**dict(d))
+        # input_norm None (the config's default): the workflow's own standardisation.
+        return cls(**{k: v for k, v in d.items() if not (k == "input_norm" and v is None)})
 
 
 def openphenom_config(**overrides: Any) -> ViTConfig:
@@ -150,6 +164,7 @@ def openphenom_config(**overrides: Any) -> ViTConfig:
         final_norm=False,
         channel_embed=False,
         max_in_chans=11,
+        input_norm="instance_norm",
     )
     settings.update(overrides)
     return ViTConfig.from_dict(settings)
@@ -158,22 +173,68 @@ def openphenom_config(**overrides: Any) -> ViTConfig:
 # --------------------------------------------------------------------------- preprocessing
 
 
-def self_standardize(images: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """Standardise each channel of each image to mean 0, std 1 (float32), as OpenPhenom does.
-
-    ``(x - mean_HW) / (std_HW + 1e-6)`` with the population std; makes tokens independent of a
-    plate's gain and offset. Numpy input (uint16 or float, possibly memory-mapped) becomes a CPU
-    tensor; a tensor stays on its device.
-    """
+def _as_float_images(images: np.ndarray | torch.Tensor, name: str) -> torch.Tensor:
+    """(B, C, H, W) float32; numpy input (possibly memory-mapped) becomes a CPU tensor."""
     if isinstance(images, torch.Tensor):
         x = images.to(torch.float32)
     else:
         # A copy: memory-mapped input is read-only, and torch wants writable memory.
         x = torch.from_numpy(np.array(images, dtype=np.float32))
     if x.ndim != 4:
-        raise ValueError(f"self_standardize: expected images (B, C, H, W), got {tuple(x.shape)}")
+        raise ValueError(f"{name}: expected images (B, C, H, W), got {tuple(x.shape)}")
+    return x
+
+
+def self_standardize(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """The workflow's own MAE input: each channel of each image standardised on its raw values,
+    ``(x - mean_HW) / (std_HW + 1e-6)`` with the population std (float32).
+
+    Makes tokens independent of a plate's gain and offset. Not OpenPhenom's normalisation
+    (:func:`instance_normalize`): on dim channels the two differ, and a near-blank channel's
+    noise is blown up to unit variance here. A tensor stays on its device.
+    """
+    x = _as_float_images(images, "self_standardize")
     std, mean = torch.std_mean(x, dim=(2, 3), keepdim=True, correction=0)
     return (x - mean) / (std + STANDARDIZE_EPS)
+
+
+def _pixel_scale(dtype: Any) -> float:
+    """The value of a full-scale pixel: 255 (8-bit), 65535 (16-bit), 1 (floats)."""
+    name = str(dtype).removeprefix("torch.")
+    if name == "uint8":
+        return 255.0
+    if name == "uint16":
+        return 65535.0
+    if name.startswith(("float", "bfloat")):
+        return 1.0
+    raise ValueError(
+        f"instance_normalize: images of dtype {name}; expected 8-bit or 16-bit unsigned "
+        "integers, or floats already scaled to [0, 1]"
+    )
+
+
+def instance_normalize(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """OpenPhenom's input normalisation: pixels scaled to [0, 1], then per image and channel
+    ``(x - mean_HW) / sqrt(var_HW + 1e-5)`` with the biased variance (torch's InstanceNorm2d
+    without affine or running statistics), float32.
+
+    The scale is the reference's ``x / 255`` for 8-bit input. 16-bit input is divided by 65535,
+    so that the epsilon weighs on a 16-bit image as it does on its 8-bit export (the reference
+    itself divides any input by 255, which would leave a 16-bit channel's noise unscaled).
+    Float input is taken as already scaled to [0, 1]. A tensor stays on its device.
+    """
+    x = _as_float_images(images, "instance_normalize") / _pixel_scale(images.dtype)
+    var, mean = torch.var_mean(x, dim=(2, 3), keepdim=True, correction=0)
+    return (x - mean) / torch.sqrt(var + INSTANCE_NORM_EPS)
+
+
+def normalize_images(images: np.ndarray | torch.Tensor, method: str) -> torch.Tensor:
+    """Images as the encoder expects them: ``method`` is a ``ViTConfig.input_norm``."""
+    if method == "standardize":
+        return self_standardize(images)
+    if method == "instance_norm":
+        return instance_normalize(images)
+    raise ValueError(f"input_norm: expected one of {INPUT_NORMS}, got {method!r}")
 
 
 def sincos_pos_embed_2d(embed_dim: int, grid: int, n_prefix: int, repeats: int = 1) -> torch.Tensor:
@@ -379,6 +440,10 @@ class ViTEncoder(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.norm = nn.LayerNorm(dim, eps=LN_EPS) if config.final_norm else nn.Identity()
         self.reset_parameters()
+
+    def normalize(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Raw images (B, C, H, W) normalised as this model's input (``config.input_norm``)."""
+        return normalize_images(images, self.config.input_norm)
 
     def reset_parameters(self) -> None:
         """MAE initialisation: xavier-uniform linears and patch projection, zero biases,

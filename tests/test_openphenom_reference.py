@@ -1,0 +1,252 @@
+"""OpenPhenom embeddings equal the reference implementation's (Recursion's maes_microscopy).
+
+The reference is rebuilt here in plain torch with its module tree and state-dict key names:
+``MAEModel.input_norm`` (pixels / 255, then ``InstanceNorm2d`` without affine or running
+statistics), ``encoder.vit_backbone``, a timm 0.9.7 ``VisionTransformer`` made channel-agnostic
+(one shared 1-channel patch projection, channel-major tokens, fixed sin-cos position embedding
+over ``max_in_chans``) with ``ParallelScalingBlock``s (qk-norm, LayerScale, and the fused input
+bias ``cat(qkv_bias zeros, mlp_bias)`` that timm 0.9.7 added in the wrong order), no final norm,
+and ``predict()``: the mean of the last block's tokens without CLS. It is saved the way the
+reference saves it (a torch pickle ``{"state_dict": ...}`` named ``model.safetensors`` beside an
+HF ``config.json``) and loaded through the workflow's own loader.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from conftest import REPO
+from torch import nn
+
+from cellconcepts.microscopy.extract import extract_crop_tokens, load_image_encoder
+
+IMG, PATCH, CHANNELS, MAX_CHANNELS, DIM, DEPTH, HEADS = 32, 8, 3, 5, 32, 2, 4
+ARCHITECTURE = {
+    "img_size": IMG,
+    "patch_size": PATCH,
+    "in_chans": CHANNELS,
+    "embed_dim": DIM,
+    "depth": DEPTH,
+    "num_heads": HEADS,
+    "mlp_ratio": 4.0,
+    "qkv_bias": False,
+    "qk_norm": True,
+    "class_token": True,
+    "channel_agnostic": True,
+    "init_values": 1e-4,
+    "block": "parallel_legacy",
+    "final_norm": False,
+    "channel_embed": False,
+    "max_in_chans": MAX_CHANNELS,
+    "input_norm": "instance_norm",
+}
+
+
+class ReferenceLayerScale(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((dim,), 1e-4))
+
+
+class ReferenceParallelScalingBlock(nn.Module):
+    """timm 0.9.7's ParallelScalingBlock with qkv_bias=False, qk_norm=True, LayerScale."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads, self.head_dim = heads, dim // heads
+        hidden = 4 * dim
+        self.in_split = [hidden, dim, dim, dim]
+        self.in_norm = nn.LayerNorm(dim, eps=1e-6)
+        self.in_proj = nn.Linear(dim, hidden + 3 * dim, bias=False)
+        self.register_buffer("qkv_bias", torch.zeros(3 * dim), persistent=False)
+        self.mlp_bias = nn.Parameter(torch.zeros(hidden))
+        self.q_norm = nn.LayerNorm(self.head_dim, eps=1e-6)
+        self.k_norm = nn.LayerNorm(self.head_dim, eps=1e-6)
+        self.attn_out_proj = nn.Linear(dim, dim)
+        self.mlp_act = nn.GELU()
+        self.mlp_out_proj = nn.Linear(hidden, dim)
+        self.ls = ReferenceLayerScale(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        y = F.linear(
+            self.in_norm(x), self.in_proj.weight, torch.cat((self.qkv_bias, self.mlp_bias))
+        )
+        x_mlp, q, k, v = torch.split(y, self.in_split, dim=-1)
+        q = self.q_norm(q.view(b, n, self.heads, self.head_dim).transpose(1, 2))
+        k = self.k_norm(k.view(b, n, self.heads, self.head_dim).transpose(1, 2))
+        v = v.view(b, n, self.heads, self.head_dim).transpose(1, 2)
+        attn = ((q / math.sqrt(self.head_dim)) @ k.transpose(-2, -1)).softmax(dim=-1)
+        x_attn = self.attn_out_proj((attn @ v).transpose(1, 2).reshape(b, n, c))
+        x_mlp = self.mlp_out_proj(self.mlp_act(x_mlp))
+        return x + (x_attn + x_mlp) * self.ls.gamma
+
+
+class ReferencePatchEmbed(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(1, DIM, kernel_size=PATCH, stride=PATCH)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.stack([self.proj(x[:, i : i + 1]) for i in range(x.shape[1])], dim=2)
+        return x.flatten(2).transpose(1, 2)
+
+
+def reference_sincos(length: int, modalities: int) -> torch.Tensor:
+    """maes_microscopy's generate_2d_sincos_pos_embeddings, in float32 as there."""
+    positions = torch.arange(length, dtype=torch.float32)
+    h, w = torch.meshgrid(positions, positions, indexing="ij")
+    quarter = DIM // 4
+    weights = 1.0 / (10000.0 ** (torch.arange(quarter, dtype=torch.float32) / quarter))
+    hw, ww = torch.outer(h.flatten(), weights), torch.outer(w.flatten(), weights)
+    encoding = torch.cat([hw.sin(), hw.cos(), ww.sin(), ww.cos()], dim=1)[None]
+    encoding = encoding.repeat(1, modalities, 1)
+    return torch.cat([torch.zeros(1, 1, DIM), encoding], dim=1)
+
+
+class ReferenceBackbone(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.patch_embed = ReferencePatchEmbed()
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, DIM))
+        self.pos_embed = nn.Parameter(reference_sincos(IMG // PATCH, MAX_CHANNELS), False)
+        self.blocks = nn.Sequential(
+            *[ReferenceParallelScalingBlock(DIM, HEADS) for _ in range(DEPTH)]
+        )
+        self.norm = nn.Identity()  # timm with global_pool="avg": the norm becomes fc_norm
+        self.fc_norm = nn.LayerNorm(DIM, eps=1e-6)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        x = x + self.pos_embed[:, : x.shape[1]]
+        return self.norm(self.blocks(x))
+
+
+class ReferenceEncoder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.vit_backbone = ReferenceBackbone()
+
+
+class ReferenceMAE(nn.Module):
+    """The parts of maes_microscopy's MAEModel that predict() and the state dict use."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.input_norm = nn.InstanceNorm2d(CHANNELS, affine=False, track_running_stats=False)
+        self.encoder = ReferenceEncoder()
+        self.encoder_decoder_proj = nn.Linear(DIM, 16)
+        self.decoder = nn.Module()
+        self.decoder.mask_token = nn.Parameter(torch.zeros(1, 1, 16))
+        self.decoder_pred = nn.Linear(16, PATCH * PATCH)
+
+    def predict(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = self.input_norm(pixels.float() / 255.0)  # Normalizer, then InstanceNorm2d
+        return self.encoder.vit_backbone.forward_features(x)[:, 1:, :].mean(dim=1)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> tuple[ReferenceMAE, Path]:
+    """A reference model with random weights (LayerScale, biases and the MLP bias included,
+    so that every part of the routing matters), saved as the reference saves it."""
+    torch.manual_seed(0)
+    model = ReferenceMAE().eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("pos_embed"):
+                continue
+            param.copy_(torch.randn_like(param) * (0.5 if "gamma" not in name else 0.3))
+    folder = tmp_path_factory.mktemp("phenom")
+    torch.save({"state_dict": model.state_dict()}, folder / "model.safetensors")
+    (folder / "config.json").write_text(json.dumps({"model_type": "MAE"}))
+    return model, folder
+
+
+def crops() -> np.ndarray:
+    """8-bit crops with a bright, a dim (std ~2 grey levels) and a near-blank (std ~0.7)
+    channel, in different orders."""
+    rng = np.random.default_rng(1)
+    bright = np.clip(rng.normal(120, 40, (IMG, IMG)), 0, 255)
+    dim = np.clip(rng.normal(6, 2, (IMG, IMG)), 0, 255)
+    blank = rng.poisson(0.5, (IMG, IMG))
+    images = np.stack(
+        [
+            np.stack([bright, dim, blank]),
+            np.stack([dim, blank, bright]),
+            np.stack([blank, dim, dim + 3]),
+        ]
+    )
+    return np.round(images).astype(np.uint8)
+
+
+def _relative(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+def _ours(folder: Path, **overrides) -> np.ndarray:
+    encoder = load_image_encoder(folder, {**ARCHITECTURE, **overrides}, "cpu")
+    return extract_crop_tokens(encoder, crops(), [DEPTH], batch_size=2, progress=False)[DEPTH]
+
+
+def test_embeddings_equal_the_reference_predict(reference):
+    model, folder = reference
+    with torch.no_grad():
+        expected = model.predict(torch.from_numpy(crops())).numpy()
+    assert _relative(_ours(folder), expected) <= 1e-5
+
+
+def test_the_demo_standardisation_would_differ_on_dim_channels(reference):
+    """Pins the normalisation: the workflow's own per-image standardisation on raw values is
+    not OpenPhenom's; on dim and near-blank 8-bit channels the embeddings move."""
+    model, folder = reference
+    with torch.no_grad():
+        expected = model.predict(torch.from_numpy(crops())).numpy()
+    assert _relative(_ours(folder, input_norm="standardize"), expected) > 1e-3
+
+
+def test_block_routing_is_pinned(reference):
+    """`parallel` and `parallel_legacy` load the same keys; only the legacy bias routing gives
+    the reference's embedding."""
+    model, folder = reference
+    with torch.no_grad():
+        expected = model.predict(torch.from_numpy(crops())).numpy()
+    assert _relative(_ours(folder, block="parallel"), expected) > 1e-2
+
+
+def test_check_script_compares_with_stored_reference_embeddings(reference, tmp_path):
+    """scripts/check_openphenom.py, as a reviewer runs it with the real checkpoint."""
+    model, folder = reference
+    np.save(tmp_path / "crops.npy", crops())
+    with torch.no_grad():
+        np.save(tmp_path / "reference.npy", model.predict(torch.from_numpy(crops())).numpy())
+    config = {"datasets": {"screen": {"kind": "microscopy", "microscopy": {"model": {}}}}}
+    config["datasets"]["screen"]["microscopy"]["model"]["architecture"] = ARCHITECTURE
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    command = [
+        sys.executable,
+        str(REPO / "scripts" / "check_openphenom.py"),
+        str(folder),
+        str(tmp_path / "crops.npy"),
+        str(tmp_path / "reference.npy"),
+        "--config",
+        str(tmp_path / "config.yaml"),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "largest relative difference" in result.stdout
+    config["datasets"]["screen"]["microscopy"]["model"]["architecture"] = {
+        **ARCHITECTURE,
+        "block": "parallel",
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    assert subprocess.run(command, capture_output=True, timeout=300).returncode == 1
