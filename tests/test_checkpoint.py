@@ -56,3 +56,16 @@ def test_batch_sampler_depends_on_seed_and_step_only() -> None:
     assert all(rows == sorted(rows) for rows in steps)
     assert not set(steps[0]) & set(steps[1]) and set(steps[0]) <= set(indices)
     assert steps != [BatchSampler(indices, 3, seed=2).rows(s).tolist() for s in range(6)]
+
+
+def test_a_corrupt_checkpoint_falls_back_to_the_previous_one(tmp_path: Path, caplog) -> None:
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"step": 10}, SIGNATURE)
+    save_checkpoint(path, {"step": 20}, SIGNATURE)
+    assert (tmp_path / "last.previous.pt").exists()
+    path.write_bytes(b"\x80truncated")
+    with caplog.at_level(logging.WARNING, logger="cellconcepts.dictionary.checkpoint"):
+        state = load_checkpoint(path, SIGNATURE)
+    assert state["step"] == 10
+    assert "previous checkpoint" in caplog.text
+    assert len(list(tmp_path.glob("last.pt.corrupt-*"))) == 1

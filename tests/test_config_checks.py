@@ -227,3 +227,21 @@ def test_a_checkpoint_must_say_how_its_images_are_normalised(tmp_path):
     )
     section["checkpoint"] = "mine"
     check_config(config, tmp_path, SCHEMA)
+
+
+def test_sizes_are_checked_at_parse_time(demo_config):
+    config = _validated(copy.deepcopy(demo_config))
+    config["dictionary"]["sparsity"] = [600]  # synthetic: M = 512
+    with pytest.raises(ConfigError, match=r"datasets\.synthetic: dictionary\.sparsity 600 exceeds"):
+        check_config(config, REPO, SCHEMA)
+    config = _validated(copy.deepcopy(demo_config))
+    config["whitening"]["n_components"] = 100  # synthetic: 64 dimensions
+    with pytest.raises(ConfigError, match=r"whitening\.n_components: 100 components"):
+        check_config(config, REPO, SCHEMA)
+    config = _validated(copy.deepcopy(demo_config))
+    config["datasets"]["synthetic"]["synthetic"]["n_dims"] = 6  # sparsity 8 > 6 dimensions
+    warnings = check_config(config, REPO, SCHEMA)
+    assert any(
+        "datasets.synthetic: dictionary.sparsity 8 exceeds the embedding" in w for w in warnings
+    )
+    assert check_config(_validated(copy.deepcopy(demo_config)), REPO, SCHEMA) == []

@@ -388,3 +388,30 @@ def test_linear_probe_missing_labels_and_bad_input() -> None:
         linear_probe(x_tr, y_tr[:-1], x_te, y_te)
     with pytest.raises(ValueError, match="at least 2 classes"):
         linear_probe(x_tr, np.array(["a"] * 60), x_te, y_te)
+
+
+def test_a_single_token_label_is_not_scored():
+    """One token relabelled used to make every feature active on it 'selective' for it."""
+    from cellconcepts.evaluate.selectivity import task_selectivity_tables
+
+    rng = np.random.default_rng(3)
+    codes = sp.random(200, 16, density=0.2, random_state=rng, format="csr")
+    labels = np.where(np.arange(200) % 2, "a", "b").astype(object)
+    labels[5] = "one"
+    obs = pd.DataFrame({"label": labels})
+    task = [{"name": "t", "column": "label"}]
+    loose, _ = task_selectivity_tables(codes, obs, task, [0.5], min_label_size=1)
+    strict, best = task_selectivity_tables(codes, obs, task, [0.5], min_label_size=10)
+    assert loose.set_index("task").loc["t", "n_features_sel_0.5"] >= 2  # the artefact
+    assert strict.set_index("task").loc["t", "n_features_sel_0.5"] == 0
+    assert strict.set_index("task").loc["t", "n_rare_labels"] == 1
+    assert sorted(best["label"]) == ["a", "b"]
+
+
+def test_probe_errors_name_the_task():
+    from cellconcepts.evaluate.probing import ProbeSettings, probe_tasks
+
+    obs = pd.DataFrame({"label": ["a"] * 30 + ["b"] * 30, "plate": ["p"] * 60})
+    task = [{"name": "gene", "column": "label", "group_by": "plate"}]
+    with pytest.raises(ValueError, match=r"task 'gene' \(column 'label'\).*'plate'"):
+        probe_tasks({"raw": np.ones((60, 3))}, obs, task, ProbeSettings())

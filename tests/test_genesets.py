@@ -85,3 +85,50 @@ def test_go_bp_2023_path_missing_package(monkeypatch: pytest.MonkeyPatch) -> Non
     )
     with pytest.raises(ModuleNotFoundError, match="pip install pyenrichr"):
         go_bp_2023_path()
+
+
+def _write_lines(path: Path, lines: list[str]) -> Path:
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_gmt_without_description_keeps_its_first_gene(tmp_path):
+    """'term<TAB>gene1<TAB>gene2...' used to lose gene1 of every term to the description."""
+    path = _write_lines(
+        tmp_path / "plain.gmt",
+        ["T1\tACTB\tGAPDH\tTP53", "T2\tGAPDH\tTP53\tMYC", "T3\tTP53\tACTB"],
+    )
+    assert read_gmt(path) == {
+        "T1": ["ACTB", "GAPDH", "TP53"],
+        "T2": ["GAPDH", "TP53", "MYC"],
+        "T3": ["TP53", "ACTB"],
+    }
+
+
+@pytest.mark.parametrize(
+    ("second", "described"),
+    [
+        (["", "", ""], True),  # Enrichr
+        (["http://x/T1", "http://x/T2", "http://x/T3"], True),  # MSigDB
+        (["cell cycle", "apoptosis", "x"], True),
+        (["ACTB", "GAPDH", "TP53"], False),  # genes listed in other terms too
+    ],
+)
+def test_description_field_is_detected(second, described):
+    rows = [
+        (1, ["T1", second[0], "GAPDH", "TP53"]),
+        (2, ["T2", second[1], "TP53", "ACTB"]),
+        (3, ["T3", second[2], "ACTB", "GAPDH"]),
+    ]
+    assert genesets.gmt_has_descriptions(rows) is described
+
+
+def test_binary_and_non_utf8_gene_sets_are_refused_by_name(tmp_path):
+    binary = tmp_path / "lib.gmt"
+    binary.write_bytes(b"PK\x03\x04\x00\x00binary")
+    with pytest.raises(ValueError, match=r"lib\.gmt: a binary file"):
+        read_gmt(binary)
+    latin = tmp_path / "latin.gmt"
+    latin.write_bytes("T1\t\tGENE1\nT\xe9rm\t\tGENE2\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin\.gmt, line 2: not UTF-8"):
+        read_gmt(latin)

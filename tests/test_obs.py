@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cellconcepts.store.obs import annotate_obs, assign_split, control_mask
+from cellconcepts.store.obs import annotate_obs, assign_split, control_mask, parse_flags
 
 
 def _table() -> pd.DataFrame:
@@ -89,3 +89,42 @@ def test_annotate_obs_needs_train_and_test_rows():
     table["split"] = "train"
     with pytest.raises(ValueError, match="0 of 6 rows are 'test'"):
         annotate_obs(table, control="all", split={"test_fraction": 0.5}, label_columns=[])
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([True, False, True], [True, False, True]),
+        ([1, 0, 0], [True, False, False]),
+        (["yes", "No", "YES"], [True, False, True]),
+        (["True", "false", " TRUE "], [True, False, True]),
+        (["1", "0", "1"], [True, False, True]),
+    ],
+)
+def test_control_flags_parse_the_usual_spellings(values, expected):
+    assert parse_flags(pd.Series(values), "is_control").tolist() == expected
+
+
+@pytest.mark.parametrize(
+    "values", [["yes", "maybe"], ["True", None], [2, 0], [0.5, 1.0], ["ctrl", "ko"]]
+)
+def test_control_flags_refuse_anything_else_naming_the_values(values):
+    with pytest.raises(ValueError, match=r"column 'is_control'.*found"):
+        parse_flags(pd.Series(values), "column 'is_control'")
+
+
+def test_string_controls_are_not_all_true():
+    """'no' used to become True through astype(bool): whitening on every row."""
+    obs = pd.DataFrame({"is_control": ["yes", "no", "no", "yes"], "label": list("abab")})
+    annotated = annotate_obs(
+        obs, control=None, split={"test_fraction": 0.5, "seed": 0}, label_columns=["label"]
+    )
+    assert annotated["is_control"].tolist() == [True, False, False, True]
+
+
+def test_split_values_are_named_with_a_hint():
+    obs = pd.DataFrame({"split": ["Train", "test", "Test"], "label": list("abc")})
+    with pytest.raises(ValueError, match=r"row 0 has 'Train'.*lower-case them"):
+        annotate_obs(obs, control="all", split={"test_fraction": 0.5}, label_columns=["label"])
+    with pytest.raises(ValueError, match="no rows"):
+        annotate_obs(obs.iloc[:0], control="all", split={"test_fraction": 0.5}, label_columns=[])

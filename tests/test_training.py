@@ -102,6 +102,10 @@ def test_resume_is_bit_identical(tmp_path: Path, method: str, caplog) -> None:
     for key, value in straight.state_dict().items():
         assert torch.equal(value, again.state_dict()[key]), key
     pd.testing.assert_frame_equal(full.metrics, second.metrics, check_exact=True)
+    # Rows from before the resume are kept as written, digit for digit.
+    assert (tmp_path / "b" / "metrics.csv").read_text() == (
+        tmp_path / "a" / "metrics.csv"
+    ).read_text()
     on_disk = pd.read_csv(tmp_path / "b" / "metrics.csv")
     pd.testing.assert_frame_equal(on_disk, full.metrics, check_exact=True)
     assert list(on_disk["step"]) == list(range(5, 41, 5))

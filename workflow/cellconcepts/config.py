@@ -159,13 +159,15 @@ def execution_settings(config: Mapping[str, Any], rule: str, dataset: str | None
 
 def check_config(
     config: Mapping[str, Any], base_dir: Path | str = ".", schema_path: Path | str | None = None
-) -> None:
+) -> list[str]:
     """Check what the schema alone cannot: input files exist, per-dataset dictionary overrides
     are valid once merged, ICFL sparsity is a multiple of L, task names are unique.
 
-    Raises ConfigError naming the config key, before any job runs.
+    Raises ConfigError naming the config key, before any job runs; returns warnings (settings
+    that run but are probably not what was meant), each naming its key.
     """
     base_dir = Path(base_dir)
+    warnings: list[str] = []
     dictionary_schema = _dictionary_schema(schema_path) if schema_path else None
     for name, dataset in config["datasets"].items():
         key = f"datasets.{name}"
@@ -206,15 +208,92 @@ def check_config(
                 raise ConfigError(
                     f"{key}.dictionary.{where}: {errors[0].message}".replace("..", ".")
                 )
+        _check_sizes(config, name, settings, base_dir, warnings)
+    return warnings
+
+
+def _check_sizes(
+    config: Mapping[str, Any],
+    name: str,
+    settings: Mapping[str, Any],
+    base_dir: Path,
+    warnings: list[str],
+) -> None:
+    """Sparsity against the dictionary size and the embedding dimension, PCA components
+    against the dimension, ICFL sparsity against L."""
+    key = f"datasets.{name}"
+    n_features = settings["n_features"]
+    dim = embedding_dim(config, name, base_dir)
+    for sparsity in settings["sparsity"]:
+        if sparsity > n_features:
+            raise ConfigError(
+                f"{key}: dictionary.sparsity {sparsity} exceeds dictionary.n_features "
+                f"{n_features}; a token cannot use more features than the dictionary has"
+            )
+        if dim is not None and sparsity > dim:
+            warnings.append(
+                f"{key}: dictionary.sparsity {sparsity} exceeds the embedding dimension {dim}: "
+                "codes with more non-zeros than the tokens have dimensions are not sparser than "
+                "the tokens, and ICFL's least-squares steps become rank-deficient"
+            )
         if "icfl" in settings["methods"]:
             per_iteration = settings["icfl"]["atoms_per_iteration"]
-            for sparsity in settings["sparsity"]:
-                if sparsity % per_iteration:
-                    raise ConfigError(
-                        f"{key}: dictionary.sparsity {sparsity} is not a multiple of "
-                        f"dictionary.icfl.atoms_per_iteration {per_iteration} "
-                        "(ICFL sparsity is J*L)"
-                    )
+            if sparsity % per_iteration:
+                raise ConfigError(
+                    f"{key}: dictionary.sparsity {sparsity} is not a multiple of "
+                    f"dictionary.icfl.atoms_per_iteration {per_iteration} "
+                    "(ICFL sparsity is J*L)"
+                )
+    components = config.get("whitening", {}).get("n_components")
+    if dim is not None and components is not None and components > dim:
+        raise ConfigError(
+            f"whitening.n_components: {components} components, but dataset {name!r} has "
+            f"{dim}-dimensional embeddings"
+        )
+
+
+def embedding_dim(config: Mapping[str, Any], name: str, base_dir: Path) -> int | None:
+    """The dimension of a dataset's tokens, where the config or a file header tells it without
+    reading the data (None otherwise)."""
+    dataset = config["datasets"][name]
+    kind = dataset["kind"]
+    if kind == "synthetic":
+        return int(dataset["synthetic"]["n_dims"])
+    if kind == "scrna" and dataset["scrna"]["embedding"] == "autoencoder":
+        return int(dataset["scrna"]["autoencoder"]["latent_dim"])
+    if kind == "microscopy":
+        return int(dataset["microscopy"]["model"]["architecture"]["embed_dim"])
+    if kind == "tokens":
+        return _file_dim(dataset["tokens"], base_dir)
+    return None
+
+
+def _file_dim(tokens: Mapping[str, Any], base_dir: Path) -> int | None:
+    """Columns of a user's .npy (its header) or .parquet (its schema) embeddings."""
+    path = base_dir / tokens["path"]
+    try:
+        if path.suffix.lower() == ".npy":
+            import numpy as np
+
+            shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
+            return int(shape[1]) if len(shape) == 2 else None
+        if path.suffix.lower() == ".parquet":
+            import pyarrow.parquet as pq
+
+            columns = tokens.get("embedding_columns")
+            if isinstance(columns, list):
+                return len(columns)
+            schema = pq.read_schema(path)
+            if isinstance(columns, str):
+                return sum(1 for n in schema.names if n.startswith(columns))
+            if tokens.get("obs_path") is not None:
+                return len(schema.names)
+            return sum(
+                1 for f in schema if str(f.type).startswith(("float", "double", "halffloat"))
+            )
+    except (OSError, ValueError):  # unreadable: the import stage names the file
+        return None
+    return None
 
 
 REPOSITORY = Path(__file__).resolve().parents[2]

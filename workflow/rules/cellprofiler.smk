@@ -63,6 +63,7 @@ rule cellprofiler_threshold:
     input:
         obs=TOKEN_OBS,
         profiles=f"{CP}/profiles.parquet",
+        validation=VALIDATION,
     output:
         codes=f"{CP}/codes.npz",
         thresholds=f"{CP}/thresholds.csv",
@@ -83,6 +84,7 @@ rule cellprofiler_threshold:
         target_active=lambda wc: cellprofiler_section(wc.dataset)["target_active"],
         sweep_targets=lambda wc: cellprofiler_section(wc.dataset)["sweep"],
         task=lambda wc: task_named(wc.dataset, cellprofiler_section(wc.dataset)["task"]),
+        min_label_size=config["evaluate"]["min_label_size"],
     script:
         "../scripts/cellprofiler_threshold.py"
 
@@ -108,6 +110,7 @@ rule cellprofiler_selectivity:
     params:
         tasks=lambda wc: dataset_section(wc, "tasks"),
         thresholds=config["evaluate"]["selectivity_thresholds"],
+        min_label_size=config["evaluate"]["min_label_size"],
     script:
         "../scripts/cellprofiler_selectivity.py"
 

@@ -10,6 +10,8 @@ import json
 from dataclasses import fields
 from pathlib import Path
 
+from snakemake.logging import logger
+
 import cellconcepts
 from cellconcepts.config import (
     ENRICHR_PREFIX,
@@ -32,7 +34,11 @@ from cellconcepts.store import layout
 cellconcepts.share_with_jobs()
 
 # Input paths in the config are relative to the working directory, as Snakemake resolves them.
-check_config(config, Path.cwd(), workflow.source_path("../schemas/config.schema.yaml"))
+# Settings that run but are probably not what was meant are said once, in the main log.
+for warning in check_config(
+    config, Path.cwd(), workflow.source_path("../schemas/config.schema.yaml")
+):
+    logger.warning(f"config: {warning}")
 
 R = config["results"]
 DATASETS = config["datasets"]
@@ -44,6 +50,8 @@ MODEL = f"{DS}/models/{VARIANT}"
 TOKENS = f"{DS}/tokens/{layout.TOKENS}"
 TOKEN_OBS = f"{DS}/tokens/{layout.TOKEN_OBS}"
 WHITENING = f"{DS}/whitening/{{whitening}}.npz"
+# Written by validate_dataset; the first jobs that read the token store wait for it.
+VALIDATION = f"{DS}/validation.json"
 LOGS = f"{DS}/logs"
 BENCH = f"{DS}/benchmarks"
 TABLE_TEXT = (".csv", ".md", ".tex")
@@ -341,6 +349,32 @@ def enrichment_model_settings(wildcards):
     mode = enrichment_mode(DATASETS[wildcards.dataset]["kind"])
     picked[mode] = settings[mode]
     return picked
+
+
+def validation_enrichment(wildcards):
+    """What validate_dataset checks of a dataset's GO enrichment (None without enrichment)."""
+    if not has_enrichment(wildcards.dataset):
+        return None
+    settings = enrichment_settings(config, wildcards.dataset)
+    ds = DATASETS[wildcards.dataset]
+    return {
+        "mode": enrichment_mode(ds["kind"]),
+        "gene_column": settings["screen"]["gene_column"],
+        "matrix": settings["expression"]["matrix"],
+        "source": ds.get("scrna", {}).get("source"),
+        "control": ds.get("control"),
+        "min_term_size": settings["min_term_size"],
+        "max_term_size": settings["max_term_size"],
+    }
+
+
+def validation_warnings():
+    """The warnings of every dataset's validate_dataset job, for the main log."""
+    for dataset in DATASETS:
+        path = Path(f"{R}/{dataset}/validation.json")
+        if path.is_file():
+            for warning in json.loads(path.read_text()).get("warnings", []):
+                logger.warning(f"validate_dataset ({dataset}): {warning}")
 
 
 def enrichment_table_inputs(wildcards):

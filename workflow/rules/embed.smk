@@ -168,5 +168,6 @@ rule choose_layer:
         control=lambda wc: dataset_section(wc, "control"),
         split=lambda wc: dataset_section(wc, "split"),
         probe=probe_settings(),
+        min_label_size=config["evaluate"]["min_label_size"],
     script:
         "../scripts/choose_layer.py"

@@ -5,6 +5,7 @@ rule token_umap:
     input:
         tokens=TOKENS,
         obs=TOKEN_OBS,
+        validation=VALIDATION,
     output:
         umap=f"{DS}/embedding/umap.parquet",
     log:
@@ -60,6 +61,7 @@ rule enrich_model:
         source=lambda wc: DATASETS[wc.dataset].get("scrna", {}).get("source"),
         settings=enrichment_model_settings,
         variant=variant_name,
+        min_label_size=config["evaluate"]["min_label_size"],
     script:
         "../scripts/enrich_model.py"
 
@@ -92,6 +94,7 @@ rule enrichment_umap:
             "umap_features"
         ],
         variant=variant_name,
+        min_label_size=config["evaluate"]["min_label_size"],
     script:
         "../scripts/enrichment_umap.py"
 

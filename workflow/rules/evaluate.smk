@@ -17,6 +17,7 @@ rule selectivity:
     params:
         tasks=lambda wc: dataset_section(wc, "tasks"),
         thresholds=config["evaluate"]["selectivity_thresholds"],
+        min_label_size=config["evaluate"]["min_label_size"],
     script:
         "../scripts/selectivity.py"
 
@@ -42,6 +43,7 @@ rule probe_model:
     params:
         tasks=lambda wc: dataset_section(wc, "tasks"),
         probe=probe_settings(),
+        min_label_size=config["evaluate"]["min_label_size"],
     script:
         "../scripts/probe_model.py"
 
@@ -50,6 +52,7 @@ rule probe_raw:
     input:
         tokens=TOKENS,
         obs=TOKEN_OBS,
+        validation=VALIDATION,
     output:
         probing=f"{DS}/raw/probing.csv",
     log:
@@ -65,6 +68,7 @@ rule probe_raw:
     params:
         tasks=lambda wc: dataset_section(wc, "tasks"),
         probe=probe_settings(),
+        min_label_size=config["evaluate"]["min_label_size"],
     script:
         "../scripts/probe_raw.py"
 

@@ -2,6 +2,7 @@ rule fit_whitening:
     input:
         tokens=TOKENS,
         obs=TOKEN_OBS,
+        validation=VALIDATION,
     output:
         whitening=WHITENING,
     log:

@@ -80,7 +80,15 @@ def load_model(
 ) -> tuple[ICFL | TopKSAE, dict[str, Any]]:
     """Load a model written by :func:`save_model`; returns (model, meta)."""
     path = Path(path)
-    payload = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # truncated or foreign: torch's advice (weights_only=False) is unsafe
+        raise ValueError(
+            f"{path}: not a readable model file of this workflow ({type(err).__name__}); "
+            "delete it to retrain"
+        ) from err
     if not isinstance(payload, dict) or not {"state_dict", "meta"} <= set(payload):
         raise ValueError(f"{path}: not a model file (expected keys 'state_dict' and 'meta')")
     meta = payload["meta"]

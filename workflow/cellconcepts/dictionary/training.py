@@ -165,21 +165,25 @@ def _as_batch(x: np.ndarray | Tensor, device: torch.device) -> Tensor:
 def _restore_metrics(metrics_path: Path, step: int, log_every: int, steps: int) -> None:
     """Keep the metrics rows a straight run of ``steps`` would have up to ``step``: drops a
     final-step row of the interrupted run that lies off the log_every grid (unless ``step`` is
-    this run's last), and anything after ``step``."""
+    this run's last), and anything after ``step``. Rows are kept as written, character for
+    character (parsing and rewriting floats could change their last digit)."""
     if not metrics_path.exists():
         logger.warning("%s missing: metrics before step %d are lost", metrics_path, step)
-        rows = pd.DataFrame(columns=list(METRIC_COLUMNS))
+        lines = [",".join(METRIC_COLUMNS) + "\r\n"]  # as csv.writer ends its rows
     else:
-        rows = pd.read_csv(metrics_path)
-        if list(rows.columns) != list(METRIC_COLUMNS):
+        header, *rows = metrics_path.read_text().splitlines(keepends=True)
+        if header.strip().split(",") != list(METRIC_COLUMNS):
             raise ValueError(
-                f"{metrics_path}: expected columns {list(METRIC_COLUMNS)}, got {list(rows.columns)}"
+                f"{metrics_path}: expected columns {list(METRIC_COLUMNS)}, got {header.strip()}"
             )
         on_grid = step % log_every == 0 or step >= steps
-        keep = (rows["step"] < step) | ((rows["step"] == step) & on_grid)
-        rows = rows[keep]
+        lines = [header]
+        for row in rows:
+            row_step = int(row.split(",", 1)[0])
+            if row_step < step or (row_step == step and on_grid):
+                lines.append(row)
     with atomic_path(metrics_path) as tmp:
-        rows.to_csv(tmp, index=False)
+        tmp.write_text("".join(lines))
 
 
 def resume_signature(model: nn.Module, config: TrainConfig, indices: np.ndarray) -> dict[str, Any]:

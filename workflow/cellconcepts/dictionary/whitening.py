@@ -230,7 +230,15 @@ class Whitening:
     def load(cls, path: PathLike) -> Whitening:
         """Load a transform written by :meth:`save`."""
         path = Path(path)
-        with np.load(path, allow_pickle=False) as data:
+        try:
+            data = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            raise
+        except Exception as err:
+            raise ValueError(
+                f"{path}: not a readable whitening file ({type(err).__name__}: {err})"
+            ) from err
+        with data:
             missing = [
                 k for k in ("method", "mean", "components", "eigenvalues", "eps") if k not in data
             ]

@@ -15,12 +15,17 @@ from cellconcepts.evaluate.selectivity import selectivity
 
 
 def selective_labels(
-    codes: sp.csr_matrix, obs: pd.DataFrame, tasks: Sequence[Mapping[str, Any]], threshold: float
+    codes: sp.csr_matrix,
+    obs: pd.DataFrame,
+    tasks: Sequence[Mapping[str, Any]],
+    threshold: float,
+    min_label_size: int = 1,
 ) -> pd.Series:
-    """Per feature: 'task=label (avg)' for every label it is selective for (avg >= threshold)."""
+    """Per feature: 'task=label (avg)' for every label it is selective for (avg >= threshold);
+    labels of fewer than ``min_label_size`` tokens are left out."""
     parts: list[list[str]] = [[] for _ in range(codes.shape[1])]
     for task in tasks:
-        sel = selectivity(codes, task_labels(obs, task))
+        sel = selectivity(codes, task_labels(obs, task, min_label_size))
         label_idx, feature_idx = np.nonzero(sel.avg >= threshold)
         for i, f in sorted(zip(label_idx, feature_idx, strict=True), key=lambda p: p[1]):
             parts[f].append(f"{task['name']}={sel.labels[i]} ({sel.avg[i, f]:.2f})")

@@ -50,36 +50,76 @@ def go_bp_2023_path() -> Path:
 def read_gmt(path: PathLike) -> dict[str, list[str]]:
     """Read a GMT / Enrichr library: ``{term: genes}``, in file order.
 
-    One term per line, tab-separated: term name, a description (may be empty, as in Enrichr
-    files: ``term<TAB><TAB>GENE1<TAB>GENE2...``), then genes. Empty fields are dropped, genes are
+    One term per line, tab-separated: term name, a description (empty in Enrichr files:
+    ``term<TAB><TAB>GENE1...``; a URL or text in MSigDB files), then genes. Files without the
+    description field (``term<TAB>GENE1<TAB>GENE2...``) are detected (`gmt_has_descriptions`)
+    and logged, so their first gene is not lost. Empty fields are dropped, genes are
     upper-cased and de-duplicated keeping their first position, and blank lines are skipped.
+    A binary or non-UTF-8 file is refused, naming it.
     """
-    path = Path(path)
+    rows = _gmt_rows(Path(path))
+    described = gmt_has_descriptions(rows)
+    log.info(
+        "%s: %d terms, %s description field",
+        path,
+        len(rows),
+        "with a" if described else "detected WITHOUT a",
+    )
+    first_gene = 2 if described else 1
+    gene_sets: dict[str, list[str]] = {}
+    for line_number, fields in rows:
+        term = fields[0].strip()
+        if not term:
+            raise ValueError(f"{path}, line {line_number}: empty term name (first field)")
+        genes = [g.strip().upper() for g in fields[first_gene:] if g.strip()]
+        genes = list(dict.fromkeys(genes))
+        if not genes:
+            raise ValueError(
+                f"{path}, line {line_number}: term {term!r} has no genes; expected "
+                "'term<TAB>description<TAB>gene1<TAB>gene2...'"
+            )
+        if term in gene_sets:
+            raise ValueError(f"{path}, line {line_number}: duplicate term {term!r}")
+        gene_sets[term] = genes
+    return gene_sets
+
+
+def _gmt_rows(path: Path) -> list[tuple[int, list[str]]]:
+    """(line number, tab-separated fields) of the non-blank lines of a text file."""
     if not path.is_file():
         raise FileNotFoundError(f"gene-set file not found: {path}")
-    gene_sets: dict[str, list[str]] = {}
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            fields = line.rstrip("\r\n").split("\t")
-            term = fields[0].strip()
-            if not term:
-                raise ValueError(f"{path}, line {line_number}: empty term name (first field)")
-            genes = [g.strip().upper() for g in fields[2:] if g.strip()]
-            genes = list(dict.fromkeys(genes))
-            if not genes:
-                raise ValueError(
-                    f"{path}, line {line_number}: term {term!r} has no genes; expected "
-                    "'term<TAB>description<TAB>gene1<TAB>gene2...'"
-                )
-            if term in gene_sets:
-                raise ValueError(f"{path}, line {line_number}: duplicate term {term!r}")
-            gene_sets[term] = genes
-    if not gene_sets:
+    raw = path.read_bytes()
+    if b"\x00" in raw:
+        raise ValueError(f"{path}: a binary file, not a gene-set library (tab-separated text)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise ValueError(
+            f"{path}, line {line}: not UTF-8 text (byte {err.start}); expected a GMT file"
+        ) from err
+    rows = [
+        (number, line.rstrip("\r\n").split("\t"))
+        for number, line in enumerate(text.splitlines(), start=1)
+        if line.strip()
+    ]
+    if not rows:
         raise ValueError(f"{path}: no gene sets found (the file is empty)")
-    log.debug("read %d gene sets from %s", len(gene_sets), path)
-    return gene_sets
+    return rows
+
+
+def gmt_has_descriptions(rows: Sequence[tuple[int, Sequence[str]]]) -> bool:
+    """Whether the second field of a GMT is a description (the standard) or already a gene.
+
+    It is taken as a gene when no second field is empty or looks like text or a URL, and most
+    of them are also listed as genes of some term: a description is rarely a gene symbol. When
+    in doubt, the standard layout."""
+    second = [fields[1].strip() for _, fields in rows if len(fields) > 1]
+    if not second or any(not v or " " in v or "://" in v for v in second):
+        return True
+    genes = {g.strip().upper() for _, fields in rows for g in fields[2:] if g.strip()}
+    listed = sum(v.upper() in genes for v in second)
+    return listed < 0.5 * len(second)
 
 
 def download_enrichr_library(library: str) -> dict[str, list[str]]:

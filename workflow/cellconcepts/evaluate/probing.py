@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from cellconcepts.evaluate.labels import label_series, task_labels
+from cellconcepts.evaluate.labels import label_series, rare_labels, task_labels
 
 logger = logging.getLogger(__name__)
 
@@ -291,8 +291,10 @@ def probe_tasks(
     table: pd.DataFrame,
     tasks: Sequence[Mapping[str, Any]],
     probe: ProbeSettings,
+    min_label_size: int = 1,
 ) -> list[dict[str, Any]]:
-    """BTA rows (task, representation, bta, sizes) of every representation on every task.
+    """BTA rows (task, representation, bta, sizes, n_rare_labels) of every representation on
+    every task; labels of fewer than ``min_label_size`` tokens are left out.
 
     The split per task depends only on the obs and the seed, so all representations are
     probed on the same rows.
@@ -300,30 +302,41 @@ def probe_tasks(
     rows = []
     for task in tasks:
         labels = task_labels(table, task)
+        rare = rare_labels(labels, min_label_size)
+        labels = labels.where(~labels.isin(list(rare)), np.nan)
         keep = labels.notna().to_numpy()
         kept = table.loc[keep].reset_index(drop=True)
         kept["_label"] = labels[keep].to_numpy()
-        train, test = probe_split_masks(
-            kept,
-            "_label",
-            group_column=task.get("group_by"),
-            test_fraction=probe.test_fraction,
-            seed=probe.seed,
-        )
+        where = f"task {task['name']!r} (column {task['column']!r})"
+        try:
+            train, test = probe_split_masks(
+                kept,
+                "_label",
+                group_column=task.get("group_by"),
+                test_fraction=probe.test_fraction,
+                seed=probe.seed,
+            )
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}".replace("'_label'", "of labels")) from err
         rows_kept = np.flatnonzero(keep)
         y = kept["_label"].to_numpy()
         for name, features in representations.items():
             x = features[rows_kept]
-            result = linear_probe(
-                x[train],
-                y[train],
-                x[test],
-                y[test],
-                max_iter=probe.max_iter,
-                C=probe.C,
-                seed=probe.seed,
-                max_train=probe.max_train,
+            try:
+                result = linear_probe(
+                    x[train],
+                    y[train],
+                    x[test],
+                    y[test],
+                    max_iter=probe.max_iter,
+                    C=probe.C,
+                    seed=probe.seed,
+                    max_train=probe.max_train,
+                )
+            except ValueError as err:
+                raise ValueError(f"{where}, {name}: {err}") from err
+            rows.append(
+                {"task": task["name"], "representation": name, **result, "n_rare_labels": len(rare)}
             )
-            rows.append({"task": task["name"], "representation": name, **result})
             logger.info("probe %s on %s: BTA %.3f", task["name"], name, result["bta"])
     return rows

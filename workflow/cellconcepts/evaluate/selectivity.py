@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from cellconcepts.evaluate.labels import label_series, task_labels
+from cellconcepts.evaluate.labels import label_series, rare_labels, task_labels
 
 logger = logging.getLogger(__name__)
 
@@ -155,20 +155,32 @@ def task_selectivity_tables(
     obs: pd.DataFrame,
     tasks: Sequence[Mapping[str, Any]],
     thresholds: Sequence[float],
+    min_label_size: int = 1,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per task: features above each avg-selectivity threshold (counts), and the best score
-    per label (best). The counts row task='any' counts features selective for at least one
-    label of any task."""
+    per label (best). Labels of fewer than ``min_label_size`` tokens are left out, their number
+    in the counts' ``n_rare_labels``. The counts row task='any' counts features selective for
+    at least one label of any task."""
     counts, best, best_any = [], [], None
     for task in tasks:
-        sel = selectivity(codes, task_labels(obs, task))
-        counts.append({"task": task["name"], **selectivity_counts(sel, thresholds)})
+        labels = task_labels(obs, task)
+        rare = rare_labels(labels, min_label_size)
+        labels = labels.where(~labels.isin(list(rare)), np.nan)
+        if labels.nunique() < 2:
+            raise ValueError(
+                f"task {task['name']!r} (column {task['column']!r}): fewer than 2 labels with "
+                f"at least {min_label_size} tokens (evaluate.min_label_size); found "
+                f"{labels.value_counts().to_dict()}, left out {rare}"
+            )
+        sel = selectivity(codes, labels)
+        row = {"task": task["name"], **selectivity_counts(sel, thresholds)}
+        counts.append({**row, "n_rare_labels": len(rare)})
         table = best_selectivity_per_label(sel)
         table.insert(0, "task", task["name"])
         best.append(table)
         feature_best = sel.avg.max(axis=0)
         best_any = feature_best if best_any is None else np.maximum(best_any, feature_best)
-    counts.append(
-        {"task": "any", **{f"n_features_sel_{t:g}": int((best_any > t).sum()) for t in thresholds}}
-    )
+    any_row = {f"n_features_sel_{t:g}": int((best_any > t).sum()) for t in thresholds}
+    total_rare = sum(c["n_rare_labels"] for c in counts)
+    counts.append({"task": "any", **any_row, "n_rare_labels": total_rare})
     return pd.DataFrame(counts), pd.concat(best, ignore_index=True)

@@ -26,6 +26,7 @@ from cellconcepts.microscopy.vit import (
     ViTConfig,
     ViTEncoder,
     capture_layers,
+    check_finite_pixels,
     check_layers,
     load_encoder,
 )
@@ -49,6 +50,7 @@ def _patch_tokens_by_batch(
     device: str | torch.device,
     progress: bool,
     desc: str,
+    where: str = "images",
 ) -> Iterator[tuple[int, int, dict[int, torch.Tensor]]]:
     """Yield (start, stop, {layer: patch tokens (B, T, D) without the prefix}) per batch."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -59,7 +61,9 @@ def _patch_tokens_by_batch(
     with torch.inference_mode(), capture_layers(encoder, layers) as captured:
         for start in tqdm(range(0, n, batch_size), desc=desc, disable=not progress, leave=False):
             stop = min(start + batch_size, n)
-            x = encoder.normalize(np.asarray(images[start:stop])).to(device)
+            raw = np.asarray(images[start:stop])
+            check_finite_pixels(raw, range(start, stop), where)
+            x = encoder.normalize(raw).to(device)
             encoder(x, max_layer=layers[-1])
             yield start, stop, {layer: captured[layer][:, prefix:] for layer in layers}
 
@@ -72,6 +76,7 @@ def extract_crop_tokens(
     batch_size: int = 64,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    where: str = "images",
 ) -> dict[int, np.ndarray]:
     """One float32 token per image and layer: {layer: (n, D)}, the mean of its patch tokens."""
     wanted = check_layers(encoder, layers)
@@ -79,7 +84,7 @@ def extract_crop_tokens(
     n = int(images.shape[0])
     out = {layer: np.empty((n, encoder.embed_dim), dtype=np.float32) for layer in wanted}
     batches = _patch_tokens_by_batch(
-        encoder, images, wanted, batch_size, device, progress, "crop tokens"
+        encoder, images, wanted, batch_size, device, progress, "crop tokens", where
     )
     for start, stop, tokens in batches:
         for layer in wanted:
@@ -96,6 +101,7 @@ def extract_patch_tokens(
     batch_size: int = 64,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    where: str = "images",
 ) -> np.ndarray:
     """Patch tokens at one layer on the patch grid: (n, grid_h, grid_w, D) float32.
 
@@ -108,7 +114,7 @@ def extract_patch_tokens(
     n = int(images.shape[0])
     out = np.empty((n, grid_h, grid_w, encoder.embed_dim), dtype=np.float32)
     batches = _patch_tokens_by_batch(
-        encoder, images, [layer], batch_size, device, progress, "patch tokens"
+        encoder, images, [layer], batch_size, device, progress, "patch tokens", where
     )
     for start, stop, tokens in batches:
         patches = tokens[layer]
@@ -155,6 +161,7 @@ def write_layer_tokens(
     *,
     batch_size: int,
     device: str,
+    where: str = "images",
 ) -> None:
     """One token per image (mean of patch tokens) at each of ``layers``, as one float32 .npy
     array (n_layers, n_images, D) in the order of ``layers``. Computed in chunks of images so
@@ -173,8 +180,10 @@ def write_layer_tokens(
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
         for start in range(0, n, EMBED_CHUNK_IMAGES):
             stop = min(start + EMBED_CHUNK_IMAGES, n)
+            chunk = np.asarray(images[start:stop])
+            check_finite_pixels(chunk, range(start, stop), where)
             tokens = extract_crop_tokens(
-                encoder, images[start:stop], layers, batch_size=batch_size, device=device
+                encoder, chunk, layers, batch_size=batch_size, device=device
             )
             for i, layer in enumerate(layers):
                 out[i, start:stop] = tokens[layer]

@@ -40,9 +40,11 @@ def probe_layers(
     obs: pd.DataFrame,
     tasks: Sequence[Mapping[str, Any]],
     probe: ProbeSettings,
+    min_label_size: int = 1,
 ) -> pd.DataFrame:
     """Probe BTA of each layer's tokens on every task (columns task, layer, bta, sizes)."""
-    rows = probe_tasks({str(n): values for n, values in tokens.items()}, obs, tasks, probe)
+    named = {str(n): values for n, values in tokens.items()}
+    rows = probe_tasks(named, obs, tasks, probe, min_label_size)
     probes = pd.DataFrame(rows).rename(columns={"representation": "layer"})
     probes["layer"] = probes["layer"].astype(int)
     return probes

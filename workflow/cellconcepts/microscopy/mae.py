@@ -35,6 +35,7 @@ from cellconcepts.microscopy.vit import (
     Block,
     ViTConfig,
     ViTEncoder,
+    check_finite_pixels,
     describe_encoder,
     normalize_images,
     sincos_pos_embed_2d,
@@ -435,6 +436,7 @@ def train_mae(
     checkpoint_path: PathLike | None = None,
     checkpoint_every: int = 200,
     log_every: int = 25,
+    where: str = "train_mae images",
 ) -> tuple[MAE, pd.DataFrame]:
     """Pre-train an MAE on ``images`` (n, C, H, W), uint16 or float, typically memory-mapped.
 
@@ -494,8 +496,10 @@ def train_mae(
     model.train()
     bar = tqdm(total=steps, initial=start, desc="MAE", leave=False)
     for step in range(start, steps):
-        x = normalize_images(np.asarray(images[sampler.rows(step)]), vit_config.input_norm)
-        x = x.to(device)
+        rows = sampler.rows(step)
+        raw = np.asarray(images[rows])
+        check_finite_pixels(raw, rows, where)
+        x = normalize_images(raw, vit_config.input_norm).to(device)
         generator = _step_generator(seed, step)
         if augment:
             x = augment_dihedral(x, generator)

@@ -228,6 +228,19 @@ def instance_normalize(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     return (x - mean) / torch.sqrt(var + INSTANCE_NORM_EPS)
 
 
+def check_finite_pixels(images: np.ndarray, rows: np.ndarray | range, where: str) -> None:
+    """Raw images must be finite: a NaN pixel would otherwise surface later as a NaN loss or
+    token (and used to be reported as a learning-rate problem). Names the first bad image."""
+    if np.issubdtype(images.dtype, np.floating):
+        finite = np.isfinite(images).reshape(len(images), -1).all(axis=1)
+        if not finite.all():
+            first = int(np.flatnonzero(~finite)[0])
+            raise ValueError(
+                f"{where}: image {list(rows)[first]} holds NaN or infinite pixels; expected "
+                "finite intensities"
+            )
+
+
 def normalize_images(images: np.ndarray | torch.Tensor, method: str) -> torch.Tensor:
     """Images as the encoder expects them: ``method`` is a ``ViTConfig.input_norm``."""
     if method == "standardize":

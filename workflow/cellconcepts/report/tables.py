@@ -86,7 +86,9 @@ def headline_table(
             "recon_cosine": reconstruction[variant]["recon_cosine"],
             "recon_cosine_original": reconstruction[variant]["recon_cosine_original"],
         }
-        row.update({k: int(v) for k, v in counts.loc["any"].items()})
+        row.update(
+            {k: int(v) for k, v in counts.loc["any"].items() if k.startswith("n_features_sel_")}
+        )
         for rep, prefix in (("reconstruction", "bta_"), ("codes", "bta_codes_")):
             chosen = probes[probes.representation == rep]
             row.update({prefix + t: b for t, b in zip(chosen.task, chosen.bta, strict=True)})

@@ -103,6 +103,7 @@ def cellprofiler_threshold(
     target_active: float,
     sweep_targets: Sequence[float],
     task: Mapping[str, Any],
+    min_label_size: int = 1,
 ) -> None:
     """Codes at the target mean active count (alpha by bisection), and the sweep over targets
     with the mean best avg selectivity on the comparison task."""
@@ -133,7 +134,8 @@ def cellprofiler_threshold(
         bounds.assign(alpha=alpha, target=target_active, mean_active=mean_active), thresholds
     )
     points = set(sweep_targets) | {target_active}
-    write_frame(qt.selectivity_sweep(matrix, ref, points, task_labels(table, task)), sweep)
+    labels = task_labels(table, task, min_label_size)
+    write_frame(qt.selectivity_sweep(matrix, ref, points, labels), sweep)
 
 
 def cellprofiler_selectivity(
@@ -144,11 +146,20 @@ def cellprofiler_selectivity(
     best: PathLike,
     tasks: Sequence[Mapping[str, Any]],
     thresholds: Sequence[float],
+    min_label_size: int = 1,
 ) -> None:
     """Selectivity of the thresholded CellProfiler features, as for a dictionary's codes."""
     from cellconcepts.stages.evaluate import selectivity
 
-    selectivity(obs=obs, codes=codes, counts=counts, best=best, tasks=tasks, thresholds=thresholds)
+    selectivity(
+        obs=obs,
+        codes=codes,
+        counts=counts,
+        best=best,
+        tasks=tasks,
+        thresholds=thresholds,
+        min_label_size=min_label_size,
+    )
 
 
 def cellprofiler_comparison(

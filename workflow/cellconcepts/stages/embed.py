@@ -155,6 +155,7 @@ def train_mae(
         MAEConfig(**{k: v for k, v in mae.items() if k in names}),
         device=str(resolve_device(execution["device"])),
         checkpoint_path=checkpoint,
+        where=str(images),
         **{k: v for k, v in mae.items() if k not in names},
     )
     vit.save_pretrained(
@@ -197,6 +198,7 @@ def embed_images(
         layer_tokens,
         batch_size=execution["batch_size"],
         device=device,
+        where=str(images),
     )
 
 
@@ -216,6 +218,7 @@ def choose_layer(
     control: str | Mapping[str, Any] | None,
     split: Mapping[str, Any],
     probe: Mapping[str, Any],
+    min_label_size: int = 1,
     threads: int | None = None,
 ) -> None:
     """Probe every extracted layer on every task; the chosen layer's tokens become the store
@@ -236,7 +239,7 @@ def choose_layer(
     if stacked.shape[0] != len(layers):
         raise ValueError(f"{layer_tokens}: {stacked.shape[0]} layers, expected {list(layers)}")
     values = {int(n): stacked[i] for i, n in enumerate(layers)}
-    probes = probe_layers(values, annotated, tasks, ProbeSettings(**probe))
+    probes = probe_layers(values, annotated, tasks, ProbeSettings(**probe), min_label_size)
     chosen = choose(probes, layer, layer_task)
     probes["chosen"] = probes["layer"] == chosen.layer
     write_table(probes, table[0], caption="probe BTA of each layer's tokens per task")

@@ -51,6 +51,7 @@ def enrich_model(
     source: str | None,
     settings: Mapping[str, Any],
     variant: str,
+    min_label_size: int = 1,
     gene_sets: PathLike | None = None,
     expression: PathLike | None = None,
 ) -> None:
@@ -88,7 +89,9 @@ def enrich_model(
         listed - started,
         enriched - listed,
     )
-    labels = selective_labels(matrix, table, tasks, settings["label_min_selectivity"])
+    labels = selective_labels(
+        matrix, table, tasks, settings["label_min_selectivity"], min_label_size
+    )
     features = annotate_features(lists, result, labels, settings["fdr"])
     checked = gseapy_check(lists, terms, result, settings["check_lists"])
     row = {
@@ -177,6 +180,7 @@ def enrichment_umap(
     labels: Sequence[str] | None,
     n_features: int,
     variant: str,
+    min_label_size: int = 1,
 ) -> None:
     """UMAP panels: the labels of ``task``, then the feature most selective for each of
     ``labels`` (all labels when None; at most ``n_features``), titled with its best term."""
@@ -187,7 +191,7 @@ def enrichment_umap(
     table = pd.read_parquet(obs)
     matrix = _codes_for(codes, table, obs)
     features = pd.read_csv(annotation).set_index("feature")
-    values = task_labels(table, task)
+    values = task_labels(table, task, min_label_size)
     sel = selectivity(matrix, values)
     wanted = labels or list(sel.labels)
     missing = sorted(set(wanted) - set(sel.labels))

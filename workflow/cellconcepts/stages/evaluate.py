@@ -29,12 +29,13 @@ def selectivity(
     best: PathLike,
     tasks: Sequence[Mapping[str, Any]],
     thresholds: Sequence[float],
+    min_label_size: int = 1,
 ) -> None:
     """Per task: features above each avg-selectivity threshold, and the best score per label
     (`evaluate.selectivity.task_selectivity_tables`)."""
     table = pd.read_parquet(obs)
     count_table, best_table = task_selectivity_tables(
-        sp.load_npz(codes).tocsr(), table, tasks, thresholds
+        sp.load_npz(codes).tocsr(), table, tasks, thresholds, min_label_size
     )
     write_frame(count_table, counts)
     write_frame(best_table, best)
@@ -49,6 +50,7 @@ def probe_model(
     probing: PathLike,
     tasks: Sequence[Mapping[str, Any]],
     probe: Mapping[str, Any],
+    min_label_size: int = 1,
     threads: int | None = None,
 ) -> None:
     """Linear-probe BTA per task on a model's reconstructions and on its codes."""
@@ -58,7 +60,7 @@ def probe_model(
         "reconstruction": np.load(reconstructions, mmap_mode="r"),
         "codes": sp.load_npz(codes).tocsr(),
     }
-    rows = probe_tasks(representations, store.obs, tasks, ProbeSettings(**probe))
+    rows = probe_tasks(representations, store.obs, tasks, ProbeSettings(**probe), min_label_size)
     write_frame(pd.DataFrame(rows), probing)
 
 
@@ -69,12 +71,15 @@ def probe_raw(
     probing: PathLike,
     tasks: Sequence[Mapping[str, Any]],
     probe: Mapping[str, Any],
+    min_label_size: int = 1,
     threads: int | None = None,
 ) -> None:
     """Linear-probe BTA per task on the raw tokens (the reference for every model)."""
     set_threads(threads)
     store = TokenStore.open(TokenFiles(Path(tokens), Path(obs)))
-    rows = probe_tasks({"raw": store.tokens}, store.obs, tasks, ProbeSettings(**probe))
+    rows = probe_tasks(
+        {"raw": store.tokens}, store.obs, tasks, ProbeSettings(**probe), min_label_size
+    )
     write_frame(pd.DataFrame(rows), probing)
 
 

@@ -72,7 +72,9 @@ def heatmap_patch_tokens(
     pixels = open_image_store(ImageFiles(Path(images), Path(image_obs))).images
     model = load_image_encoder(encoder, architecture, device, config=encoder_config)
     batch = execution["batch_size"]
-    patches = extract_patch_tokens(model, pixels[rows], layer, batch_size=batch, device=device)
+    patches = extract_patch_tokens(
+        model, pixels[rows], layer, batch_size=batch, device=device, where=str(images)
+    )
     controls = np.flatnonzero(table["is_control"].to_numpy())
     sample = np.sort(
         np.random.default_rng(0).choice(

@@ -17,6 +17,31 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 
+TRUE_WORDS = ("true", "yes", "1")
+FALSE_WORDS = ("false", "no", "0")
+
+
+def parse_flags(values: pd.Series, where: str) -> np.ndarray:
+    """A yes/no column as booleans: booleans, 0/1, or the strings true/false, yes/no, 1/0 in
+    any case. Anything else (other strings, other numbers, missing values) is refused, naming
+    the values found: ``astype(bool)`` would turn every non-empty string into True."""
+    if pd.api.types.is_bool_dtype(values) and not values.isna().any():
+        return values.to_numpy(dtype=bool)
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        if not values.isna().any() and set(np.unique(values.to_numpy())) <= {0, 1}:
+            return values.to_numpy() == 1
+    else:
+        words = values.astype("string").str.strip().str.lower()
+        known = words.isin(TRUE_WORDS + FALSE_WORDS).fillna(False).to_numpy(dtype=bool)
+        if known.all():
+            return words.isin(TRUE_WORDS).to_numpy(dtype=bool)
+    found = sorted({repr(v) for v in values.drop_duplicates().head(20).tolist()})
+    raise ValueError(
+        f"{where}: expected booleans (True/False, 1/0, or 'true'/'false'/'yes'/'no'), "
+        f"found {', '.join(found)}"
+    )
+
+
 def control_mask(obs: pd.DataFrame, control: str | Mapping[str, Any]) -> np.ndarray:
     """Boolean mask of control rows.
 
@@ -75,6 +100,26 @@ def assign_split(
     return split
 
 
+SPLIT_VALUES = ("train", "test")
+
+
+def check_split_values(split: pd.Series, where: str) -> None:
+    """Every value must be exactly 'train' or 'test' (lower case), named by row otherwise."""
+    bad = ~split.isin(SPLIT_VALUES).to_numpy()
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        values = sorted({repr(v) for v in split[bad].drop_duplicates().head(5).tolist()})
+        hint = (
+            "; lower-case them"
+            if split[bad].astype("string").str.lower().isin(SPLIT_VALUES).all()
+            else ""
+        )
+        raise ValueError(
+            f"{where}: expected 'train' or 'test'; row {row} has {split.iloc[row]!r} "
+            f"({int(bad.sum())} rows, values {', '.join(values)}){hint}"
+        )
+
+
 def annotate_obs(
     obs: pd.DataFrame,
     *,
@@ -88,6 +133,8 @@ def annotate_obs(
     `control` says otherwise (None means: use the input's own `is_control`).
     """
     obs = obs.reset_index(drop=True).copy()
+    if obs.empty:
+        raise ValueError("the input has no rows: expected one row per token")
     missing = [c for c in label_columns if c not in obs.columns]
     if missing:
         raise ValueError(
@@ -100,7 +147,7 @@ def annotate_obs(
         obs["is_control"] = control_mask(obs, control)
     elif "is_control" in obs.columns:
         log.info("using the input's own is_control column")
-        obs["is_control"] = obs["is_control"].astype(bool)
+        obs["is_control"] = parse_flags(obs["is_control"], "column 'is_control'")
     else:
         raise ValueError(
             "the input has no is_control column: set the dataset's `control` key "
@@ -113,6 +160,8 @@ def annotate_obs(
             group_column=split.get("group_by"),
             seed=split.get("seed", 0),
         )
+    else:
+        check_split_values(obs["split"], "column 'split'")
     n_test = int((obs["split"] == "test").sum())
     if n_test == 0 or n_test == len(obs):
         raise ValueError(

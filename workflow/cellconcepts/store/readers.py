@@ -3,7 +3,9 @@ and its per-row metadata, ready to become a token store."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,24 @@ from cellconcepts.files import PathLike
 logger = logging.getLogger(__name__)
 
 
+@contextlib.contextmanager
+def _reading(path: PathLike, what: str) -> Iterator[None]:
+    """Low-level failures of a reader (empty, truncated, not UTF-8, not the format its suffix
+    says) re-raised naming the file and what was expected."""
+    try:
+        yield
+    except (FileNotFoundError, ValueError) as err:
+        if str(path) in str(err):
+            raise
+        message = f"{path}: cannot read it as {what} ({type(err).__name__}: {err})"
+        raise ValueError(message) from err
+    except Exception as err:  # pyarrow, h5py, pandas parser errors have their own types
+        first = str(err).splitlines()[0] if str(err) else ""
+        raise ValueError(
+            f"{path}: cannot read it as {what} ({type(err).__name__}: {first})"
+        ) from err
+
+
 def _read_obs_table(obs_path: Path) -> pd.DataFrame:
     """Read per-row metadata from .parquet or .csv."""
     obs_path = Path(obs_path)
@@ -21,9 +41,11 @@ def _read_obs_table(obs_path: Path) -> pd.DataFrame:
         raise FileNotFoundError(f"obs file not found: {obs_path}")
     suffix = obs_path.suffix.lower()
     if suffix == ".parquet":
-        return pd.read_parquet(obs_path)
+        with _reading(obs_path, "a Parquet table"):
+            return pd.read_parquet(obs_path)
     if suffix == ".csv":
-        return pd.read_csv(obs_path)
+        with _reading(obs_path, "a UTF-8 CSV table"):
+            return pd.read_csv(obs_path)
     raise ValueError(f"{obs_path}: obs file must be .parquet or .csv, got {suffix!r}")
 
 
@@ -58,7 +80,8 @@ def _read_h5ad(
     with the original index kept as ``obs_name`` (None when ``obs_path`` supplies obs)."""
     import anndata
 
-    adata = anndata.read_h5ad(path, backed=None)
+    with _reading(path, "an AnnData .h5ad file"):
+        adata = anndata.read_h5ad(path, backed=None)
     if obsm_key is not None:
         if obsm_key not in adata.obsm:
             raise ValueError(
@@ -125,8 +148,19 @@ def _read_parquet(
 ) -> tuple[np.ndarray, pd.DataFrame | None]:
     """The embedding columns of a parquet table as float32 and the other columns as obs (None
     when ``obs_path`` supplies obs); see :func:`_parquet_dimensions` for which are which."""
-    table = pd.read_parquet(path)
+    with _reading(path, "a Parquet table"):
+        table = pd.read_parquet(path)
     dims = _parquet_dimensions(table, path, embedding_columns, obs_path)
+    not_numbers = [
+        c
+        for c in dims
+        if not pd.api.types.is_numeric_dtype(table[c]) or pd.api.types.is_bool_dtype(table[c])
+    ]
+    if not_numbers:
+        raise ValueError(
+            f"{path}: embedding columns {not_numbers[:10]} are not numbers (dtypes "
+            f"{sorted({str(table[c].dtype) for c in not_numbers})}); expected float embeddings"
+        )
     obs = _index_to_column(table.drop(columns=dims), str(path)) if obs_path is None else None
     return table[dims].to_numpy(dtype=np.float32), obs
 
@@ -135,7 +169,9 @@ def _read_npy(path: Path, obs_path: PathLike | None) -> tuple[np.ndarray, None]:
     """A 2-D .npy array as float32; its obs must come from ``obs_path`` (refused without)."""
     if obs_path is None:
         raise ValueError(f"{path}: an .npy embedding needs obs_path (.parquet or .csv)")
-    return _to_dense_float32(np.load(path, allow_pickle=False), str(path)), None
+    with _reading(path, "a NumPy .npy array"):
+        array = np.load(path, allow_pickle=False)
+    return _to_dense_float32(array, str(path)), None
 
 
 def read_embeddings(

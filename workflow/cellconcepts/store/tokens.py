@@ -22,11 +22,11 @@ from tqdm.auto import tqdm
 
 from cellconcepts.files import tmp_name
 from cellconcepts.store.layout import PathLike, TokenFiles
+from cellconcepts.store.obs import check_split_values, parse_flags
 
 logger = logging.getLogger(__name__)
 
 REQUIRED_OBS_COLUMNS = ("token_id", "is_control", "split")
-SPLIT_VALUES = ("train", "test")
 TOKEN_DTYPES = ("float16", "float32")
 
 # Rows per chunk when copying or checking tokens, so large stores are never held twice in RAM.
@@ -117,25 +117,9 @@ def _validate_obs(obs: pd.DataFrame, n_tokens: int, where: str) -> pd.DataFrame:
         )
     obs["token_id"] = token_id
 
-    is_control = obs["is_control"]
-    if pd.api.types.is_bool_dtype(is_control) and not is_control.isna().any():
-        obs["is_control"] = is_control.astype(bool)
-    elif pd.api.types.is_integer_dtype(is_control) and set(is_control.unique()) <= {0, 1}:
-        obs["is_control"] = is_control.astype(bool)
-    else:
-        raise ValueError(
-            f"{where}: column 'is_control' must be boolean (True/False, no missing values), "
-            f"got dtype {is_control.dtype}"
-        )
-
+    obs["is_control"] = parse_flags(obs["is_control"], f"{where}: column 'is_control'")
     split = obs["split"]
-    bad = ~split.isin(SPLIT_VALUES)
-    if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise ValueError(
-            f"{where}: column 'split' must be one of {list(SPLIT_VALUES)}; "
-            f"row {row} has {split.iloc[row]!r}"
-        )
+    check_split_values(split, f"{where}: column 'split'")
     obs["split"] = split.astype(str)
     return obs
 

@@ -1,0 +1,91 @@
+"""validate_dataset: a token store checked against its tasks before anything is learned."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cellconcepts.store.tokens import TokenStore, write_token_store
+from cellconcepts.store.validate import validate_dataset
+
+TASKS = [
+    {"name": "gene", "column": "gene", "group_by": "plate", "exclude": ["ctrl"]},
+    {"name": "plate", "column": "plate"},
+]
+
+
+def _store(tmp_path, n: int = 120, dim: int = 4, **columns) -> TokenStore:
+    rng = np.random.default_rng(0)
+    obs = pd.DataFrame(
+        {
+            "token_id": [f"t{i}" for i in range(n)],
+            "is_control": np.arange(n) % 4 == 0,
+            "split": np.where(np.arange(n) % 5 == 0, "test", "train"),
+            "gene": np.where(np.arange(n) % 4 == 0, "ctrl", np.where(np.arange(n) % 2, "g1", "g2")),
+            "plate": np.where(np.arange(n) < n // 2, "p1", "p2"),
+        }
+    )
+    for name, values in columns.items():
+        obs[name] = values
+    return write_token_store(tmp_path / "store", rng.normal(size=(n, dim)), obs)
+
+
+def test_a_good_store_passes_with_a_report(tmp_path):
+    report, warnings = validate_dataset(_store(tmp_path), TASKS, min_label_size=10)
+    assert report["n_tokens"] == 120 and report["dim"] == 4 and report["n_controls"] == 30
+    assert [t["labels"] for t in report["tasks"]] == [2, 2]
+    assert warnings == []
+
+
+def test_non_finite_tokens_name_the_row(tmp_path):
+    store = _store(tmp_path)
+    tokens = np.load(store.files.tokens, mmap_mode="r+")
+    tokens[7, 2] = np.nan
+    tokens.flush()
+    with pytest.raises(ValueError, match=r"tokens\.npy: row 7 \(token_id 't7'\) holds NaN"):
+        validate_dataset(TokenStore.open(store.files), TASKS, min_label_size=10)
+
+
+def test_a_rare_label_is_left_out_with_a_warning(tmp_path):
+    gene = np.where(np.arange(120) % 4 == 0, "ctrl", np.where(np.arange(120) % 2, "g1", "g2"))
+    gene = gene.astype(object)
+    gene[1] = "lonely"
+    report, warnings = validate_dataset(_store(tmp_path, gene=gene), TASKS, min_label_size=10)
+    assert report["tasks"][0]["rare_labels"] == {"lonely": 1}
+    assert any("task 'gene'" in w and "lonely" in w for w in warnings)
+
+
+@pytest.mark.parametrize(
+    ("columns", "message"),
+    [
+        ({"gene": ["ctrl"] * 120}, r"task 'gene' \(column 'gene'\) has 0 label"),
+        ({"gene": [None] * 120}, r"task 'gene' \(column 'gene'\) has 0 label"),
+        ({"gene": ["g1"] * 120}, r"task 'gene' \(column 'gene'\) has 1 label"),
+        ({"plate": ["p1"] * 120}, r"task 'gene' keeps groups of column 'plate' apart.*1 value"),
+    ],
+    ids=["all_excluded", "all_missing", "single_class", "single_group"],
+)
+def test_unusable_tasks_are_named(tmp_path, columns, message):
+    with pytest.raises(ValueError, match=message):
+        validate_dataset(_store(tmp_path, **columns), TASKS, min_label_size=10)
+
+
+def test_missing_columns_are_named(tmp_path):
+    store = _store(tmp_path)
+    with pytest.raises(ValueError, match=r"task 'x' reads column 'nope'"):
+        validate_dataset(store, [{"name": "x", "column": "nope"}], min_label_size=10)
+    grouped = [{"name": "gene", "column": "gene", "group_by": "well"}]
+    with pytest.raises(ValueError, match=r"column 'well'.*not there"):
+        validate_dataset(store, grouped, min_label_size=10)
+
+
+def test_few_controls_are_refused_or_warned(tmp_path):
+    one = np.zeros(120, dtype=bool)
+    one[0] = True
+    with pytest.raises(ValueError, match=r"1 control rows"):
+        validate_dataset(_store(tmp_path, is_control=one), TASKS, min_label_size=10)
+    three = np.zeros(120, dtype=bool)
+    three[:3] = True
+    _, warnings = validate_dataset(_store(tmp_path, is_control=three), TASKS, min_label_size=10)
+    assert any("3 control rows for 4-dimensional tokens" in w for w in warnings)

@@ -1,0 +1,84 @@
+"""Stage of workflow/rules/validate.smk: a dataset checked once, before anything expensive."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from cellconcepts.files import PathLike, atomic_path
+from cellconcepts.store.layout import TokenFiles
+from cellconcepts.store.tokens import TokenStore
+
+log = logging.getLogger(__name__)
+
+
+def validate_dataset(
+    *,
+    tokens: PathLike,
+    obs: PathLike,
+    validation: PathLike,
+    tasks: Sequence[Mapping[str, Any]],
+    min_label_size: int,
+    enrichment: Mapping[str, Any] | None = None,
+    gene_sets: PathLike | None = None,
+    expression: PathLike | None = None,
+) -> None:
+    """Check the token store against the dataset's tasks (`store.validate`) and, for datasets
+    with GO enrichment (``enrichment``: mode, gene column, source, controls, term sizes), that
+    the gene sets parse and overlap the background; write the report (with its warnings) as
+    JSON. Warnings also go to the job's standard output, where the run shows them."""
+    from cellconcepts.store.validate import validate_dataset as validate
+
+    store = TokenStore.open(TokenFiles(Path(tokens), Path(obs)))
+    report, warnings = validate(store, tasks, min_label_size)
+    if enrichment is not None:
+        report["gene_sets"] = _check_gene_sets(store, enrichment, gene_sets)
+    report["warnings"] = warnings
+    for warning in warnings:
+        log.warning(warning)
+        print(f"WARNING (validate_dataset): {warning}", file=sys.stdout, flush=True)
+    with atomic_path(validation) as tmp:
+        tmp.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    log.info("%s: %d tokens of dimension %d pass", obs, report["n_tokens"], report["dim"])
+
+
+def _check_gene_sets(
+    store: TokenStore, enrichment: Mapping[str, Any], gene_sets: PathLike | None
+) -> dict[str, Any]:
+    """The gene sets parse and enough of their genes are in the background."""
+    from cellconcepts.config import EXPRESSION
+    from cellconcepts.enrich import genesets
+    from cellconcepts.enrich.gene_lists import aligned_expression, screen_controls
+
+    path = Path(gene_sets) if gene_sets else genesets.go_bp_2023_path()
+    library = genesets.read_gmt(path)
+    if enrichment["mode"] == EXPRESSION:
+        _, background = aligned_expression(enrichment["source"], enrichment["matrix"], store.obs)
+    else:
+        column = enrichment["gene_column"]
+        if column not in store.obs.columns:
+            raise ValueError(
+                f"{store.files.obs}: no column {column!r} (enrich.screen.gene_column, the "
+                f"perturbed gene of each row); columns: {list(store.obs.columns)}"
+            )
+        controls = set(screen_controls(enrichment["control"], store.obs, column))
+        values = store.obs[column].dropna().astype(str).unique()
+        background = [g for g in values if g not in controls]
+    matrix = genesets.term_matrix(
+        library,
+        background,
+        min_size=enrichment["min_term_size"],
+        max_size=enrichment["max_term_size"],
+        where=f"{path} over the background of {store.files.obs}",
+    )
+    return {
+        "file": str(path),
+        "terms": len(library),
+        "terms_tested": matrix.n_terms,
+        "background_genes": int(matrix.genes.size),
+        "background_genes_in_no_term": matrix.n_unmatched,
+    }

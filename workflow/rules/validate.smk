@@ -1,0 +1,22 @@
+rule validate_dataset:
+    input:
+        unpack(enrichment_inputs),
+        tokens=TOKENS,
+        obs=TOKEN_OBS,
+    output:
+        validation=VALIDATION,
+    log:
+        f"{LOGS}/validate_dataset.log",
+    benchmark:
+        f"{BENCH}/validate_dataset.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        tasks=lambda wc: dataset_section(wc, "tasks"),
+        min_label_size=config["evaluate"]["min_label_size"],
+        enrichment=validation_enrichment,
+    script:
+        "../scripts/validate_dataset.py"
