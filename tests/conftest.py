@@ -11,6 +11,16 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
+# A ViT small enough for a workflow test on CPU (32 px images of 6 channels, 4x4 patches).
+TINY_VIT = {
+    "img_size": 32,
+    "patch_size": 8,
+    "in_chans": 6,
+    "embed_dim": 32,
+    "depth": 2,
+    "num_heads": 2,
+}
+
 
 def run_snakemake(
     workdir: Path, config: dict, *args: str, timeout: int = 1200

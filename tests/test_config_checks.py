@@ -83,6 +83,18 @@ def _tiny_user_dataset(path: str) -> dict:
     }
 
 
+def test_repeated_embedding_columns_are_refused(tmp_path: Path, demo_config):
+    config = _validated(demo_config)
+    (tmp_path / "emb.parquet").touch()
+    config["datasets"] = {"mine": _tiny_user_dataset("emb.parquet")}
+    config["datasets"]["mine"]["tokens"]["embedding_columns"] = ["e0", "e1", "e0"]
+    config = _validated(config)
+    with pytest.raises(ConfigError, match=r"mine\.tokens\.embedding_columns: 'e0' listed more"):
+        check_config(config, tmp_path, SCHEMA)
+    config["datasets"]["mine"]["tokens"]["embedding_columns"] = ["e0", "e1"]
+    check_config(config, tmp_path, SCHEMA)
+
+
 @pytest.mark.parametrize(
     ("mutate", "expected"),
     [

@@ -318,3 +318,26 @@ def test_read_embeddings_parquet_named_columns_keep_float_metadata_in_obs(tmp_pa
     assert tokens.shape == (3, 1)
     with pytest.raises(ValueError, match="missing columns"):
         read_embeddings(path, embedding_columns=["emb_9"])
+
+
+def test_a_file_that_is_not_npy_is_refused_naming_it(tmp_path):
+    from cellconcepts.files import load_npy
+
+    bad = tmp_path / "images.npy"
+    bad.write_bytes(b"not an npy file")
+    with pytest.raises(ValueError, match=r"images\.npy: not a readable \.npy array") as info:
+        load_npy(bad)
+    assert "pickle" not in str(info.value)
+    np.save(bad, np.arange(1000.0))
+    bad.write_bytes(bad.read_bytes()[:300])
+    with pytest.raises(ValueError, match=r"images\.npy: a damaged or cut-short \.npy array"):
+        load_npy(bad, mmap_mode="r")
+    np.save(bad, np.arange(3.0))
+    assert load_npy(bad).tolist() == [0.0, 1.0, 2.0]
+
+
+def test_an_embedding_without_rows_is_refused_naming_it(tmp_path):
+    path = tmp_path / "emb.parquet"
+    pd.DataFrame({"emb_0": pd.Series([], dtype="float32"), "cell": []}).to_parquet(path)
+    with pytest.raises(ValueError, match=r"emb\.parquet: no rows"):
+        read_embeddings(path)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from cellconcepts.store.tokens import TokenStore, write_token_store
-from cellconcepts.store.validate import validate_dataset
+from cellconcepts.store.validate import check_enrichment_labels, validate_dataset
 
 TASKS = [
     {"name": "gene", "column": "gene", "group_by": "plate", "exclude": ["ctrl"]},
@@ -89,3 +89,37 @@ def test_few_controls_are_refused_or_warned(tmp_path):
     three[:3] = True
     _, warnings = validate_dataset(_store(tmp_path, is_control=three), TASKS, min_label_size=10)
     assert any("3 control rows for 4-dimensional tokens" in w for w in warnings)
+
+
+def test_identical_tokens_are_refused_naming_the_file(tmp_path):
+    store = _store(tmp_path)
+    tokens = np.load(store.files.tokens, mmap_mode="r+")
+    tokens[:] = 0.25
+    tokens.flush()
+    with pytest.raises(ValueError, match=r"tokens\.npy: all 120 tokens are identical"):
+        validate_dataset(TokenStore.open(store.files), TASKS, min_label_size=10)
+
+
+def test_one_varying_dimension_is_enough(tmp_path):
+    store = _store(tmp_path)
+    tokens = np.load(store.files.tokens, mmap_mode="r+")
+    tokens[:, 1:] = 0.25
+    tokens.flush()
+    report, _ = validate_dataset(TokenStore.open(store.files), TASKS, min_label_size=10)
+    assert report["n_tokens"] == 120
+
+
+def test_labels_confounded_with_groups_are_refused(tmp_path):
+    # Each gene on a plate of its own: a split that keeps plates apart tests no trained label.
+    plate = np.where(np.arange(120) % 2, "p1", "p2")
+    with pytest.raises(ValueError, match=r"task 'gene'.*confounded with 'plate'"):
+        validate_dataset(_store(tmp_path, plate=plate), TASKS, min_label_size=10)
+
+
+def test_enrichment_labels_must_be_labels_of_the_task(tmp_path):
+    obs = _store(tmp_path).obs
+    check_enrichment_labels(obs, TASKS[0], ["g1"], min_label_size=10)
+    with pytest.raises(ValueError, match=r"enrich\.labels: \['ctrl', 'g3'\] are not labels"):
+        check_enrichment_labels(obs, TASKS[0], ["g1", "g3", "ctrl"], min_label_size=10)
+    with pytest.raises(ValueError, match=r"enrich\.labels: \['g2'\]"):
+        check_enrichment_labels(obs, TASKS[0], ["g2"], min_label_size=1000)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import run_snakemake
+from conftest import TINY_VIT, run_snakemake
 
 from cellconcepts.microscopy import vit
 from cellconcepts.microscopy.extract import extract_crop_tokens
@@ -18,14 +18,7 @@ from cellconcepts.sources import cellpainting
 
 pytestmark = pytest.mark.slow
 
-ARCHITECTURE = {
-    "img_size": 32,
-    "patch_size": 8,
-    "in_chans": 6,
-    "embed_dim": 32,
-    "depth": 2,
-    "num_heads": 2,
-}
+ARCHITECTURE = TINY_VIT
 SIMULATION = {
     "n_cell_types": 2,
     "plates_per_cell_type": 2,

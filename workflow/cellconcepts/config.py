@@ -182,6 +182,14 @@ def check_config(
                         f"{key}.tokens.{path_key}: input file {value!r} does not exist "
                         f"(relative paths are resolved from {base_dir.resolve()})"
                     )
+            columns = dataset["tokens"].get("embedding_columns")
+            if isinstance(columns, list):
+                repeated = sorted({c for c in columns if columns.count(c) > 1})
+                if repeated:
+                    raise ConfigError(
+                        f"{key}.tokens.embedding_columns: {', '.join(map(repr, repeated))} "
+                        "listed more than once; each column is one dimension of the tokens"
+                    )
         if kind == "scrna":
             source = dataset["scrna"]["source"]
             if source != "pbmc68k_reduced" and not (base_dir / source).exists():

@@ -1,4 +1,5 @@
-"""Writing result files so that a failed job never leaves one that looks finished."""
+"""Writing result files so that a failed job never leaves one that looks finished; reading
+.npy arrays with errors that name the file."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 PathLike = str | os.PathLike
@@ -38,3 +40,23 @@ def write_frame(table: pd.DataFrame, path: PathLike) -> None:
             table.to_parquet(tmp, index=False)
         else:
             table.to_csv(tmp, index=False)
+
+
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def load_npy(path: PathLike, mmap_mode: str | None = None) -> np.ndarray:
+    """A NumPy array from an .npy file, never unpickled; a file that is not one (numpy would
+    suggest unpickling it) or is damaged is refused naming it."""
+    path = Path(path)
+    try:
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        with open(path, "rb") as handle:
+            is_npy = handle.read(len(NPY_MAGIC)) == NPY_MAGIC
+        if not is_npy:
+            raise ValueError(
+                f"{path}: not a readable .npy array (it does not start with the .npy header; "
+                "expected a file written by numpy.save)"
+            ) from err
+        raise ValueError(f"{path}: a damaged or cut-short .npy array ({err})") from err

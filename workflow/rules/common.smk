@@ -365,6 +365,10 @@ def validation_enrichment(wildcards):
         "control": ds.get("control"),
         "min_term_size": settings["min_term_size"],
         "max_term_size": settings["max_term_size"],
+        "label_task": task_named(
+            wildcards.dataset, enrichment_label_task(wildcards.dataset)
+        ),
+        "labels": settings["labels"],
     }
 
 

@@ -17,6 +17,7 @@ rule validate_dataset:
     params:
         tasks=lambda wc: dataset_section(wc, "tasks"),
         min_label_size=config["evaluate"]["min_label_size"],
+        probe=probe_settings(),
         enrichment=validation_enrichment,
     script:
         "../scripts/validate_dataset.py"

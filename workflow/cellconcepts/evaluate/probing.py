@@ -105,6 +105,13 @@ def _grouped_split(
     k = min(max(k, 1), n_groups - 1)
     in_test = np.isin(codes, order[:k])
     keep = in_test & np.isin(y, np.unique(y[~in_test]))
+    if not keep.any():
+        raise ValueError(
+            f"no label of the test groups of obs column {group_column!r} occurs in the train "
+            f"groups: the labels are confounded with {group_column!r} (each label in groups "
+            "of its own), so a probe that keeps the groups apart cannot be tested; group by "
+            "a column that the labels cross, or drop group_by"
+        )
     n_dropped = int(in_test.sum() - keep.sum())
     if n_dropped:
         logger.info(
@@ -286,6 +293,36 @@ def _fit_predict(x_train, ytr: np.ndarray, x_test, *, max_iter: int, C: float, s
     return clf.predict(x_test)
 
 
+def task_split(
+    table: pd.DataFrame,
+    task: Mapping[str, Any],
+    probe: ProbeSettings,
+    min_label_size: int = 1,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
+    """A task's probe rows: (rows kept, their labels, train and test masks over the kept
+    rows, labels left out as rarer than ``min_label_size``). Depends only on the obs and the
+    seed, so every representation is probed on the same rows, and validate_dataset can try
+    the split before anything is trained."""
+    labels = task_labels(table, task)
+    rare = rare_labels(labels, min_label_size)
+    labels = labels.where(~labels.isin(list(rare)), np.nan)
+    keep = labels.notna().to_numpy()
+    kept = table.loc[keep].reset_index(drop=True)
+    kept["_label"] = labels[keep].to_numpy()
+    try:
+        train, test = probe_split_masks(
+            kept,
+            "_label",
+            group_column=task.get("group_by"),
+            test_fraction=probe.test_fraction,
+            seed=probe.seed,
+        )
+    except ValueError as err:
+        where = f"task {task['name']!r} (column {task['column']!r})"
+        raise ValueError(f"{where}: {err}".replace("'_label'", "of labels")) from err
+    return keep, kept["_label"].to_numpy(), train, test, rare
+
+
 def probe_tasks(
     representations: Mapping[str, Any],
     table: pd.DataFrame,
@@ -296,30 +333,13 @@ def probe_tasks(
     """BTA rows (task, representation, bta, sizes, n_rare_labels) of every representation on
     every task; labels of fewer than ``min_label_size`` tokens are left out.
 
-    The split per task depends only on the obs and the seed, so all representations are
-    probed on the same rows.
+    The split per task (`task_split`) is the same for every representation.
     """
     rows = []
     for task in tasks:
-        labels = task_labels(table, task)
-        rare = rare_labels(labels, min_label_size)
-        labels = labels.where(~labels.isin(list(rare)), np.nan)
-        keep = labels.notna().to_numpy()
-        kept = table.loc[keep].reset_index(drop=True)
-        kept["_label"] = labels[keep].to_numpy()
+        keep, y, train, test, rare = task_split(table, task, probe, min_label_size)
         where = f"task {task['name']!r} (column {task['column']!r})"
-        try:
-            train, test = probe_split_masks(
-                kept,
-                "_label",
-                group_column=task.get("group_by"),
-                test_fraction=probe.test_fraction,
-                seed=probe.seed,
-            )
-        except ValueError as err:
-            raise ValueError(f"{where}: {err}".replace("'_label'", "of labels")) from err
         rows_kept = np.flatnonzero(keep)
-        y = kept["_label"].to_numpy()
         for name, features in representations.items():
             x = features[rows_kept]
             try:

@@ -115,9 +115,12 @@ def import_tokens(
     values, table = read_embeddings(
         embeddings, obsm_key=obsm_key, obs_path=obs_table, embedding_columns=embedding_columns
     )
-    annotated = token_obs.annotate_obs(
-        table, control=control, split=split, label_columns=label_columns
-    )
+    try:
+        annotated = token_obs.annotate_obs(
+            table, control=control, split=split, label_columns=label_columns
+        )
+    except ValueError as err:
+        raise ValueError(f"{obs_table or embeddings}: {err}") from err
     write_token_store(TokenFiles(tokens, obs), values, annotated)
 
 

@@ -23,19 +23,27 @@ def validate_dataset(
     validation: PathLike,
     tasks: Sequence[Mapping[str, Any]],
     min_label_size: int,
+    probe: Mapping[str, Any],
     enrichment: Mapping[str, Any] | None = None,
     gene_sets: PathLike | None = None,
     expression: PathLike | None = None,
 ) -> None:
     """Check the token store against the dataset's tasks (`store.validate`) and, for datasets
-    with GO enrichment (``enrichment``: mode, gene column, source, controls, term sizes), that
-    the gene sets parse and overlap the background; write the report (with its warnings) as
+    with GO enrichment (``enrichment``: mode, gene column, source, controls, term sizes, label
+    task and labels), that the gene sets parse and overlap the background and that the labels
+    exist; write the report (with its warnings) as
     JSON. Warnings also go to the job's standard output, where the run shows them."""
+    from cellconcepts.evaluate.probing import ProbeSettings
+    from cellconcepts.store.validate import check_enrichment_labels
     from cellconcepts.store.validate import validate_dataset as validate
 
     store = TokenStore.open(TokenFiles(Path(tokens), Path(obs)))
-    report, warnings = validate(store, tasks, min_label_size)
+    report, warnings = validate(store, tasks, min_label_size, ProbeSettings(**probe))
     if enrichment is not None:
+        if enrichment["labels"]:
+            check_enrichment_labels(
+                store.obs, enrichment["label_task"], enrichment["labels"], min_label_size
+            )
         report["gene_sets"] = _check_gene_sets(store, enrichment, gene_sets)
     report["warnings"] = warnings
     for warning in warnings:

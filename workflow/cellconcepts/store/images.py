@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from cellconcepts.files import load_npy
 from cellconcepts.store.layout import ImageFiles, PathLike
 
 
@@ -41,7 +42,7 @@ def open_image_store(store: ImageFiles | PathLike) -> ImageStore:
                 f"{required}: missing; an image store needs images (n, C, H, W) and an obs "
                 "table (one row per image)"
             )
-    images = np.load(files.images, mmap_mode="r")
+    images = load_npy(files.images, mmap_mode="r")
     if images.ndim != 4:
         raise ValueError(f"{files.images}: expected shape (n, C, H, W), got {images.shape}")
     table = pd.read_parquet(files.obs)
@@ -56,7 +57,7 @@ def open_image_store(store: ImageFiles | PathLike) -> ImageStore:
         raise ValueError(
             f"{files.obs}: image_id must be unique; repeated: {duplicated.head(5).tolist()}"
         )
-    masks = np.load(files.masks, mmap_mode="r") if files.masks is not None else None
+    masks = load_npy(files.masks, mmap_mode="r") if files.masks is not None else None
     if masks is not None and masks.shape != (images.shape[0], *images.shape[2:]):
         raise ValueError(
             f"{files.masks}: expected shape {(images.shape[0], *images.shape[2:])} to match "

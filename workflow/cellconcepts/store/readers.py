@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cellconcepts.files import PathLike
+from cellconcepts.files import PathLike, load_npy
 
 logger = logging.getLogger(__name__)
 
@@ -169,8 +169,7 @@ def _read_npy(path: Path, obs_path: PathLike | None) -> tuple[np.ndarray, None]:
     """A 2-D .npy array as float32; its obs must come from ``obs_path`` (refused without)."""
     if obs_path is None:
         raise ValueError(f"{path}: an .npy embedding needs obs_path (.parquet or .csv)")
-    with _reading(path, "a NumPy .npy array"):
-        array = np.load(path, allow_pickle=False)
+    array = load_npy(path)
     return _to_dense_float32(array, str(path)), None
 
 
@@ -208,6 +207,8 @@ def read_embeddings(
             f"{path}: unsupported embedding format {suffix!r}; use .h5ad, .parquet, .npy"
         )
 
+    if embeddings.shape[0] == 0:
+        raise ValueError(f"{path}: no rows; expected one row per token")
     if obs is None:
         obs = _index_to_column(_read_obs_table(Path(str(obs_path))), str(obs_path))
     if len(obs) != embeddings.shape[0]:

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from cellconcepts.files import tmp_name
+from cellconcepts.files import load_npy, tmp_name
 from cellconcepts.store.layout import PathLike, TokenFiles
 from cellconcepts.store.obs import check_split_values, parse_flags
 
@@ -63,10 +63,7 @@ class TokenStore:
                 raise FileNotFoundError(
                     f"Token store is incomplete: missing file {required.name} ({required})"
                 )
-        try:
-            tokens = np.load(files.tokens, mmap_mode="r", allow_pickle=False)
-        except ValueError as err:
-            raise ValueError(f"{files.tokens}: not a readable .npy array ({err})") from err
+        tokens = load_npy(files.tokens, mmap_mode="r")
         if tokens.ndim != 2:
             raise ValueError(
                 f"{files.tokens}: expected a 2-D array (n_tokens, dim), got shape {tokens.shape}"

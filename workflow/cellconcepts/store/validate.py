@@ -2,12 +2,14 @@
 and before any whitening, training or probing, so that bad input fails early and never gives a
 silently wrong result.
 
-Errors (raised, naming the file, column, task or row): tokens that are not finite, token ids
-that repeat, an `is_control` or `split` column that does not parse, a split without train or
-test rows, fewer than 2 controls, a task whose column is missing or that has fewer than 2 labels
-of at least `evaluate.min_label_size` tokens, a `group_by` column that is missing or has a
-single value among the labelled rows. Warnings (returned and logged): fewer controls than
-dimensions (the whitening's covariance is then rank-deficient), labels left out as too rare.
+Errors (raised, naming the file, column, task or row): tokens that are not finite or that are
+all one vector, token ids that repeat, an `is_control` or `split` column that does not parse, a
+split without train or test rows, fewer than 2 controls, a task whose column is missing or that
+has fewer than 2 labels of at least `evaluate.min_label_size` tokens, a `group_by` column that
+is missing or has a single value among the labelled rows or a probe split that cannot test any
+label (labels confounded with the groups), `enrich.labels` that are not labels of the
+enrichment's task. Warnings (returned and logged): fewer controls than dimensions (the
+whitening's covariance is then rank-deficient), labels left out as too rare.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from cellconcepts.evaluate.labels import rare_labels, task_labels
+from cellconcepts.evaluate.probing import ProbeSettings, task_split
 from cellconcepts.store.obs import check_split_values, parse_flags
 from cellconcepts.store.tokens import TokenStore
 
@@ -29,9 +32,12 @@ log = logging.getLogger(__name__)
 _CHUNK_ROWS = 65536
 
 
-def check_finite(store: TokenStore) -> None:
-    """Every token value finite (streamed); the first bad row is named with its token id."""
+def check_values(store: TokenStore) -> None:
+    """Every token value finite, the first bad row named with its token id; and not every
+    token the same vector (a broken export), from which nothing can be learned. Streamed."""
     tokens = store.tokens
+    low = np.full(store.dim, np.inf, dtype=np.float32)
+    high = np.full(store.dim, -np.inf, dtype=np.float32)
     for start in range(0, len(tokens), _CHUNK_ROWS):
         chunk = np.asarray(tokens[start : start + _CHUNK_ROWS], dtype=np.float32)
         finite = np.isfinite(chunk).all(axis=1)
@@ -41,6 +47,14 @@ def check_finite(store: TokenStore) -> None:
                 f"{store.files.tokens}: row {row} (token_id "
                 f"{store.obs['token_id'].iloc[row]!r}) holds NaN or inf"
             )
+        np.minimum(low, chunk.min(axis=0), out=low)
+        np.maximum(high, chunk.max(axis=0), out=high)
+    if len(tokens) > 1 and (low == high).all():
+        raise ValueError(
+            f"{store.files.tokens}: all {len(tokens)} tokens are identical (no variance in any "
+            "of its dimensions): nothing can be learned from them; check the export of the "
+            "embedding"
+        )
 
 
 def check_annotations(store: TokenStore) -> dict[str, int]:
@@ -75,9 +89,14 @@ def check_annotations(store: TokenStore) -> dict[str, int]:
 
 
 def check_task(
-    obs: pd.DataFrame, task: Mapping[str, Any], min_label_size: int, where: str
+    obs: pd.DataFrame,
+    task: Mapping[str, Any],
+    min_label_size: int,
+    where: str,
+    probe: ProbeSettings,
 ) -> dict[str, Any]:
-    """A task's labels: enough labels of enough tokens, and groups that can be kept apart."""
+    """A task's labels: enough labels of enough tokens, groups that can be kept apart, and a
+    probe split (the one the probes will use) that tests some labels."""
     name, column = task["name"], task["column"]
     if column not in obs.columns:
         raise ValueError(
@@ -108,6 +127,10 @@ def check_task(
                 f"{where}: task {name!r} keeps groups of column {group!r} apart, but its "
                 f"labelled rows have {groups} value(s) there; a grouped split needs 2"
             )
+    try:
+        task_split(obs, task, probe, min_label_size)
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from err
     return {
         "task": name,
         "labels": int(len(kept)),
@@ -116,14 +139,34 @@ def check_task(
     }
 
 
+def check_enrichment_labels(
+    obs: pd.DataFrame, task: Mapping[str, Any], labels: Sequence[str], min_label_size: int
+) -> None:
+    """``enrich.labels`` (the labels whose best features the enrichment tables show) are
+    labels of the enrichment's task that are not left out as rare."""
+    known = set(task_labels(obs, task, min_label_size).dropna())
+    missing = sorted(set(map(str, labels)) - known)
+    if missing:
+        raise ValueError(
+            f"enrich.labels: {missing} are not labels of task {task['name']!r} (column "
+            f"{task['column']!r}, labels of at least {min_label_size} tokens): "
+            f"{sorted(known)[:20]}"
+        )
+
+
 def validate_dataset(
-    store: TokenStore, tasks: Sequence[Mapping[str, Any]], min_label_size: int
+    store: TokenStore,
+    tasks: Sequence[Mapping[str, Any]],
+    min_label_size: int,
+    probe: ProbeSettings | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
-    """Every check of the module docstring; returns (a report, warnings)."""
+    """Every check of the module docstring but the enrichment's (``probe``: the probes'
+    split settings, default `ProbeSettings()`); returns (a report, warnings)."""
     where = str(store.files.obs)
-    check_finite(store)
+    probe = probe or ProbeSettings()
+    check_values(store)
     report: dict[str, Any] = {"dim": store.dim, **check_annotations(store)}
-    report["tasks"] = [check_task(store.obs, task, min_label_size, where) for task in tasks]
+    report["tasks"] = [check_task(store.obs, task, min_label_size, where, probe) for task in tasks]
     warnings = []
     if report["n_controls"] <= store.dim:
         warnings.append(
