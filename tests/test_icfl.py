@@ -30,20 +30,74 @@ def unit_columns(w: np.ndarray) -> np.ndarray:
     return w / np.linalg.norm(w, axis=0, keepdims=True)
 
 
-@pytest.mark.parametrize(("n_iterations", "atoms"), [(1, 1), (3, 2), (4, 3), (2, 5)])
-def test_matches_numpy_reference(n_iterations: int, atoms: int) -> None:
+@pytest.mark.parametrize("method", ["residual", "gram"])
+@pytest.mark.parametrize(("n_iterations", "atoms"), [(1, 1), (3, 2), (4, 3), (2, 5), (20, 5)])
+def test_matches_numpy_reference(n_iterations: int, atoms: int, method: str) -> None:
+    """Both implementations choose the supports of Algorithm 1 run token by token, and their
+    codes agree with its least-squares solutions. 150 tokens: more than one of the Gram
+    path's cache-sized chunks (64 tokens on CPU)."""
     rng = np.random.default_rng(1)
-    d, m, n = 24, 48, 40
+    d, m, n = 24, 160, 150
     W = unit_columns(rng.standard_normal((d, m)))
     b_pre = 0.1 * rng.standard_normal(d)
     x = rng.standard_normal((n, d))
     expected = omp_reference(x, W, b_pre, n_iterations, atoms)
     got = icfl_encode(
-        torch.from_numpy(x), torch.from_numpy(W), torch.from_numpy(b_pre), n_iterations, atoms
+        torch.from_numpy(x),
+        torch.from_numpy(W),
+        torch.from_numpy(b_pre),
+        n_iterations,
+        atoms,
+        method=method,
     )
     assert got.dtype == torch.float64 and got.shape == (n, m)
+    np.testing.assert_array_equal(got.numpy() != 0, expected != 0)  # identical supports
     # float64, random (well-conditioned) atoms: the tiny ridge changes codes by ~1e-10.
     np.testing.assert_allclose(got.numpy(), expected, rtol=0, atol=1e-8)
+
+
+def test_gram_path_equals_the_residual_path_in_float32() -> None:
+    """At the working precision the two paths round differently; supports still agree on
+    nearly every token and codes closely."""
+    rng = np.random.default_rng(4)
+    d, m, n = 64, 512, 512
+    W = torch.from_numpy(unit_columns(rng.standard_normal((d, m)))).float()
+    x = torch.from_numpy(rng.standard_normal((n, d))).float()
+    b = torch.zeros(d)
+    residual = icfl_encode(x, W, b, 4, 2, method="residual")
+    gram = icfl_encode(x, W, b, 4, 2, method="gram")
+    same_support = ((residual != 0) == (gram != 0)).all(dim=1).float().mean()
+    assert same_support >= 0.99
+    torch.testing.assert_close(gram, residual, rtol=0, atol=1e-3)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("method", ["residual", "gram"])
+def test_cuda_matches_numpy_reference(method: str) -> None:
+    rng = np.random.default_rng(2)
+    d, m, n = 32, 256, 300
+    W = unit_columns(rng.standard_normal((d, m)))
+    x = rng.standard_normal((n, d))
+    expected = omp_reference(x, W, np.zeros(d), 4, 5)
+    got = icfl_encode(
+        torch.from_numpy(x).cuda(),
+        torch.from_numpy(W).cuda(),
+        torch.zeros(d, dtype=torch.float64, device="cuda"),
+        4,
+        5,
+        method=method,
+    )
+    assert got.is_cuda
+    np.testing.assert_array_equal(got.cpu().numpy() != 0, expected != 0)
+    np.testing.assert_allclose(got.cpu().numpy(), expected, rtol=0, atol=1e-8)
+
+
+def test_auto_takes_the_gram_path_when_it_is_cheaper() -> None:
+    from cellconcepts.dictionary.icfl import gram_is_cheaper
+
+    assert gram_is_cheaper(batch=1024, dim=1024, n_features=8192, n_iterations=20)
+    assert not gram_is_cheaper(batch=64, dim=64, n_features=8192, n_iterations=1)
 
 
 def test_at_most_j_times_l_nonzeros_and_negative_codes() -> None:
@@ -171,3 +225,27 @@ def test_resampling_keeps_one_member_of_a_cluster_and_respects_threshold() -> No
     n = model.after_step(10, torch.Generator().manual_seed(0))
     redrawn = model.last_resampled.tolist()
     assert n == 2 == len(set(redrawn)) and set(redrawn) < {0, 7, 9}
+
+
+def test_model_keeps_its_gram_until_the_decoder_changes() -> None:
+    """The Gram path computes G = W^T W once per decoder state: reused across encoding
+    batches, recomputed after an optimiser step or a renormalisation."""
+    from cellconcepts.dictionary.icfl import decoder_gram
+
+    torch.manual_seed(0)
+    model = ICFL(512, 1024, n_iterations=20, atoms_per_iteration=2, seed=0)
+    x = torch.randn(256, 512)
+    model.encode(x)
+    first = model._gram_matrix
+    assert first is not None  # at this shape the Gram path is the cheaper one
+    model.encode(x[:128])
+    assert model._gram_matrix is first
+    optimiser = torch.optim.SGD([model.W_dec], lr=0.1)
+    model.W_dec.grad = torch.randn_like(model.W_dec)
+    optimiser.step()
+    codes = model.encode(x)
+    assert model._gram_matrix is not first
+    torch.testing.assert_close(model._gram_matrix, decoder_gram(model.W_dec))
+    expected = icfl_encode(x, model.W_dec, model.b_pre, 20, 2, method="residual")
+    same = ((codes != 0) == (expected != 0)).all(dim=1).float().mean()
+    assert same > 0.95

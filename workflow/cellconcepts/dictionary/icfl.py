@@ -45,15 +45,18 @@ def _solve_small_spd(gram: Tensor, rhs: Tensor) -> Tensor:
     return z
 
 
-def icfl_encode(
-    x: Tensor, W_dec: Tensor, b_pre: Tensor, n_iterations: int, atoms_per_iteration: int
-) -> Tensor:
-    """ICFL encoder (Algorithm 1, batched OMP) for rows of ``x`` (B, d); dense codes (B, M).
+# Tokens whose correlations the Gram path computes in one product: bounds the (chunk, M) it keeps.
+_GRAM_CHUNK = 8192
+# Tokens iterated together on CPU: their correlations (64 x M floats) stay in cache across the J
+# iterations, which halves the encoder's time at the paper's shape (benchmarks/README.md). On a
+# GPU the whole chunk is iterated at once.
+_CPU_ITERATION_CHUNK = 64
+ENCODERS = ("auto", "gram", "residual")
 
-    r = x - b_pre; J times: S = the L columns with the largest *signed* <W_m, r>; least squares of
-    r on W_dec[:, S] only; r -= W_S z_t; z[S] += z_t. Codes may be negative and have at most J*L
-    non-zeros per row. No gradient flows through the encoder.
-    """
+
+def _check_encoder_args(
+    x: Tensor, W_dec: Tensor, n_iterations: int, atoms_per_iteration: int
+) -> None:
     if x.ndim != 2 or x.shape[1] != W_dec.shape[0]:
         raise ValueError(
             f"icfl_encode: x must have shape (B, {W_dec.shape[0]}) to match W_dec "
@@ -67,22 +70,141 @@ def icfl_encode(
         )
     if n_iterations < 1:
         raise ValueError(f"icfl_encode: n_iterations must be >= 1, got {n_iterations}")
+
+
+# Cost of one element of the Gram path's sparse update (a gathered multiply-add, bound by
+# memory) relative to one multiply-add of a dense matrix product. Measured on CPU with
+# benchmarks/icfl_encoder.py over 16 shapes from the demo's to the paper's: it ranged from 15
+# (d = 256, M = 2048) to 40 (d = 96, M = 128, where fixed costs dominate); 25 is their middle,
+# and the two paths are within 10 % of each other wherever the choice flips.
+SPARSE_UPDATE_COST = 25.0
+
+
+def gram_is_cheaper(
+    batch: int, dim: int, n_features: int, n_iterations: int, atoms_per_iteration: int = 1
+) -> bool:
+    """Whether the Gram path should take less time than the residual path for one call.
+
+    Residual: J x (B d M) dense multiply-adds for the correlations of every iteration. Gram:
+    d M^2 / 2 for G = W^T W (its upper half), B d M for the first correlations, and J x (B L M)
+    sparse updates, each weighed by `SPARSE_UPDATE_COST`.
+    """
+    residual = n_iterations * batch * dim * n_features
+    gram = (
+        dim * n_features * n_features / 2
+        + batch * dim * n_features
+        + SPARSE_UPDATE_COST * n_iterations * batch * atoms_per_iteration * n_features
+    )
+    return gram < residual
+
+
+def decoder_gram(W_dec: Tensor, block: int = 256) -> Tensor:
+    """G = W^T W (M, M) of the decoder's columns. Only the blocks on and above the diagonal
+    are multiplied (G is symmetric) and mirrored, which roughly halves the d M^2 cost; no
+    temporary larger than one block is allocated."""
+    W = W_dec.detach()
+    n = W.shape[1]
+    gram = torch.empty(n, n, dtype=W.dtype, device=W.device)
+    for start in range(0, n, block):
+        stop = min(start + block, n)
+        upper = W[:, start:stop].T @ W[:, start:]  # rows start:stop, columns start:
+        gram[start:stop, start:] = upper
+        gram[stop:, start:stop] = upper[:, stop - start :].T
+    return gram
+
+
+def icfl_encode(
+    x: Tensor,
+    W_dec: Tensor,
+    b_pre: Tensor,
+    n_iterations: int,
+    atoms_per_iteration: int,
+    *,
+    method: str = "auto",
+    gram: Tensor | None = None,
+) -> Tensor:
+    """ICFL encoder (Algorithm 1, batched OMP) for rows of ``x`` (B, d); dense codes (B, M).
+
+    r = x - b_pre; J times: S = the L columns with the largest *signed* <W_m, r>; least squares of
+    r on W_dec[:, S] only; r -= W_S z_t; z[S] += z_t. Codes may be negative and have at most J*L
+    non-zeros per row. No gradient flows through the encoder.
+
+    Two exact implementations (``method``): "residual" keeps r and recomputes W^T r every
+    iteration; "gram" (Batch-OMP, Rubinstein et al. 2008, adapted to the stage-wise selection)
+    computes c = W^T (x - b_pre) once and updates it with c -= G[:, S] z_t, G = W^T W (given as
+    ``gram`` or computed here), never forming r. "auto" takes the one `gram_is_cheaper` names.
+    """
+    _check_encoder_args(x, W_dec, n_iterations, atoms_per_iteration)
+    if method not in ENCODERS:
+        raise ValueError(f"icfl_encode: method must be one of {ENCODERS}, got {method!r}")
+    if method == "auto":
+        cheaper = gram is not None or gram_is_cheaper(
+            x.shape[0], W_dec.shape[0], W_dec.shape[1], n_iterations, atoms_per_iteration
+        )
+        method = "gram" if cheaper else "residual"
     dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     with torch.no_grad():
         W = W_dec.detach().to(dtype)
-        Wt = W.T.contiguous()  # (M, d): row m is atom m, for gathering
-        r = x.detach().to(dtype) - b_pre.detach().to(dtype)
-        z = torch.zeros(x.shape[0], n_features, dtype=dtype, device=x.device)
-        for _ in range(n_iterations):
-            scores = r @ W
-            top = torch.topk(scores, atoms_per_iteration, dim=1, sorted=False)
-            atoms = Wt[top.indices]  # (B, L, d)
-            gram = atoms @ atoms.transpose(1, 2)
-            # The right-hand side W_S^T r is exactly the selected scores.
-            z_t = _solve_small_spd(gram, top.values)
-            r = r - (z_t.unsqueeze(1) @ atoms).squeeze(1)
-            z.scatter_add_(1, top.indices, z_t)
+        centred = x.detach().to(dtype) - b_pre.detach().to(dtype)
+        if method == "residual":
+            z = _encode_residual(centred, W, n_iterations, atoms_per_iteration)
+        else:
+            G = decoder_gram(W) if gram is None else gram.detach().to(dtype)
+            z = _encode_gram(centred, W, G, n_iterations, atoms_per_iteration)
     return z.to(x.dtype)
+
+
+def _encode_residual(r: Tensor, W: Tensor, n_iterations: int, L: int) -> Tensor:
+    """Algorithm 1 as written: the residual r (B, d) is kept and re-projected every iteration."""
+    Wt = W.T.contiguous()  # (M, d): row m is atom m, for gathering
+    z = torch.zeros(r.shape[0], W.shape[1], dtype=r.dtype, device=r.device)
+    for _ in range(n_iterations):
+        scores = r @ W
+        top = torch.topk(scores, L, dim=1, sorted=False)
+        atoms = Wt[top.indices]  # (B, L, d)
+        gram = atoms @ atoms.transpose(1, 2)
+        # The right-hand side W_S^T r is exactly the selected scores.
+        z_t = _solve_small_spd(gram, top.values)
+        r = r - (z_t.unsqueeze(1) @ atoms).squeeze(1)
+        z.scatter_add_(1, top.indices, z_t)
+    return z
+
+
+def _encode_gram(centred: Tensor, W: Tensor, G: Tensor, n_iterations: int, L: int) -> Tensor:
+    """Algorithm 1 on the correlations c = W^T r: c -= G[:, S] z_t replaces r -= W_S z_t.
+
+    The update is a sparse (L non-zeros per token) times dense product, which reads the L rows
+    of G each token needs without copying them out (G is symmetric: rows are columns)."""
+    z = torch.zeros(centred.shape[0], W.shape[1], dtype=centred.dtype, device=centred.device)
+    for start in range(0, centred.shape[0], _GRAM_CHUNK):
+        stop = min(start + _GRAM_CHUNK, centred.shape[0])
+        correlations = centred[start:stop] @ W  # (chunk, M)
+        step = _CPU_ITERATION_CHUNK if correlations.device.type == "cpu" else stop - start
+        for first in range(0, stop - start, step):
+            c = correlations[first : first + step]
+            z[start + first : start + first + c.shape[0]] = _iterate_gram(c, G, n_iterations, L)
+    return z
+
+
+def _iterate_gram(c: Tensor, G: Tensor, n_iterations: int, L: int) -> Tensor:
+    """The J selections and solves of Algorithm 1 for correlations ``c`` (b, M), updated in
+    place; returns the codes (b, M)."""
+    z = torch.zeros_like(c)
+    tokens = torch.arange(c.shape[0], device=c.device).repeat_interleave(L)
+    for _ in range(n_iterations):
+        top = torch.topk(c, L, dim=1, sorted=False)
+        selected = top.indices
+        gram = G[selected[:, :, None], selected[:, None, :]]  # (b, L, L) = G[S, S]
+        z_t = _solve_small_spd(gram, top.values)
+        update = torch.sparse_coo_tensor(
+            torch.stack([tokens, selected.reshape(-1)]),
+            z_t.reshape(-1),
+            c.shape,
+            check_invariants=False,
+        )
+        c.addmm_(update, G, alpha=-1)
+        z.scatter_add_(1, selected, z_t)
+    return z
 
 
 class ICFL(nn.Module):
@@ -128,6 +250,8 @@ class ICFL(nn.Module):
         self.b_pre = nn.Parameter(torch.zeros(input_dim))
         self.learn_b_pre = learn_b_pre
         self.last_resampled = torch.empty(0, dtype=torch.long)
+        self._gram_matrix: Tensor | None = None
+        self._gram_key: tuple | None = None
 
     @property
     def learn_b_pre(self) -> bool:
@@ -163,8 +287,34 @@ class ICFL(nn.Module):
         }
 
     def encode(self, x: Tensor) -> Tensor:
-        """Dense codes (B, M) from the OMP encoder (no gradient)."""
-        return icfl_encode(x, self.W_dec, self.b_pre, self.n_iterations, self.atoms_per_iteration)
+        """Dense codes (B, M) from the OMP encoder (no gradient), in the Gram form when that is
+        cheaper (`gram_is_cheaper`); G = W^T W is kept until the decoder changes, so it is
+        computed once per training step and once for a whole encoding pass."""
+        gram = self._gram(x.shape[0])
+        return icfl_encode(
+            x,
+            self.W_dec,
+            self.b_pre,
+            self.n_iterations,
+            self.atoms_per_iteration,
+            method="residual" if gram is None else "gram",
+            gram=gram,
+        )
+
+    def _gram(self, batch: int) -> Tensor | None:
+        """The decoder's Gram matrix, cached under the decoder's version (in-place optimiser
+        steps, renormalisation and re-draws all bump it); None when the residual path is
+        cheaper for this batch size."""
+        W = self.W_dec
+        key = (W._version, W.data_ptr(), W.dtype, W.device)
+        if self._gram_key == key:
+            return self._gram_matrix
+        if not gram_is_cheaper(
+            batch, self.input_dim, self.n_features, self.n_iterations, self.atoms_per_iteration
+        ):
+            return None
+        self._gram_matrix, self._gram_key = decoder_gram(W), key
+        return self._gram_matrix
 
     def decode(self, z: Tensor) -> Tensor:
         """x_hat = z @ W_dec^T + b_pre."""
