@@ -123,6 +123,26 @@ def test_schema_yaml_is_loadable():
     assert schema["additionalProperties"] is False
 
 
+def test_paper_scale_configs_are_valid_at_the_papers_width():
+    from cellconcepts.config import deep_merge
+
+    paper = yaml.safe_load((REPO / "config" / "paper_scale.yaml").read_text())
+    cpu = deep_merge(paper, yaml.safe_load((REPO / "config" / "paper_scale_cpu.yaml").read_text()))
+    for config in (_validated(paper), _validated(cpu)):
+        check_config(config, REPO, SCHEMA)
+        (variant,) = [v for v in variants(config, "paper") if v.name == "icfl_pca_k100_seed0"]
+        assert config["dictionary"]["n_features"] == 8192
+        assert config["datasets"]["paper"]["synthetic"]["n_dims"] == 1024
+    assert paper["dictionary"]["train"] == {
+        "steps": 300000,
+        "batch_size": 8192,
+        "lr": 0.00005,
+        "dead_window": 1000,
+    }
+    assert cpu["datasets"]["paper"]["synthetic"]["n_tokens"] == 100000
+    assert cpu["dictionary"]["train"]["lr"] == 0.00005  # the overlay keeps what it does not set
+
+
 def test_openphenom_example_config_matches_the_encoder_it_names(tmp_path):
     from cellconcepts.microscopy.vit import ViTConfig, openphenom_config
 

@@ -97,3 +97,22 @@ def test_zero_row_gets_zero_cosine_and_dimension_errors() -> None:
         encode_tokens(perfect_topk(5), tokens, whitening, device="cpu")
     with pytest.raises(ValueError, match="whitening expects 4 input dims"):
         encode_tokens(perfect_topk(4), tokens[:, :3], whitening, device="cpu")
+
+
+def test_code_rows_build_the_csr_of_the_batches_within_the_sparsity_bound():
+    import scipy.sparse as sp
+
+    from cellconcepts.dictionary.encode import _CodeRows
+
+    z = torch.zeros(5, 7)
+    z[0, 3], z[2, 1], z[2, 6], z[4, 0] = 1.0, -2.0, 3.0, 0.5
+    rows = _CodeRows(5, 7, max_nonzeros=2)
+    rows.append(z[:3])
+    rows.append(z[3:])
+    codes = rows.matrix()
+    assert codes.dtype == np.float32 and codes.indices.dtype == np.int32
+    np.testing.assert_array_equal(codes.toarray(), z.numpy())
+    assert (codes != sp.csr_matrix(z.numpy())).nnz == 0
+    too_dense = _CodeRows(2, 7, max_nonzeros=1)
+    with pytest.raises(ValueError, match="more non-zeros than the model's sparsity"):
+        too_dense.append(torch.ones(2, 7))

@@ -415,3 +415,32 @@ def test_probe_errors_name_the_task():
     task = [{"name": "gene", "column": "label", "group_by": "plate"}]
     with pytest.raises(ValueError, match=r"task 'gene' \(column 'label'\).*'plate'"):
         probe_tasks({"raw": np.ones((60, 3))}, obs, task, ProbeSettings())
+
+
+def test_probe_reads_only_the_rows_it_uses_and_scores_as_before():
+    """With max_train, probe_tasks subsamples before reading rows; the score equals
+    linear_probe's own subsampling of all training rows."""
+    from cellconcepts.evaluate.probing import ProbeSettings, probe_tasks, task_split
+
+    rng = np.random.default_rng(0)
+    n = 400
+    table = pd.DataFrame({"y": rng.choice(["a", "b", "c"], size=n)})
+    x = rng.standard_normal((n, 5)) + (table["y"] == "a").to_numpy()[:, None]
+
+    class Recorder(np.ndarray):
+        """An array that records which rows are read from it."""
+
+        read: list = []
+
+        def __getitem__(self, index):
+            Recorder.read.append(np.asarray(index))
+            return np.asarray(self).__getitem__(index)
+
+    features = x.view(Recorder)
+    task = {"name": "t", "column": "y"}
+    probe = ProbeSettings(max_train=50, max_iter=200)
+    (row,) = probe_tasks({"x": features}, table, [task], probe)
+    keep, y, train, test, _ = task_split(table, task, probe)
+    expected = linear_probe(x[keep][train], y[train], x[keep][test], y[test], max_train=50)
+    assert row["bta"] == expected["bta"] and row["n_train"] == 50
+    assert sum(len(index) for index in Recorder.read) == 50 + test.sum()

@@ -341,3 +341,22 @@ def test_an_embedding_without_rows_is_refused_naming_it(tmp_path):
     pd.DataFrame({"emb_0": pd.Series([], dtype="float32"), "cell": []}).to_parquet(path)
     with pytest.raises(ValueError, match=r"emb\.parquet: no rows"):
         read_embeddings(path)
+
+
+def test_npy_row_writer_appends_rows_and_checks_the_count(tmp_path):
+    from cellconcepts.files import NpyRowWriter
+
+    path = tmp_path / "rows.npy"
+    with open(path, "wb") as handle:
+        writer = NpyRowWriter(handle, (5, 2), np.float32)
+        writer.write(np.arange(6).reshape(3, 2))
+        writer.write(np.arange(6, 10).reshape(2, 2))
+        writer.close()
+    np.testing.assert_array_equal(np.load(path), np.arange(10, dtype=np.float32).reshape(5, 2))
+    with open(path, "wb") as handle:
+        writer = NpyRowWriter(handle, (5, 2), np.float32)
+        writer.write(np.zeros((3, 2)))
+        with pytest.raises(ValueError, match="wrote 3 of 5 rows"):
+            writer.close()
+        with pytest.raises(ValueError, match="expected rows of 2 values"):
+            writer.write(np.zeros((1, 3)))

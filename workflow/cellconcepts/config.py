@@ -72,7 +72,15 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
 # The keys of the dictionary section that a model's training reads (`training_settings`).
 ICFL_KEYS = ("atoms_per_iteration", "resample_every", "resample_threshold", "learn_b_pre")
 TOPK_KEYS = ("aux_k", "aux_coef")
-TRAIN_KEYS = ("steps", "batch_size", "lr", "dead_window", "dead_fraction")
+TRAIN_KEYS = (
+    "steps",
+    "batch_size",
+    "lr",
+    "dead_window",
+    "dead_fraction",
+    "buffer_tokens",
+    "chunk_tokens",
+)
 
 
 def dictionary_settings(config: Mapping[str, Any], dataset: str) -> dict[str, Any]:
@@ -228,7 +236,7 @@ def _check_sizes(
     warnings: list[str],
 ) -> None:
     """Sparsity against the dictionary size and the embedding dimension, PCA components
-    against the dimension, ICFL sparsity against L."""
+    against the dimension, ICFL sparsity against L, the shuffle buffer against its chunks."""
     key = f"datasets.{name}"
     n_features = settings["n_features"]
     dim = embedding_dim(config, name, base_dir)
@@ -252,6 +260,13 @@ def _check_sizes(
                     f"dictionary.icfl.atoms_per_iteration {per_iteration} "
                     "(ICFL sparsity is J*L)"
                 )
+    train = settings["train"]
+    if train["chunk_tokens"] > train["buffer_tokens"]:
+        raise ConfigError(
+            f"{key}: dictionary.train.chunk_tokens {train['chunk_tokens']} exceeds "
+            f"dictionary.train.buffer_tokens {train['buffer_tokens']}; the shuffle buffer holds "
+            "whole chunks"
+        )
     components = config.get("whitening", {}).get("n_components")
     if dim is not None and components is not None and components > dim:
         raise ConfigError(

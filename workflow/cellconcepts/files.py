@@ -60,3 +60,28 @@ def load_npy(path: PathLike, mmap_mode: str | None = None) -> np.ndarray:
                 "expected a file written by numpy.save)"
             ) from err
         raise ValueError(f"{path}: a damaged or cut-short .npy array ({err})") from err
+
+
+class NpyRowWriter:
+    """Writes an (n, d) .npy file row block by row block, in order, through plain file writes:
+    unlike a writable memmap, the written pages are not kept mapped into the process, so its
+    resident memory does not grow with the file."""
+
+    def __init__(self, handle, shape: tuple[int, int], dtype: np.dtype) -> None:
+        self.handle, self.shape, self.dtype = handle, shape, np.dtype(dtype)
+        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False}
+        np.lib.format.write_array_header_1_0(handle, {**header, "shape": shape})
+        self.rows = 0
+
+    def write(self, block: np.ndarray) -> None:
+        """Append the next rows."""
+        block = np.ascontiguousarray(block, dtype=self.dtype)
+        if block.ndim != 2 or block.shape[1] != self.shape[1]:
+            raise ValueError(f"expected rows of {self.shape[1]} values, got {block.shape}")
+        self.handle.write(block.tobytes())
+        self.rows += block.shape[0]
+
+    def close(self) -> None:
+        """Check that every row was written."""
+        if self.rows != self.shape[0]:
+            raise ValueError(f"wrote {self.rows} of {self.shape[0]} rows")

@@ -1,8 +1,9 @@
 """Encode a whole token store with a trained dictionary: sparse codes, reconstructions, cosines.
 
-Tokens are streamed in fixed order; codes are assembled from per-batch CSR blocks (never a dense
-(n, M) array) and reconstructions are mapped back to the original token space and written row-wise
-to a .npy memmap.
+Tokens are streamed in fixed order with plain file reads; codes are assembled from per-batch CSR
+blocks (never a dense (n, M) array) and reconstructions are mapped back to the original token space
+and appended to a .npy file, so memory grows with the codes (n x nnz per token x 8 bytes), not with
+the store.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from cellconcepts.device import resolve_device
-from cellconcepts.files import atomic_path
+from cellconcepts.files import NpyRowWriter, atomic_path
+from cellconcepts.store.tokens import read_block
 
 if TYPE_CHECKING:
     from cellconcepts.dictionary.whitening import Whitening
@@ -46,13 +48,43 @@ def _row_cosine(a: Tensor, b: Tensor) -> Tensor:
     return cos.clamp(-1.0, 1.0)
 
 
-def _batch_csr(z: Tensor) -> sp.csr_matrix:
-    """CSR block from a dense (b, M) code batch, built from its non-zeros only."""
-    rows, cols = z.nonzero(as_tuple=True)
-    values = z[rows, cols].float().cpu().numpy()
-    counts = torch.bincount(rows, minlength=z.shape[0]).cpu().numpy()
-    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    return sp.csr_matrix((values, cols.cpu().numpy(), indptr), shape=tuple(z.shape))
+class _CodeRows:
+    """The codes of every token, appended batch by batch into preallocated CSR arrays (float32
+    values, int32 columns) of ``n_tokens x max_nonzeros`` entries: memory is that of the codes
+    once, never of a list of blocks plus their concatenation."""
+
+    def __init__(self, n_tokens: int, n_features: int, max_nonzeros: int) -> None:
+        self.shape = (n_tokens, n_features)
+        self.data = np.empty(n_tokens * max_nonzeros, dtype=np.float32)
+        self.indices = np.empty(n_tokens * max_nonzeros, dtype=np.int32)
+        self.indptr = np.zeros(n_tokens + 1, dtype=np.int64)
+        self.rows = self.nnz = 0
+
+    def append(self, z: Tensor) -> None:
+        """The non-zeros of a dense (b, M) code batch."""
+        rows, cols = z.nonzero(as_tuple=True)
+        stop = self.nnz + rows.shape[0]
+        if stop > self.data.shape[0]:
+            raise ValueError(
+                f"codes have more non-zeros than the model's sparsity allows ({stop} > "
+                f"{self.data.shape[0]})"
+            )
+        self.data[self.nnz : stop] = z[rows, cols].float().cpu().numpy()
+        self.indices[self.nnz : stop] = cols.cpu().numpy()
+        counts = torch.bincount(rows, minlength=z.shape[0]).cpu().numpy()
+        self.indptr[self.rows + 1 : self.rows + 1 + z.shape[0]] = self.nnz + np.cumsum(counts)
+        self.rows += z.shape[0]
+        self.nnz = stop
+
+    def matrix(self) -> sp.csr_matrix:
+        """The CSR matrix of the rows appended (int32 row pointers where they fit, as scipy
+        chooses them)."""
+        indptr = self.indptr
+        if self.nnz < np.iinfo(np.int32).max:
+            indptr = indptr.astype(np.int32)
+        return sp.csr_matrix(
+            (self.data[: self.nnz], self.indices[: self.nnz], indptr), shape=self.shape
+        )
 
 
 def _check_shapes(model: nn.Module, tokens: np.ndarray, transform: Whitening | None) -> None:
@@ -113,7 +145,7 @@ def encode_tokens(
         if transform is None
         else torch.as_tensor(transform.mean, dtype=torch.float64, device=dev)
     )
-    blocks: list[sp.csr_matrix] = []
+    codes = _CodeRows(n, model.W_dec.shape[1], int(model.sparsity))
     cosine_model = np.empty(n, dtype=np.float64)
     cosine_original = np.empty(n, dtype=np.float64)
     with contextlib.ExitStack() as stack:
@@ -121,27 +153,21 @@ def encode_tokens(
         if reconstruction_path is not None:
             Path(reconstruction_path).parent.mkdir(parents=True, exist_ok=True)
             tmp = stack.enter_context(atomic_path(reconstruction_path))
-            recon = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, d))
+            recon = NpyRowWriter(stack.enter_context(open(tmp, "wb")), (n, d), np.float32)
         with torch.no_grad():
             for start in tqdm(range(0, n, batch_size), desc="encode", leave=False):
                 stop = min(start + batch_size, n)
-                x = torch.from_numpy(np.asarray(tokens[start:stop], dtype=np.float32)).to(dev)
+                x = torch.from_numpy(read_block(tokens, start, stop)).to(dev)
                 z, x_rec, cos_model, cos_original = _encode_batch(model, x, transform, mean)
-                blocks.append(_batch_csr(z))
+                codes.append(z)
                 cosine_model[start:stop] = cos_model.cpu().numpy()
                 cosine_original[start:stop] = cos_original.cpu().numpy()
                 if recon is not None:
-                    recon[start:stop] = x_rec.float().cpu().numpy()
+                    recon.write(x_rec.float().cpu().numpy())
         if recon is not None:
-            recon.flush()
-            del recon
+            recon.close()
 
-    n_features = model.W_dec.shape[1]
-    codes = (
-        sp.vstack(blocks, format="csr").astype(np.float32)
-        if blocks
-        else sp.csr_matrix((0, n_features), dtype=np.float32)
-    )
+    codes = codes.matrix()
     logger.info(
         "encoded %d tokens: mean nnz %.2f, mean cosine %.4f (model) %.4f (original)",
         n,

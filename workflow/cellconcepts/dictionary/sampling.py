@@ -1,12 +1,34 @@
-"""Seeded, resumable mini-batches: the rows of training step s depend only on (seed, s)."""
+"""Seeded, resumable mini-batches: the rows of training step s depend only on (seed, s).
+
+`BatchSampler` shuffles all rows every epoch (for arrays that fit in memory, e.g. the MAE's
+images). `ShuffleBuffer` is for token stores of any size, larger than memory too: random single
+rows read from a memmap on disk cost a disk seek each once the store exceeds the page cache, so
+it reads the store in contiguous chunks, a seeded random set of them at a time into a buffer of
+bounded size, and draws shuffled batches from the buffer (the activation-store approach of SAE
+trainers).
+"""
 
 from __future__ import annotations
 
+import bisect
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 
+from cellconcepts.store.tokens import read_block
+
 log = logging.getLogger(__name__)
+
+
+def _batch_size_for(n_rows: int, batch_size: int) -> int:
+    if n_rows < batch_size:
+        log.warning(
+            "only %d training rows, fewer than batch_size %d: every batch is the whole set",
+            n_rows,
+            batch_size,
+        )
+    return min(batch_size, n_rows)
 
 
 class BatchSampler:
@@ -16,13 +38,7 @@ class BatchSampler:
 
     def __init__(self, indices: np.ndarray, batch_size: int, seed: int) -> None:
         self.indices = np.asarray(indices)
-        self.batch_size = min(batch_size, len(self.indices))
-        if self.batch_size < batch_size:
-            log.warning(
-                "only %d training rows, fewer than batch_size %d: every batch is the whole set",
-                len(self.indices),
-                batch_size,
-            )
+        self.batch_size = _batch_size_for(len(self.indices), batch_size)
         self.steps_per_epoch = len(self.indices) // self.batch_size
         self.seed = seed
         self._epoch = -1
@@ -36,3 +52,115 @@ class BatchSampler:
             self._epoch = epoch
         start = position * self.batch_size
         return np.sort(self._perm[start : start + self.batch_size])
+
+
+@dataclass
+class _Window:
+    """The buffer's contents: the rows of some chunks, read once, shuffled once."""
+
+    epoch: int
+    index: int
+    rows: np.ndarray  # store rows held, in buffer order
+    data: np.ndarray  # (len(rows), d) float32
+    order: np.ndarray  # a seeded permutation of buffer positions
+
+
+class ShuffleBuffer:
+    """Batches of ``indices`` (training rows of ``tokens``) drawn through a bounded buffer.
+
+    The store is cut into chunks of ``chunk_rows`` consecutive rows. Every epoch the chunks
+    holding training rows are put in a seeded random order (``default_rng([seed, epoch])``) and
+    taken ``buffer_rows // chunk_rows`` at a time: their training rows are read (one contiguous
+    read per chunk) into the buffer, shuffled (``default_rng([seed, epoch, window])``), and cut
+    into batches; the last partial batch of each buffer load is dropped. Memory is bounded by
+    ``buffer_rows`` rows whatever the store's size, and the store is read sequentially once per
+    epoch. When all training rows fit in the buffer there is one load per epoch, shuffled by
+    ``default_rng([seed, epoch])``: the batches are exactly `BatchSampler`'s. Each batch is
+    returned in ascending store-row order.
+    """
+
+    def __init__(
+        self,
+        tokens: np.ndarray,
+        indices: np.ndarray,
+        batch_size: int,
+        seed: int,
+        *,
+        buffer_rows: int = 262144,
+        chunk_rows: int = 8192,
+    ) -> None:
+        if not 1 <= chunk_rows <= buffer_rows:
+            raise ValueError(
+                f"chunk_rows must be in [1, buffer_rows={buffer_rows}], got {chunk_rows}"
+            )
+        self.tokens = tokens
+        self.indices = np.unique(np.asarray(indices, dtype=np.int64))
+        self.batch_size = _batch_size_for(len(self.indices), batch_size)
+        self.seed = seed
+        self.chunk_rows = chunk_rows
+        self.single = len(self.indices) <= buffer_rows
+        chunks, starts = np.unique(self.indices // chunk_rows, return_index=True)
+        self._chunks = chunks  # chunks holding training rows
+        self._bounds = np.append(starts, len(self.indices))  # their slices of indices
+        self.chunks_per_window = len(chunks) if self.single else buffer_rows // chunk_rows
+        self._epochs: list[np.ndarray] = []  # per epoch: cumulative steps at each window's end
+        self._ends = [0]  # steps before each epoch
+        self._window: _Window | None = None
+
+    def _chunk_order(self, epoch: int) -> np.ndarray:
+        """Positions (into ``self._chunks``) of the epoch's chunks, in reading order."""
+        if self.single:
+            return np.arange(len(self._chunks))
+        return np.random.default_rng([self.seed, epoch]).permutation(len(self._chunks))
+
+    def _window_chunks(self, epoch: int, window: int) -> np.ndarray:
+        order = self._chunk_order(epoch)
+        per = self.chunks_per_window
+        return np.sort(order[window * per : (window + 1) * per])
+
+    def _window_rows(self, chunks: np.ndarray) -> np.ndarray:
+        return np.concatenate([self.indices[self._bounds[c] : self._bounds[c + 1]] for c in chunks])
+
+    def _steps(self, epoch: int) -> np.ndarray:
+        """Cumulative steps at the end of each window of ``epoch`` (from the epoch's start)."""
+        while len(self._epochs) <= epoch:
+            order = self._chunk_order(len(self._epochs))
+            sizes = self._bounds[1:] - self._bounds[:-1]
+            per_window = np.add.reduceat(
+                sizes[order], np.arange(0, len(order), self.chunks_per_window)
+            )
+            self._epochs.append(np.cumsum(per_window // self.batch_size))
+            self._ends.append(self._ends[-1] + int(self._epochs[-1][-1]))
+        return self._epochs[epoch]
+
+    def _locate(self, step: int) -> tuple[int, int, int]:
+        """(epoch, window, batch within the window) of training step ``step``."""
+        while self._ends[-1] <= step:
+            self._steps(len(self._epochs))
+        epoch = bisect.bisect_right(self._ends, step) - 1
+        step -= self._ends[epoch]
+        ends = self._steps(epoch)
+        window = int(np.searchsorted(ends, step, side="right"))
+        return epoch, window, step - (int(ends[window - 1]) if window else 0)
+
+    def _load(self, epoch: int, window: int) -> _Window:
+        chunks = self._window_chunks(epoch, window)
+        rows = self._window_rows(chunks)
+        blocks = []
+        for c in chunks:
+            first = int(self._chunks[c]) * self.chunk_rows
+            block = read_block(self.tokens, first, min(first + self.chunk_rows, len(self.tokens)))
+            blocks.append(block[self.indices[self._bounds[c] : self._bounds[c + 1]] - first])
+        key = [self.seed, epoch] if self.single else [self.seed, epoch, window]
+        order = np.random.default_rng(key).permutation(len(rows))
+        return _Window(epoch, window, rows, np.concatenate(blocks), order)
+
+    def batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """(store rows, float32 data) of training step ``step``, rows ascending."""
+        epoch, window, position = self._locate(step)
+        current = self._window
+        if current is None or (current.epoch, current.index) != (epoch, window):
+            self._window = current = self._load(epoch, window)
+        start = position * self.batch_size
+        positions = np.sort(current.order[start : start + self.batch_size])
+        return current.rows[positions], current.data[positions]

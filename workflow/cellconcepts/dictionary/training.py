@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from cellconcepts.device import resolve_device
 from cellconcepts.dictionary.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
-from cellconcepts.dictionary.sampling import BatchSampler
+from cellconcepts.dictionary.sampling import ShuffleBuffer
 from cellconcepts.files import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -50,6 +50,8 @@ class TrainConfig:
     resample_threshold: float = 0.9
     dead_window: int = 1000
     dead_fraction: float = 1e-5
+    buffer_tokens: int = 262144
+    chunk_tokens: int = 8192
     num_threads: int | None = None
 
 
@@ -224,14 +226,8 @@ class _State:
         self.step, self.pending_resampled = int(saved["step"]), int(saved["pending_resampled"])
 
 
-def _batch(
-    tokens: np.ndarray,
-    rows: np.ndarray,
-    transform: Callable[[Any], Any] | None,
-    device: torch.device,
-) -> Tensor:
-    """Rows of the store in model space, on the training device."""
-    raw = np.asarray(tokens[rows], dtype=np.float32)
+def _batch(raw: np.ndarray, transform: Callable[[Any], Any] | None, device: torch.device) -> Tensor:
+    """Rows of the store (float32) in model space, on the training device."""
     if transform is None:
         return _as_batch(raw, device)
     if device.type == "cpu":
@@ -283,7 +279,9 @@ def train_dictionary(
     checkpoint_dir: Path,
     metrics_path: Path,
 ) -> TrainResult:
-    """Train ``model`` (in place) with Adam on batches of ``tokens[train_indices]``.
+    """Train ``model`` (in place) with Adam on batches of ``tokens[train_indices]``, drawn
+    through a `ShuffleBuffer` of ``config.buffer_tokens`` rows, so that memory does not grow
+    with the store.
 
     ``transform`` maps a raw batch to model space (e.g. ``Whitening.transform``); it receives a
     float32 numpy array on CPU and a tensor on the training device otherwise. Resumes from
@@ -310,7 +308,14 @@ def train_dictionary(
         generator=torch.Generator().manual_seed(config.seed),
         tracker=_DeadTracker(model.n_features, config.dead_window, config.dead_fraction, device),
     )
-    sampler = BatchSampler(indices, config.batch_size, config.seed)
+    sampler = ShuffleBuffer(
+        tokens,
+        indices,
+        config.batch_size,
+        config.seed,
+        buffer_rows=config.buffer_tokens,
+        chunk_rows=config.chunk_tokens,
+    )
     signature = resume_signature(model, config, indices)
     use_aux = getattr(model, "aux_k", None) is not None
 
@@ -337,7 +342,7 @@ def train_dictionary(
     with open(metrics_path, "a", newline="") as handle, threadpool_limits(1, user_api="blas"):
         writer = csv.writer(handle)
         for step in range(start, config.steps):
-            x = _batch(tokens, sampler.rows(step), transform, device)
+            x = _batch(sampler.batch(step)[1], transform, device)
             loss, z, x_hat = _train_step(model, x, state, use_aux)
             done = state.step
             if done % config.log_every == 0 or done == config.steps:

@@ -256,6 +256,13 @@ def _as_feature_pair(features_train, features_test) -> tuple:
 
 def _subsample(x_train, ytr: np.ndarray, max_train: int, seed: int) -> tuple:
     """A seeded, stratified (else uniform) subsample of ``max_train`` training rows."""
+    sub = subsample_positions(ytr, max_train, seed)
+    return x_train[sub], ytr[sub]
+
+
+def subsample_positions(ytr: np.ndarray, max_train: int, seed: int) -> np.ndarray:
+    """Sorted positions of a seeded, stratified (else uniform) subsample of ``max_train`` of
+    the labels ``ytr``."""
     from sklearn.model_selection import train_test_split
 
     pos = np.arange(ytr.shape[0])
@@ -265,10 +272,9 @@ def _subsample(x_train, ytr: np.ndarray, max_train: int, seed: int) -> tuple:
         logger.info("linear probe: stratified subsample impossible; subsampling uniformly")
         sub = np.random.default_rng(seed).choice(pos, size=max_train, replace=False)
     sub = np.sort(sub)
-    x_train, ytr = x_train[sub], ytr[sub]
-    if np.unique(ytr).shape[0] < 2:
+    if np.unique(ytr[sub]).shape[0] < 2:
         raise ValueError(f"max_train={max_train}: the subsample has fewer than 2 classes")
-    return x_train, ytr
+    return sub
 
 
 def _fit_predict(x_train, ytr: np.ndarray, x_test, *, max_iter: int, C: float, seed: int):
@@ -339,19 +345,26 @@ def probe_tasks(
     for task in tasks:
         keep, y, train, test, rare = task_split(table, task, probe, min_label_size)
         where = f"task {task['name']!r} (column {task['column']!r})"
+        train_pos, test_pos = np.flatnonzero(train), np.flatnonzero(test)
+        if probe.max_train is not None and len(train_pos) > probe.max_train:
+            # Subsampled before any row is read, so a store larger than memory is never
+            # gathered whole: only the rows the probe uses are.
+            try:
+                sub = subsample_positions(y[train_pos], probe.max_train, probe.seed)
+            except ValueError as err:
+                raise ValueError(f"{where}: {err}") from err
+            train_pos = train_pos[sub]
         rows_kept = np.flatnonzero(keep)
         for name, features in representations.items():
-            x = features[rows_kept]
             try:
                 result = linear_probe(
-                    x[train],
-                    y[train],
-                    x[test],
-                    y[test],
+                    features[rows_kept[train_pos]],
+                    y[train_pos],
+                    features[rows_kept[test_pos]],
+                    y[test_pos],
                     max_iter=probe.max_iter,
                     C=probe.C,
                     seed=probe.seed,
-                    max_train=probe.max_train,
                 )
             except ValueError as err:
                 raise ValueError(f"{where}, {name}: {err}") from err

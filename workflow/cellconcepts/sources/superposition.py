@@ -267,10 +267,26 @@ def _background_entries(
 ) -> _Entries:
     """Codes of the background atoms: each active in any token (controls included) with
     probability ``background_rate``, amplitude U(0.5, 1.5)."""
-    bg_active = rng.random((n, n_background)) < background_rate
-    bg_amplitude = rng.uniform(*AMPLITUDE_RANGE, size=(n, n_background))
-    r, k = np.nonzero(bg_active)
-    return r, offset + k, bg_amplitude[r, k]
+    # Drawn in row blocks (identical to one (n, n_background) draw: a Generator fills arrays
+    # in order), so that millions of tokens x thousands of atoms never sit in memory at once.
+    rows, atoms = [], []
+    for start, stop in _row_blocks(n, n_background):
+        r, k = np.nonzero(rng.random((stop - start, n_background)) < background_rate)
+        rows.append(start + r)
+        atoms.append(k)
+    r, k = np.concatenate(rows), np.concatenate(atoms)
+    amplitude = np.empty(len(r))
+    for start, stop in _row_blocks(n, n_background):
+        block = rng.uniform(*AMPLITUDE_RANGE, size=(stop - start, n_background))
+        inside = slice(*np.searchsorted(r, [start, stop]))
+        amplitude[inside] = block[r[inside] - start, k[inside]]
+    return r, offset + k, amplitude
+
+
+def _row_blocks(n: int, width: int, values: int = 1 << 24) -> list[tuple[int, int]]:
+    """(start, stop) row ranges of about ``values`` values each (128 MiB of float64)."""
+    step = max(1, values // max(width, 1))
+    return [(start, min(start + step, n)) for start in range(0, n, step)]
 
 
 def _codes_matrix(entries: list[_Entries], n: int, n_atoms: int) -> sp.csr_matrix:
@@ -309,11 +325,15 @@ def _mix_tokens(
     nuisance: np.ndarray,
     noise: np.ndarray,
 ) -> np.ndarray:
-    """``codes @ atoms + nuisance_coefficients @ nuisance + noise`` in float64, as float32."""
-    tokens = np.asarray(codes.astype(np.float64) @ atoms)
-    tokens += nuisance_coefficients.astype(np.float64) @ nuisance
-    tokens += noise
-    return tokens.astype(np.float32)
+    """``codes @ atoms + nuisance_coefficients @ nuisance + noise`` in float64, as float32
+    (row block by row block: the float64 sum of every token is never held at once)."""
+    tokens = np.empty(noise.shape, dtype=np.float32)
+    for start, stop in _row_blocks(noise.shape[0], noise.shape[1]):
+        block = np.asarray(codes[start:stop].astype(np.float64) @ atoms)
+        block += nuisance_coefficients[start:stop].astype(np.float64) @ nuisance
+        block += noise[start:stop]
+        tokens[start:stop] = block
+    return tokens
 
 
 def _token_obs(
@@ -423,7 +443,9 @@ def simulate_superposition(
     nuisance_coefficients = _nuisance_coefficients(
         n, batch, n_batches, n_nuisance, nuisance_scale, rng
     )
-    noise = rng.normal(0.0, noise_scale / np.sqrt(d), size=(n, d)).astype(np.float32)
+    noise = np.empty((n, d), dtype=np.float32)
+    for start, stop in _row_blocks(n, d):  # as one (n, d) draw, in float64 blocks
+        noise[start:stop] = rng.normal(0.0, noise_scale / np.sqrt(d), size=(stop - start, d))
     tokens = _mix_tokens(codes, atoms, nuisance_coefficients, nuisance, noise)
     obs = _token_obs(n, perturbation, cell_type, batch, split, pert_labels, ct_labels, batch_labels)
 

@@ -36,7 +36,7 @@ def encode_tokens(
     from cellconcepts.dictionary.whitening import Whitening
 
     set_threads(threads)
-    store = TokenStore.open(TokenFiles(Path(tokens), Path(obs)))
+    store = TokenStore.open(TokenFiles(Path(tokens), Path(obs)), columns=["token_id", "split"])
     dictionary, _ = load_model(model)
     result = encode(
         dictionary,

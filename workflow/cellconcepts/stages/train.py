@@ -114,7 +114,7 @@ def train_dictionary(
 
     spec = Variant.parse(variant)
     files = TokenFiles(Path(tokens), Path(obs))
-    store = TokenStore.open(files)
+    store = TokenStore.open(files, columns=["split"])
     transform = Whitening.load(whitening)
     train_rows = np.flatnonzero(store.obs["split"].to_numpy() == "train")
     if not train_rows.size:

@@ -27,7 +27,7 @@ def fit_whitening(
     control rows and save it as a small transform, applied on the fly by later stages."""
     from cellconcepts.dictionary.whitening import fit_whitening as fit
 
-    store = TokenStore.open(TokenFiles(Path(tokens), Path(obs)))
+    store = TokenStore.open(TokenFiles(Path(tokens), Path(obs)), columns=["is_control"])
     controls = np.flatnonzero(store.obs["is_control"].to_numpy())
     fitted = fit(
         store.tokens, controls, method, n_components=n_components, eps_relative=eps_relative

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,9 +52,11 @@ class TokenStore:
         return int(self.tokens.shape[1])
 
     @classmethod
-    def open(cls, store: TokenFiles | PathLike) -> TokenStore:
+    def open(cls, store: TokenFiles | PathLike, columns: Sequence[str] | None = None) -> TokenStore:
         """Open a store read-only (its files, or the directory holding them), checking that
-        files, shapes and required columns agree."""
+        files, shapes and required columns agree. ``columns``: read only these obs columns
+        (a job that needs one column of a store of millions of tokens keeps a few bytes per
+        token in memory instead of every annotation)."""
         files = TokenFiles.of(store)
         if not isinstance(store, TokenFiles) and not Path(store).is_dir():
             raise FileNotFoundError(f"Token store directory not found: {store}")
@@ -72,13 +74,14 @@ class TokenStore:
             raise ValueError(
                 f"{files.tokens}: expected dtype float16 or float32, got {tokens.dtype}"
             )
-        obs = pd.read_parquet(files.obs)
-        missing = [c for c in REQUIRED_OBS_COLUMNS if c not in obs.columns]
+        schema = pq.read_schema(files.obs)
+        missing = [c for c in (*REQUIRED_OBS_COLUMNS, *(columns or ())) if c not in schema.names]
         if missing:
             raise ValueError(
                 f"{files.obs}: missing required column(s) {missing}; "
-                f"expected at least {list(REQUIRED_OBS_COLUMNS)}, found {list(obs.columns)}"
+                f"expected at least {list(REQUIRED_OBS_COLUMNS)}, found {schema.names}"
             )
+        obs = pd.read_parquet(files.obs, columns=None if columns is None else list(columns))
         if len(obs) != tokens.shape[0]:
             raise ValueError(
                 f"Token store: {files.obs} has {len(obs)} rows but {files.tokens} has "
@@ -198,6 +201,23 @@ def _as_index_array(indices: np.ndarray | None, n: int) -> np.ndarray:
     return indices
 
 
+def read_block(tokens: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """Rows ``start:stop`` as a float32 copy. From a memory-mapped store they are read with one
+    plain file read, not through the mapping, so the pages do not stay mapped into the process
+    and its resident memory does not grow with the store."""
+    if isinstance(tokens, np.memmap) and tokens.filename is not None and tokens.ndim == 2:
+        row_bytes = tokens.shape[1] * tokens.dtype.itemsize
+        count = (stop - start) * tokens.shape[1]
+        block = np.fromfile(
+            tokens.filename,
+            dtype=tokens.dtype,
+            count=count,
+            offset=tokens.offset + start * row_bytes,
+        )
+        return block.reshape(stop - start, tokens.shape[1]).astype(np.float32, copy=False)
+    return np.array(tokens[start:stop], dtype=np.float32)
+
+
 def _read_rows(tokens: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Read ``rows`` as float32, touching the (memory-mapped) array in ascending row order."""
     if rows.size == 0:
@@ -205,8 +225,7 @@ def _read_rows(tokens: np.ndarray, rows: np.ndarray) -> np.ndarray:
     order = np.argsort(rows, kind="stable")
     sorted_rows = rows[order]
     if sorted_rows[-1] - sorted_rows[0] == rows.size - 1 and np.all(np.diff(sorted_rows) == 1):
-        # np.array copies, so callers never get a read-only view into the memmap.
-        data = np.array(tokens[sorted_rows[0] : sorted_rows[-1] + 1], dtype=np.float32)
+        data = read_block(tokens, int(sorted_rows[0]), int(sorted_rows[-1]) + 1)
     else:
         data = np.asarray(tokens[sorted_rows], dtype=np.float32)
     if np.all(order[:-1] < order[1:]):
