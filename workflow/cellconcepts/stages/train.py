@@ -156,5 +156,5 @@ def train_dictionary(
         variant,
         int(result.dead_mask.sum()),
         len(result.dead_mask),
-        config.dead_window,
+        min(config.dead_window, result.steps_done),
     )
