@@ -24,6 +24,8 @@ fi
 if [ ! -x "$venv/bin/cellprofiler" ]; then
     /usr/bin/python3 -m venv --system-site-packages "$venv"
     "$venv/bin/python" -m pip install --quiet --upgrade pip
-    "$venv/bin/python" -m pip install --quiet --pre "cellprofiler-nightly==5.0.0.dev784"
+    # The versions the tests ran with (scripts/pin_envs.py writes them).
+    "$venv/bin/python" -m pip install --quiet --pre "cellprofiler-nightly==5.0.0.dev784" \
+        -c "$(dirname "$0")/../envs/cellprofiler-constraints.txt"
 fi
 "$venv/bin/cellprofiler" --version

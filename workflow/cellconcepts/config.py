@@ -134,6 +134,21 @@ def training_settings(config: Mapping[str, Any], dataset: str, method: str) -> d
     return {"n_features": settings["n_features"], method: own, "train": train}
 
 
+# Rules whose stage can run on a GPU: `execution_settings` gives them a `device`. Each declares
+# `gpu=1` in its resources, the one place a GPU is requested: the local profile limits how many
+# run at once and the SLURM executor sends them to a partition that has GPUs.
+GPU_RULES = frozenset(
+    {
+        "train_expression_model",
+        "train_mae",
+        "embed_images",
+        "heatmap_patch_tokens",
+        "train_dictionary",
+        "encode_tokens",
+    }
+)
+
+
 def execution_settings(config: Mapping[str, Any], rule: str, dataset: str | None) -> dict[str, Any]:
     """Config keys that change how a rule's job runs but never what it computes: the device,
     inference batch sizes, logging and checkpoint cadence, the CellProfiler executable.

@@ -15,8 +15,10 @@ rule cellprofiler_measure:
     wildcard_constraints:
         dataset=datasets_of_kind("microscopy"),
         chunk=r"\d+",
+    # The stage runs in the workflow's env; with backend `cellprofiler` it calls the real
+    # CellProfiler as an executable, which has an environment of its own (envs/cellprofiler.yaml).
     conda:
-        "../../envs/cellprofiler.yaml"
+        ENV
     resources:
         mem_mb=4000,
         runtime=120,

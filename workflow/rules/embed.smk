@@ -16,6 +16,7 @@ rule train_expression_model:
     resources:
         mem_mb=4000,
         runtime=30,
+        gpu=1,
     params:
         source=lambda wc: dataset_section(wc, "scrna", "source"),
         autoencoder=lambda wc: dataset_section(wc, "scrna", "autoencoder"),

@@ -19,5 +19,6 @@ rule encode_tokens:
     resources:
         mem_mb=8000,
         runtime=60,
+        gpu=1,
     script:
         "../scripts/encode_tokens.py"

@@ -23,6 +23,7 @@ rule heatmap_patch_tokens:
     resources:
         mem_mb=4000,
         runtime=30,
+        gpu=1,
     params:
         architecture=lambda wc: dataset_section(
             wc, "microscopy", "model", "architecture"

@@ -10,6 +10,9 @@ notebook as well. Kept import-light: the CellProfiler environment imports this p
 from __future__ import annotations
 
 import inspect
+import logging
+import os
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -47,7 +50,15 @@ def arguments(stage: Callable[..., Any], job: Any) -> dict[str, Any]:
     return kwargs
 
 
+def where_it_runs() -> str:
+    """The host, and the SLURM job when there is one: the first line of every job's log, so
+    that a log says whether its job ran through the cluster."""
+    slurm_job = os.environ.get("SLURM_JOB_ID")
+    return socket.gethostname() + (f", SLURM job {slurm_job}" if slurm_job else ", no SLURM job")
+
+
 def run(stage: Callable[..., Any], job: Any) -> None:
     """Run ``stage`` for a Snakemake job, logging to the rule's log file."""
     with log_to_file(job.log[0] if job.log else None):
+        logging.getLogger(__name__).info("rule %s on %s", job.rule, where_it_runs())
         stage(**arguments(stage, job))

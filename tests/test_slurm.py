@@ -1,0 +1,223 @@
+"""The workflow through a real SLURM cluster with `--workflow-profile profiles/slurm`.
+
+Needs the test cluster of tests/cluster/start_slurm.sh (`.ci/run` starts it and sets
+CELLCONCEPTS_REQUIRE_SLURM=1, so that a missing cluster fails instead of skipping). Checks
+that every job but the declared local rules ran as a SLURM job that sacct lists as COMPLETED,
+that the results equal a local run's, that the rules that can use a GPU asked for one in the
+`gpu` partition while the others did not, that threads, memory and time arrived as set, and
+that a job SLURM kills for its memory fails the run with its log named and no finished output.
+"""
+
+from __future__ import annotations
+
+import copy
+import filecmp
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO, run_snakemake
+from test_workflow import TINY
+
+from cellconcepts.config import GPU_RULES
+
+pytestmark = pytest.mark.slow
+
+# The synthetic dataset alone: every stage of the dictionary branch, two of the GPU rules.
+CONFIG = copy.deepcopy(TINY)
+del CONFIG["datasets"]["pbmc"]
+CONFIG["dictionary"]["train"]["steps"] = 200
+CONFIG["dictionary"]["train"]["checkpoint_every"] = 100
+
+THREADS = 2  # the test node has 2 CPUs at least; profiles/slurm asks for 8 where it can
+MEM_MB = 1500
+RUNTIME = 20
+# What the test sets per rule on top of the profile, to fit the test node; sacct must show it.
+SET_RESOURCES = {
+    "train_dictionary": (1800, 25),
+    "encode_tokens": (1700, 15),
+    "probe_model": (1600, 15),
+    "probe_raw": (1600, 15),
+}
+
+
+def _slurm_account() -> str:
+    account = os.environ.get("CELLCONCEPTS_SLURM_ACCOUNT")
+    reachable = (
+        account is not None
+        and shutil.which("sinfo") is not None
+        and subprocess.run(["sinfo", "-h"], capture_output=True).returncode == 0
+    )
+    if reachable:
+        return account
+    message = 'no SLURM test cluster (start it with: eval "$(bash tests/cluster/start_slurm.sh)")'
+    if os.environ.get("CELLCONCEPTS_REQUIRE_SLURM"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def _slurm_args(account: str, *overrides: str) -> list[str]:
+    """The SLURM profile, with what must change for the test node; `overrides` are further
+    `--set-resources` items (the last value of a rule's key wins)."""
+    set_resources = [
+        f"{rule}:{key}={value}"
+        for rule, (mem, runtime) in SET_RESOURCES.items()
+        for key, value in (("mem_mb", mem), ("runtime", runtime))
+    ] + list(overrides)
+    return [
+        "--workflow-profile",
+        str(REPO / "profiles" / "slurm"),
+        "--default-resources",
+        f"slurm_account={account}",
+        f"mem_mb={MEM_MB}",
+        f"runtime={RUNTIME}",
+        "--set-resources",
+        *set_resources,
+        "--set-threads",
+        *(f"{rule}={THREADS}" for rule in SET_RESOURCES),
+        # Two small jobs to a group job (the profile's 10 would need 10 CPUs): grouping is
+        # exercised on a node this size.
+        "--group-components",
+        "tables=2",
+        "--slurm-init-seconds-before-status-checks",
+        "2",
+        "--jobs",
+        "4",
+    ]
+
+
+def _sacct(workdir: Path) -> list[dict[str, str]]:
+    """The SLURM jobs (allocations, not steps) that ran in `workdir`."""
+    fields = "JobID,Comment,Partition,State,ReqCPUS,ReqMem,Timelimit,AllocTRES,WorkDir"
+    result = subprocess.run(
+        ["sacct", "-a", "-X", "-n", "-P", "-S", "now-1days", f"--format={fields}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    names = fields.split(",")
+    rows = [dict(zip(names, line.split("|"), strict=True)) for line in result.stdout.splitlines()]
+    return [row for row in rows if Path(row["WorkDir"]).resolve() == workdir.resolve()]
+
+
+def _rule(comment: str) -> str:
+    match = re.match(r"rule_(\w+?)(?:_wildcards_|$)", comment)
+    assert match, f"SLURM job comment {comment!r} does not name a rule"
+    return match.group(1)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> tuple[Path, Path, str]:
+    account = _slurm_account()
+    local = tmp_path_factory.mktemp("local")
+    result = run_snakemake(local, CONFIG, "--cores", str(THREADS))
+    assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
+    cluster = tmp_path_factory.mktemp("slurm")
+    result = run_snakemake(cluster, CONFIG, *_slurm_args(account), timeout=2400)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-8000:]
+    return local, cluster, output
+
+
+def test_every_job_but_the_local_rules_is_a_completed_slurm_job(runs):
+    _, cluster, output = runs
+    local_rules = set(re.findall(r"^\s*localrule (\w+):", output, flags=re.MULTILINE))
+    cluster_rules = set(re.findall(r"^\s*rule (\w+):", output, flags=re.MULTILINE))
+    assert cluster_rules >= {"simulate_superposition", "train_dictionary", "selectivity"}
+    jobs = {row["JobID"]: row for row in _sacct(cluster)}
+    assert jobs, "sacct lists no job from the SLURM run"
+    assert {row["State"] for row in jobs.values()} == {"COMPLETED"}, jobs
+    # The small table jobs went to the queue in groups (profiles/slurm: group `tables`).
+    assert any(row["Comment"].startswith("rule_tables") for row in jobs.values()), jobs
+    logs = sorted((cluster / "results" / "toy" / "logs").glob("*.log"))
+    assert len(logs) > 20
+    for log in logs:
+        first = log.read_text().splitlines()[0]
+        rule = re.search(r"rule (\w+) on ", first).group(1)
+        slurm_job = re.search(r"SLURM job (\d+)", first)
+        if rule in local_rules:
+            assert slurm_job is None, f"{log.name}: local rule {rule} ran in a SLURM job"
+            continue
+        assert rule in cluster_rules, first
+        assert slurm_job, f"{log.name}: rule {rule} did not run in a SLURM job: {first}"
+        assert jobs[slurm_job.group(1)]["State"] == "COMPLETED"
+
+
+def test_results_equal_a_local_run(runs):
+    local, cluster, _ = runs
+    tables = ["headline.csv", "headline.md", "headline.tex"]
+    tables += [
+        str(p.relative_to(local / "results" / "toy"))
+        for p in (local / "results" / "toy" / "tables").glob("*")
+    ]
+    assert len(tables) > 5
+    for table in tables:
+        a, b = local / "results" / "toy" / table, cluster / "results" / "toy" / table
+        assert filecmp.cmp(a, b, shallow=False), f"{table} differs between local and SLURM runs"
+    compare = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "compare_results.py"),
+            str(local / "results"),
+            str(cluster / "results"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert compare.returncode == 0, compare.stdout + compare.stderr
+
+
+def test_gpu_rules_ask_for_a_gpu_in_the_gpu_partition(runs):
+    _, cluster, _ = runs
+    seen = set()
+    for row in _sacct(cluster):
+        rule = _rule(row["Comment"])
+        seen.add(rule)
+        gpus = re.search(r"gres/gpu=(\d+)", row["AllocTRES"])
+        if rule in GPU_RULES:
+            assert row["Partition"] == "gpu", row
+            assert gpus and gpus.group(1) == "1", row
+        else:
+            assert row["Partition"] == "cpu", row
+            assert gpus is None, row
+    assert {"train_dictionary", "encode_tokens"} <= seen
+
+
+def test_threads_memory_and_time_arrive_as_set(runs):
+    _, cluster, _ = runs
+    for row in _sacct(cluster):
+        rule = _rule(row["Comment"])
+        if rule not in SET_RESOURCES:
+            continue
+        mem, runtime = SET_RESOURCES[rule]
+        assert row["ReqCPUS"] == str(THREADS), row
+        assert row["ReqMem"] in (f"{mem}M", f"{mem}Mn"), row
+        assert row["Timelimit"] == f"00:{runtime:02d}:00", row
+
+
+def test_a_job_killed_by_slurm_fails_the_run_and_leaves_no_finished_output(tmp_path):
+    account = _slurm_account()
+    # 50 MB is less than a Python interpreter needs: SLURM kills the training job at once.
+    result = run_snakemake(
+        tmp_path,
+        CONFIG,
+        *_slurm_args(account, "train_dictionary:mem_mb=50"),
+        timeout=1200,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-4000:]
+    assert "Error in rule train_dictionary" in output, output[-4000:]
+    assert re.search(r"SLURM status is: '(OUT_OF_MEMORY|FAILED|CANCELLED)", output), output[-4000:]
+    # SLURM says why in the job's own log, which Snakemake names.
+    slurm_logs = re.findall(r"(/\S+/slurm_logs/rule_train_dictionary/\S+\.log)", output)
+    assert slurm_logs, output[-4000:]
+    assert any("exceeded memory limit" in Path(log).read_text() for log in set(slurm_logs))
+    assert re.search(r"results/toy/logs/train_\w+\.log", output), output[-4000:]
+    toy = tmp_path / "results" / "toy"
+    assert not list(toy.glob("models/*/model.pt"))
+    assert not (toy / "headline.csv").exists()
+    assert not (toy / "tables").exists()
