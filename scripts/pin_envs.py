@@ -14,7 +14,9 @@ ran in, or check that they still match it.
   CellProfiler venv the tests used ($CELLCONCEPTS_CELLPROFILER, else .cellprofiler-venv).
 - envs/pip-constraints.txt and envs/cellprofiler-constraints.txt: the same versions for pip
   (`pip install -c`; .ci/run, the README and scripts/install_cellprofiler.sh use them), so that
-  a pip install is the environment that was tested.
+  a pip install has the tested version of every direct dependency (their own dependencies
+  are left to pip). torch is left out of the pip constraints: it is installed first, CPU or
+  CUDA build as the machine needs (the rules' env pins the tested 2.13.0).
 
 Channels follow the Snakemake workflow catalog's convention (conda-forge, bioconda,
 nodefaults, in that order, with strict priority). The files are never edited by hand.
@@ -162,7 +164,7 @@ def constraints(pinned: dict[str, str], usage: str) -> str:
 def wanted_files() -> tuple[dict[Path, str], list[str]]:
     files, notes = {}, []
     files[ENVS / "cellconcepts.yaml"] = cellconcepts_env()[0]
-    names = project_dependencies() + project_dependencies("test")
+    names = [n for n in project_dependencies() + project_dependencies("test") if n != "torch"]
     files[ENVS / "pip-constraints.txt"] = constraints(
         installed_versions(None, names), "pip install -c envs/pip-constraints.txt -e ."
     )

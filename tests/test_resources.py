@@ -43,7 +43,7 @@ def _dry_run(tmp_path: Path, demo_config: dict, profile: str) -> dict[str, set[i
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     gpus: dict[str, set[int]] = {}
-    for block in re.split(r"^(?:local)?rule ", result.stdout, flags=re.MULTILINE)[1:]:
+    for block in re.split(r"^\s*(?:local)?rule ", result.stdout, flags=re.MULTILINE)[1:]:
         rule = block.split(":", 1)[0]
         resources = re.search(r"^\s+resources: (.*)$", block, flags=re.MULTILINE)
         gpu = re.search(r"\bgpu=(\d+)", resources.group(1)) if resources else None

@@ -189,14 +189,17 @@ def test_gpu_rules_ask_for_a_gpu_in_the_gpu_partition(runs):
 
 def test_threads_memory_and_time_arrive_as_set(runs):
     _, cluster, _ = runs
+    seen = set()
     for row in _sacct(cluster):
         rule = _rule(row["Comment"])
         if rule not in SET_RESOURCES:
             continue
+        seen.add(rule)
         mem, runtime = SET_RESOURCES[rule]
         assert row["ReqCPUS"] == str(THREADS), row
         assert row["ReqMem"] in (f"{mem}M", f"{mem}Mn"), row
         assert row["Timelimit"] == f"00:{runtime:02d}:00", row
+    assert seen == set(SET_RESOURCES)
 
 
 def test_a_job_killed_by_slurm_fails_the_run_and_leaves_no_finished_output(tmp_path):

@@ -38,10 +38,12 @@ missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")
 done
-if [[ -e $ETC/slurm.conf ]] && ! grep -qF "$MARK" "$ETC/slurm.conf"; then
-    say "$ETC/slurm.conf exists and was not written by this script; not touching it"
-    exit 1
-fi
+for conf in slurm.conf slurmdbd.conf gres.conf; do
+    if [[ -e $ETC/$conf ]] && ! grep -qF "$MARK" "$ETC/$conf"; then
+        say "$ETC/$conf exists and was not written by this script; not touching it"
+        exit 1
+    fi
+done
 if ((${#missing[@]})); then
     say "installing ${missing[*]} from apt"
     export DEBIAN_FRONTEND=noninteractive
@@ -64,8 +66,14 @@ chown munge:munge /etc/munge/munge.key
 chmod 400 /etc/munge/munge.key
 mkdir -p /run/munge /var/log/munge /var/lib/munge
 chown munge:munge /run/munge /var/log/munge /var/lib/munge
-runuser -u munge -- /usr/sbin/munged
-munge -n | unmunge >/dev/null
+if munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
+    say "using the munge daemon that is already running"
+else
+    mkdir -p "$STATE/run/munge"
+    chown munge:munge "$STATE/run/munge"
+    runuser -u munge -- /usr/sbin/munged --pid-file="$STATE/run/munge/munged.pid"
+    munge -n | unmunge >/dev/null
+fi
 
 # MariaDB, private to this cluster: its own data directory and socket.
 mysql_install_db --user=mysql --datadir="$STATE/mysql" --auth-root-authentication-method=socket \
@@ -80,6 +88,10 @@ for _ in $(seq 60); do
     mariadb --socket="$MYSQL_SOCKET" -e "SELECT 1" >/dev/null 2>&1 && break
     sleep 0.5
 done
+if ! mariadb --socket="$MYSQL_SOCKET" -e "SELECT 1" >/dev/null 2>&1; then
+    say "MariaDB did not start within 30 s; see $STATE/log/mysqld.log"
+    exit 1
+fi
 mariadb --socket="$MYSQL_SOCKET" <<'SQL'
 CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY 'slurm';
 CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY 'slurm';
@@ -166,10 +178,17 @@ for _ in $(seq 60); do
     sacctmgr -n list cluster >/dev/null 2>&1 && break
     sleep 0.5
 done
+if ! sacctmgr -n list cluster >/dev/null 2>&1; then
+    say "slurmdbd did not answer within 30 s; see $STATE/log/slurmdbd.log"
+    exit 1
+fi
 sacctmgr -i add cluster "$CLUSTER" >/dev/null
 sacctmgr -i add account "$ACCOUNT" cluster="$CLUSTER" Description="cellconcepts tests" \
     Organization=cellconcepts >/dev/null
-sacctmgr -i add user "$(id -un)" account="$ACCOUNT" cluster="$CLUSTER" >/dev/null
+# Jobs are submitted as root (CI) or, under sudo, as the user who called it.
+for user in "$(id -un)" ${SUDO_USER:+"$SUDO_USER"}; do
+    sacctmgr -i add user "$user" account="$ACCOUNT" cluster="$CLUSTER" >/dev/null
+done
 
 slurmctld
 slurmd
