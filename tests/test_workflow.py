@@ -13,6 +13,8 @@ import pytest
 import yaml
 from conftest import REPO, run_snakemake
 
+from cellconcepts.report.tables import DATASET_TABLES
+
 pytestmark = pytest.mark.slow
 
 TINY = {
@@ -199,6 +201,28 @@ def test_figures_and_logs(tiny_run: Path):
                 assert (tiny_run / dataset / "figures" / f"{name}{suffix}").stat().st_size > 5000
         assert any((tiny_run / dataset / "logs").glob("train_*.log"))
         assert any((tiny_run / dataset / "benchmarks").glob("train_*.tsv"))
+
+
+def test_the_report_holds_every_figure_headline_and_annotation(tiny_run: Path, tmp_path: Path):
+    report = tmp_path / "report.html"
+    result = run_snakemake(tiny_run.parent, TINY, "--report", str(report))
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    html = report.read_text()
+    expected = [Path("toy/tables/atom_recovery.csv")]
+    for dataset in ("toy", "pbmc"):
+        expected.append(Path(dataset, "headline.csv"))
+        expected += [Path(dataset, "tables", f"{name}.csv") for name in DATASET_TABLES]
+        expected += [p.relative_to(tiny_run) for p in (tiny_run / dataset).glob("figures/*.png")]
+    for name in ("feature_annotation.csv", "dotplot.png", "umap.png"):
+        found = list((tiny_run / "pbmc" / "enrich").glob(f"*/{name}"))
+        assert len(found) == 4, name
+        expected += [p.relative_to(tiny_run) for p in found]
+    assert len(expected) > 20
+    for path in expected:
+        assert f"results/{path}" in html, f"{path} is not in the report"
+    # Filed by dataset (category) and stage (subcategory).
+    for category in ("toy", "pbmc", "Headline", "Tables", "Dictionaries", "GO enrichment"):
+        assert f'"{category}"' in html, category
 
 
 def test_rerun_is_a_no_op(tiny_run: Path):

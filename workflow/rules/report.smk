@@ -15,7 +15,11 @@ rule report_dataset:
     output:
         headline=table_files(f"{DS}/headline", "../report/headline.rst", "Headline"),
         tables=[
-            f"{DS}/tables/{name}{ext}" for name in DATASET_TABLES for ext in TABLE_TEXT
+            path
+            for name in DATASET_TABLES
+            for path in table_files(
+                f"{DS}/tables/{name}", f"../report/table_{name}.rst", "Tables"
+            )
         ],
         figures=[
             path
