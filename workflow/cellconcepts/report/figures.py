@@ -137,27 +137,50 @@ def plot_probing(
 def plot_sparsity(
     headline: pd.DataFrame, tasks: Sequence[str], png_path: PathLike, *, title: str
 ) -> None:
-    """Paper Fig. 4B/C: probe BTA and held-out reconstruction cosine against sparsity."""
+    """Paper Fig. 4B/C: probe BTA and held-out reconstruction cosine against sparsity.
+
+    Axes run from 0 to 1, so that differences of a few points (often within the noise of a
+    small test set) are drawn at their size; whitening is told by line and marker, the legend
+    sits below the panels."""
     models = headline[headline.method != "raw"]
     raw = headline[headline.method == "raw"].iloc[0]
     columns = [*[f"bta_{t}" for t in tasks], "recon_cosine"]
     fig, axes = plt.subplots(1, len(columns), figsize=(3.6 * len(columns), 3.2), squeeze=False)
+    sparsities = sorted(models["sparsity"].unique())
     for ax, column in zip(axes[0], columns, strict=True):
         for (method, whitening), table in models.groupby(["method", "whitening"]):
             table = table.groupby("sparsity", as_index=False)[column].mean()
             ax.plot(
                 table["sparsity"],
                 table[column],
-                marker="o",
+                marker="o" if whitening == "pca" else "s",
+                markerfacecolor="white" if whitening != "pca" else None,
                 label=variant_label(method, whitening),
                 **variant_style(method, whitening),
             )
         if column != "recon_cosine":
             ax.axhline(raw[column], color="black", linestyle=":", label="raw tokens")
-        ax.set_xlabel("sparsity (non-zeros per token)")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sparsities, [f"{k:g}" for k in sparsities])
+        ax.minorticks_off()
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("sparsity k (non-zeros per token)")
         ax.set_ylabel(
-            column.replace("bta_", "BTA ").replace("recon_cosine", "held-out recon. cosine")
+            column.replace("bta_", "balanced test accuracy, ").replace(
+                "recon_cosine", "held-out reconstruction cosine"
+            )
         )
-    axes[0][0].legend(fontsize=7)
+        ax.grid(axis="y", alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(
+        handles,
+        labels,
+        loc="upper center",
+        bbox_to_anchor=(0.5, 0.0),
+        ncol=len(labels),
+        handlelength=3.5,
+        frameon=False,
+    )
     fig.suptitle(title)
-    save_figure(fig, png_path)
+    fig.tight_layout()
+    save_figure(fig, png_path, tight_bbox=True)
