@@ -197,14 +197,33 @@ def probed_layers(wildcards):
     return [int(layer)]
 
 
+def first_icfl_pca(dataset):
+    """The first ICFL + PCA variant of a dataset (else its first variant): the model the
+    single-model figures show, as the paper's do."""
+    names = [v.name for v in variants(config, dataset)]
+    preferred = [n for n in names if n.startswith("icfl_pca_")]
+    return (preferred or names)[0]
+
+
 def heatmap_variant(dataset):
     """The model whose features the heatmaps show (default: the first ICFL + PCA variant)."""
     chosen = DATASETS[dataset]["microscopy"]["heatmaps"]["variant"]
-    names = [v.name for v in variants(config, dataset)]
-    if chosen is not None:
-        return chosen
-    preferred = [n for n in names if n.startswith("icfl_pca_")]
-    return (preferred or names)[0]
+    return chosen if chosen is not None else first_icfl_pca(dataset)
+
+
+def feature_cosine_inputs(wildcards):
+    """Rule feature_cosines: the token store, and the first ICFL + PCA model with its whitening
+    and selectivity."""
+    name = first_icfl_pca(wildcards.dataset)
+    model = f"{R}/{wildcards.dataset}/models/{name}"
+    whitening = Variant.parse(name).whitening
+    return {
+        "tokens": f"{R}/{wildcards.dataset}/tokens/{layout.TOKENS}",
+        "obs": f"{R}/{wildcards.dataset}/tokens/{layout.TOKEN_OBS}",
+        "whitening": f"{R}/{wildcards.dataset}/whitening/{whitening}.npz",
+        "model": f"{model}/model.pt",
+        "best_selectivity": f"{model}/best_selectivity.csv",
+    }
 
 
 def heatmap_model(wildcards):
@@ -419,6 +438,7 @@ def all_targets():
     for dataset in DATASETS:
         targets.append(f"{R}/{dataset}/headline.csv")
         targets += [f"{R}/{dataset}/figures/{name}.png" for name in DATASET_FIGURES]
+        targets.append(f"{R}/{dataset}/figures/feature_cosines.png")
         if has_ground_truth(dataset):
             targets.append(f"{R}/{dataset}/tables/atom_recovery.csv")
         if DATASETS[dataset]["kind"] == "microscopy":

@@ -96,3 +96,35 @@ rule atom_recovery:
         threshold=config["evaluate"]["atom_recovery_threshold"],
     script:
         "../scripts/atom_recovery.py"
+
+
+rule feature_cosines:
+    input:
+        unpack(feature_cosine_inputs),
+    output:
+        table=table_files(
+            f"{DS}/tables/feature_cosines",
+            "../report/table_feature_cosines.rst",
+            "Dictionaries",
+        ),
+        histograms=f"{DS}/tables/feature_cosine_histograms.csv",
+        figure=figure_files(
+            f"{DS}/figures/feature_cosines",
+            "../report/feature_cosines.rst",
+            "Dictionaries",
+        ),
+    log:
+        f"{LOGS}/feature_cosines.log",
+    benchmark:
+        f"{BENCH}/feature_cosines.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        task=lambda wc: dataset_section(wc, "tasks")[0],
+        n_labels=6,
+        min_label_size=config["evaluate"]["min_label_size"],
+    script:
+        "../scripts/feature_cosines.py"

@@ -184,3 +184,45 @@ def plot_sparsity(
     fig.suptitle(title)
     fig.tight_layout()
     save_figure(fig, png_path, tight_bbox=True)
+
+
+def plot_feature_cosines(
+    histograms: pd.DataFrame, summary: pd.DataFrame, png_path: PathLike, *, title: str
+) -> None:
+    """Paper Fig. 3: per label, the distribution of cosines between its best feature's
+    direction and the label's own tokens (blue) or every other label's tokens (orange), each
+    normalised to a density so that groups of different sizes compare."""
+    labels = list(summary["label"])
+    columns = min(3, max(len(labels), 1))
+    rows = max(1, -(-len(labels) // columns))
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(3.4 * columns, 2.6 * rows), squeeze=False, sharex=True
+    )
+    for ax, row in zip(axes.flat, summary.itertuples(index=False), strict=False):
+        for group, colour in (("other", "tab:orange"), ("own", "tab:blue")):
+            part = histograms[(histograms.label == row.label) & (histograms.group == group)]
+            width = (part.bin_right - part.bin_left).to_numpy()
+            total = part["count"].sum()
+            density = part["count"].to_numpy() / (total * width) if total else 0 * width
+            ax.stairs(
+                density,
+                np.append(part.bin_left.to_numpy(), part.bin_right.to_numpy()[-1:]),
+                fill=True,
+                alpha=0.45,
+                color=colour,
+                label="own label" if group == "own" else "other labels",
+            )
+        ax.set_title(
+            f"{row.label}: feature {row.feature}, AUC {row.auc_own_vs_other:.2f}\n"
+            f"n = {row.n_own} own / {row.n_other} other tokens",
+            fontsize=8,
+        )
+        ax.set_xlabel("cosine(token, feature direction)")
+        ax.set_ylabel("density")
+    for ax in list(axes.flat)[len(labels) :]:
+        ax.set_visible(False)
+    handles, names = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2, frameon=False)
+    fig.suptitle(title)
+    fig.tight_layout()
+    save_figure(fig, png_path, tight_bbox=True)

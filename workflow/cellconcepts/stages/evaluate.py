@@ -1,4 +1,5 @@
-"""Stages of workflow/rules/evaluate.smk: selectivity, linear probes, atom recovery."""
+"""Stages of workflow/rules/evaluate.smk: selectivity, linear probes, atom recovery, and the
+cosines between tokens and selective features (paper Fig. 3)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from cellconcepts.evaluate.probing import ProbeSettings, probe_tasks
 from cellconcepts.evaluate.selectivity import task_selectivity_tables
 from cellconcepts.files import PathLike, write_frame
 from cellconcepts.store.layout import TokenFiles
-from cellconcepts.store.tokens import TokenStore
+from cellconcepts.store.tokens import TokenStore, read_block
 
 log = logging.getLogger(__name__)
 
@@ -123,3 +124,65 @@ def atom_recovery(
         int(table.recovered_original.sum()),
         threshold,
     )
+
+
+def feature_cosines(
+    *,
+    tokens: PathLike,
+    obs: PathLike,
+    whitening: PathLike,
+    model: PathLike,
+    best_selectivity: PathLike,
+    table: Sequence[PathLike],
+    histograms: PathLike,
+    figure: Sequence[PathLike],
+    task: Mapping[str, Any],
+    n_labels: int,
+    min_label_size: int = 1,
+    block_tokens: int = 65536,
+) -> None:
+    """Paper Fig. 3 for one model: for the ``n_labels`` labels of ``task`` whose best feature
+    is most selective, how that feature's direction meets the label's own tokens and the
+    tokens of the other labels (every labelled token of the store, read in blocks)."""
+    from cellconcepts.dictionary.models import decoder_directions, load_model
+    from cellconcepts.dictionary.whitening import Whitening
+    from cellconcepts.evaluate.cosines import own_vs_other, token_feature_cosines
+    from cellconcepts.evaluate.labels import task_labels
+    from cellconcepts.report.figures import plot_feature_cosines
+    from cellconcepts.report.tables import write_table
+
+    best = pd.read_csv(best_selectivity, dtype={"label": str})
+    best = best[best["task"] == task["name"]].sort_values("best_avg", ascending=False)
+    pairs = best.head(n_labels).rename(columns={"best_feature": "feature"})
+    if pairs.empty:
+        raise ValueError(f"{best_selectivity}: no labels of task {task['name']!r} to plot")
+    dictionary, _ = load_model(model)
+    transform = Whitening.load(whitening)
+    directions = decoder_directions(dictionary)[:, pairs["feature"].to_numpy()]
+    offset = dictionary.b_pre.detach().cpu().double().numpy()
+    store = TokenStore.open(TokenFiles(Path(tokens), Path(obs)), columns=[task["column"]])
+    labels = task_labels(store.obs, task, min_label_size)
+    n = store.n_tokens
+    blocks = (
+        transform.transform(read_block(store.tokens, start, min(start + block_tokens, n)))
+        for start in range(0, n, block_tokens)
+    )
+    cosines = token_feature_cosines(blocks, offset, directions)
+    summary, counts = own_vs_other(cosines, labels, pairs[["label", "feature"]])
+    summary.insert(2, "best_avg_selectivity", pairs["best_avg"].to_numpy())
+    write_table(
+        summary, table[0], caption=f"cosines of {task['name']} tokens with selective features"
+    )
+    write_frame(counts, histograms)
+    plot_feature_cosines(
+        counts, summary, figure[0], title=f"{Path(model).parent.name}: {task['name']}"
+    )
+    for row in summary.itertuples(index=False):
+        log.info(
+            "%s (feature %d): mean cosine own %.3f vs other %.3f, AUC %.3f",
+            row.label,
+            row.feature,
+            row.mean_cosine_own,
+            row.mean_cosine_other,
+            row.auc_own_vs_other,
+        )
