@@ -3,6 +3,7 @@ scikit-learn's orthogonal_mp_gram at the same number of non-zeros per token.
 
     python benchmarks/icfl_encoder.py                       # a grid from the demo to the paper
     python benchmarks/icfl_encoder.py --shapes 1024,1024,8192,20,5 --omp-tokens 64
+    python benchmarks/icfl_encoder.py --device cuda         # the same grid on a GPU
 
 Each shape is batch,dim,features,J,L. The Gram path's time includes computing G = W^T W once
 (as in one training step). OMP re-solves the least squares of all selected atoms at every
@@ -20,6 +21,7 @@ from functools import partial
 import numpy as np
 import torch
 
+from cellconcepts.device import resolve_device
 from cellconcepts.dictionary.icfl import decoder_gram, gram_is_cheaper, icfl_encode
 
 GRID = [
@@ -33,19 +35,26 @@ GRID = [
 ]
 
 
+def _synchronize() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def _timed(function, repeats: int) -> float:
     function()  # warm-up
+    _synchronize()
     start = time.perf_counter()
     for _ in range(repeats):
         function()
+    _synchronize()
     return (time.perf_counter() - start) / repeats
 
 
-def _inputs(batch: int, dim: int, features: int, seed: int = 0):
+def _inputs(batch: int, dim: int, features: int, device: torch.device, seed: int = 0):
     generator = torch.Generator().manual_seed(seed)
     W = torch.nn.functional.normalize(torch.randn(dim, features, generator=generator), dim=0)
     x = torch.nn.functional.normalize(torch.randn(batch, dim, generator=generator), dim=1)
-    return x, W, torch.zeros(dim)
+    return x.to(device), W.to(device), torch.zeros(dim, device=device)
 
 
 def _residual(x, W, b, J: int, L: int) -> torch.Tensor:
@@ -60,8 +69,8 @@ def _gram(x, W, b, J: int, L: int) -> torch.Tensor:
 def _omp_seconds_per_token(x, W, k: int, tokens: int) -> float:
     from sklearn.linear_model import orthogonal_mp_gram
 
-    gram = (W.T @ W).double().numpy()
-    xy = (x[:tokens] @ W).double().numpy().T  # (M, tokens)
+    gram = (W.T @ W).double().cpu().numpy()
+    xy = (x[:tokens] @ W).double().cpu().numpy().T  # (M, tokens)
     return _timed(lambda: orthogonal_mp_gram(gram, xy, n_nonzero_coefs=k), 1) / tokens
 
 
@@ -71,18 +80,21 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--omp-tokens", type=int, default=0, help="tokens timed with sklearn OMP")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     shapes = [tuple(int(v) for v in s.split(",")) for s in args.shapes] if args.shapes else GRID
-    print(f"threads={torch.get_num_threads()}")
+    device = resolve_device(args.device)
+    print(f"device={device} threads={torch.get_num_threads()}")
     header = "batch   dim  feats  J  L   residual s   gram s  gram/res  model picks"
     print(header + ("   omp s/token  icfl s/token  omp/icfl" if args.omp_tokens else ""))
     for batch, dim, features, J, L in shapes:
-        x, W, b = _inputs(batch, dim, features)
+        x, W, b = _inputs(batch, dim, features, device)
         residual = _timed(partial(_residual, x, W, b, J, L), args.repeats)
         gram = _timed(partial(_gram, x, W, b, J, L), args.repeats)
-        picks = "gram" if gram_is_cheaper(batch, dim, features, J, L) else "residual"
+        cheaper = gram_is_cheaper(batch, dim, features, J, L, device.type)
+        picks = "gram" if cheaper else "residual"
         line = (
             f"{batch:5d} {dim:5d} {features:6d} {J:2d} {L:2d} {residual:12.4f} {gram:8.4f} "
             f"{gram / residual:9.2f}  {picks}"

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cellconcepts.dictionary.sampling import BatchSampler, ShuffleBuffer
+from cellconcepts.dictionary.sampling import BatchSampler, ShuffleBuffer, prefetched
 from cellconcepts.store.tokens import TokenStore, read_block, write_token_store
 
 N, D = 1000, 3
@@ -89,6 +89,23 @@ def test_batches_depend_on_seed_and_step_only(tmp_path: Path) -> None:
     assert steps != [make(2).batch(s)[0].tolist() for s in range(60)]
     # epochs differ: chunks are reordered and reshuffled
     assert steps[:23] != steps[23:46]
+
+
+def test_batches_read_in_the_background_are_the_direct_ones(tmp_path: Path) -> None:
+    tokens = _store(tmp_path)
+
+    def make() -> ShuffleBuffer:
+        return ShuffleBuffer(tokens, _train_rows(), 32, seed=3, buffer_rows=300, chunk_rows=100)
+
+    direct = make()
+    expected = [(s, direct.batch(s)) for s in range(5, 60)]
+    for background in (True, False):
+        got = list(prefetched(make().batch, 5, 60, background))
+        assert [s for s, _ in got] == [s for s, _ in expected]
+        for (_, (rows, data)), (_, (want_rows, want_data)) in zip(got, expected, strict=True):
+            np.testing.assert_array_equal(rows, want_rows)
+            np.testing.assert_array_equal(data, want_data)
+    assert list(prefetched(make().batch, 7, 7)) == []
 
 
 def test_chunks_larger_than_the_buffer_are_refused(tmp_path: Path) -> None:

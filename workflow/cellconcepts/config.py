@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import yaml
 
 from cellconcepts.store import layout
@@ -230,10 +229,7 @@ def check_config(
             _check_enrichment(config, name, base_dir, task_names, schema_path)
         settings = dictionary_settings(config, name)
         if dictionary_schema is not None:
-            errors = sorted(
-                jsonschema.Draft202012Validator(dictionary_schema).iter_errors(settings),
-                key=lambda e: list(e.absolute_path),
-            )
+            errors = _schema_errors(dictionary_schema, settings)
             if errors:
                 where = ".".join(str(p) for p in errors[0].absolute_path)
                 raise ConfigError(
@@ -241,6 +237,15 @@ def check_config(
                 )
         _check_sizes(config, name, settings, base_dir, warnings)
     return warnings
+
+
+def _schema_errors(schema: Mapping[str, Any], value: Any) -> list[Any]:
+    """The schema's validation errors for ``value``, in path order (jsonschema is imported
+    here: only the config check needs it, not the jobs)."""
+    import jsonschema
+
+    errors = jsonschema.Draft202012Validator(schema).iter_errors(value)
+    return sorted(errors, key=lambda e: list(e.absolute_path))
 
 
 def _check_sizes(
@@ -419,12 +424,7 @@ def _check_enrichment(
     key = f"datasets.{name}.enrich"
     settings = enrichment_settings(config, name)
     if schema_path is not None:
-        errors = sorted(
-            jsonschema.Draft202012Validator(_definition(schema_path, "enrich")).iter_errors(
-                settings
-            ),
-            key=lambda e: list(e.absolute_path),
-        )
+        errors = _schema_errors(_definition(schema_path, "enrich"), settings)
         if errors:
             where = ".".join(str(p) for p in errors[0].absolute_path)
             raise ConfigError(f"{key}.{where}: {errors[0].message}".replace("..", "."))

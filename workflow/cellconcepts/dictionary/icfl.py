@@ -81,14 +81,24 @@ SPARSE_UPDATE_COST = 25.0
 
 
 def gram_is_cheaper(
-    batch: int, dim: int, n_features: int, n_iterations: int, atoms_per_iteration: int = 1
+    batch: int,
+    dim: int,
+    n_features: int,
+    n_iterations: int,
+    atoms_per_iteration: int = 1,
+    device_type: str = "cpu",
 ) -> bool:
     """Whether the Gram path should take less time than the residual path for one call.
 
     Residual: J x (B d M) dense multiply-adds for the correlations of every iteration. Gram:
     d M^2 / 2 for G = W^T W (its upper half), B d M for the first correlations, and J x (B L M)
-    sparse updates, each weighed by `SPARSE_UPDATE_COST`.
+    sparse updates, each weighed by `SPARSE_UPDATE_COST`. On CUDA the residual path: on an
+    H200 it was the faster one at all 8 shapes of benchmarks/icfl_encoder.py, from the demo's
+    to the paper's (the Gram path took 1.08-1.81x as long; dense products are what a GPU does
+    best, the gathers of the sparse update are not).
     """
+    if device_type == "cuda":
+        return False
     residual = n_iterations * batch * dim * n_features
     gram = (
         dim * n_features * n_features / 2
@@ -139,7 +149,12 @@ def icfl_encode(
         raise ValueError(f"icfl_encode: method must be one of {ENCODERS}, got {method!r}")
     if method == "auto":
         cheaper = gram is not None or gram_is_cheaper(
-            x.shape[0], W_dec.shape[0], W_dec.shape[1], n_iterations, atoms_per_iteration
+            x.shape[0],
+            W_dec.shape[0],
+            W_dec.shape[1],
+            n_iterations,
+            atoms_per_iteration,
+            x.device.type,
         )
         method = "gram" if cheaper else "residual"
     dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
@@ -310,7 +325,12 @@ class ICFL(nn.Module):
         if self._gram_key == key:
             return self._gram_matrix
         if not gram_is_cheaper(
-            batch, self.input_dim, self.n_features, self.n_iterations, self.atoms_per_iteration
+            batch,
+            self.input_dim,
+            self.n_features,
+            self.n_iterations,
+            self.atoms_per_iteration,
+            W.device.type,
         ):
             return None
         self._gram_matrix, self._gram_key = decoder_gram(W), key

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import bisect
 import logging
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -164,3 +166,30 @@ class ShuffleBuffer:
         start = position * self.batch_size
         positions = np.sort(current.order[start : start + self.batch_size])
         return current.rows[positions], current.data[positions]
+
+
+def prefetched(
+    batch: Callable[[int], tuple[np.ndarray, np.ndarray]],
+    start: int,
+    stop: int,
+    background: bool = True,
+) -> Iterator[tuple[int, tuple[np.ndarray, np.ndarray]]]:
+    """(step, ``batch(step)``) for steps ``start`` to ``stop - 1``; with ``background`` each
+    batch is read in a thread while the caller works on the one before. For a GPU: the reading
+    and shuffling on the host (48 ms of a 66 ms TopK step at the paper's shape on an H200) then
+    overlaps the device's work. On CPU the thread competes with torch's for the cores (demo
+    TopK training 5-18 % slower on 2 cores), hence the switch. ``batch`` is called in step
+    order, one call at a time, so a stateful sampler gives the same batches either way."""
+    if not background:
+        for step in range(start, stop):
+            yield step, batch(step)
+        return
+    if start >= stop:
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="batches") as reader:
+        upcoming = reader.submit(batch, start)
+        for step in range(start, stop):
+            current = upcoming.result()
+            if step + 1 < stop:
+                upcoming = reader.submit(batch, step + 1)
+            yield step, current

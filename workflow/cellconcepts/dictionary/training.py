@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from cellconcepts.device import resolve_device
 from cellconcepts.dictionary.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
-from cellconcepts.dictionary.sampling import ShuffleBuffer
+from cellconcepts.dictionary.sampling import ShuffleBuffer, prefetched
 from cellconcepts.files import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -341,8 +341,9 @@ def train_dictionary(
     # threads: limiting them to one made a CPU step ~4x faster.
     with open(metrics_path, "a", newline="") as handle, threadpool_limits(1, user_api="blas"):
         writer = csv.writer(handle)
-        for step in range(start, config.steps):
-            x = _batch(sampler.batch(step)[1], transform, device)
+        batches = prefetched(sampler.batch, start, config.steps, device.type != "cpu")
+        for _, (_, raw) in batches:
+            x = _batch(raw, transform, device)
             loss, z, x_hat = _train_step(model, x, state, use_aux)
             done = state.step
             if done % config.log_every == 0 or done == config.steps:
