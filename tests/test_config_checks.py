@@ -149,17 +149,44 @@ def test_openphenom_example_config_matches_the_encoder_it_names(tmp_path):
     config = _validated(yaml.safe_load((REPO / "config" / "openphenom_rxrx3.yaml").read_text()))
     section = config["datasets"]["rxrx3"]["microscopy"]
     assert ViTConfig.from_dict(section["model"]["architecture"]) == openphenom_config()
-    # Its inputs are the user's to fetch: the check names the missing image store.
-    with pytest.raises(ConfigError, match=r"datasets\.rxrx3\.microscopy\.images"):
+    # RxRx3-core's layout: 512-px planes cut into the encoder's 256-px tiles.
+    assert section["images"]["tile"] == section["model"]["architecture"]["img_size"]
+    assert len(section["images"]["channels"]) == section["model"]["architecture"]["in_chans"]
+    # Its inputs are the user's to fetch: the check names the missing metadata table.
+    with pytest.raises(ConfigError, match=r"datasets\.rxrx3\.microscopy\.images\.metadata"):
         check_config(config, tmp_path, SCHEMA)
-    store = tmp_path / "data" / "rxrx3_core_store"
-    store.mkdir(parents=True)
-    (store / "images.npy").touch()
-    (store / "obs.parquet").touch()
+    (tmp_path / "data" / "rxrx3_core").mkdir(parents=True)
+    (tmp_path / "data" / "rxrx3_core" / "metadata_rxrx3_core.csv").write_text("well_id\n")
     with pytest.raises(ConfigError, match=r"microscopy\.model\.checkpoint"):
         check_config(config, tmp_path, SCHEMA)
     (tmp_path / "models" / "OpenPhenom").mkdir(parents=True)
     check_config(config, tmp_path, SCHEMA)
+
+
+def test_scrna_obsm_example_config_is_valid_and_names_its_input(tmp_path):
+    config = _validated(yaml.safe_load((REPO / "config" / "scrna_obsm.yaml").read_text()))
+    assert config["datasets"]["atlas"]["scrna"]["embedding"] == "obsm:X_geneformer"
+    with pytest.raises(ConfigError, match=r"datasets\.atlas\.scrna\.source"):
+        check_config(config, tmp_path, SCHEMA)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "atlas.h5ad").touch()
+    check_config(config, tmp_path, SCHEMA)
+
+
+@pytest.mark.parametrize(
+    ("images", "message"),
+    [
+        ({"channels": ["DNA"]}, "give load_data .* or files"),
+        ({"channels": ["DNA"], "load_data": "a.csv", "files": "{x}.tif"}, "one of the two"),
+        ({"channels": ["DNA"], "files": "{x}.tif"}, r"images\.metadata: files needs"),
+        ({"channels": ["DNA"], "load_data": "a.csv"}, r"images\.load_data: 'a\.csv' does not"),
+    ],
+)
+def test_an_image_layout_is_checked_before_any_job(demo_config, tmp_path, images, message):
+    config = copy.deepcopy(demo_config)
+    config["datasets"]["cellpainting"]["microscopy"]["images"] = images
+    with pytest.raises(ConfigError, match=message):
+        check_config(_validated(config), tmp_path, SCHEMA)
 
 
 @pytest.mark.parametrize(
@@ -243,10 +270,8 @@ def test_a_checkpoint_must_say_how_its_images_are_normalised(tmp_path):
     from cellconcepts.microscopy.vit import ViTConfig, ViTEncoder, save_pretrained
 
     config = _validated(yaml.safe_load((REPO / "config" / "openphenom_rxrx3.yaml").read_text()))
-    store = tmp_path / "data" / "rxrx3_core_store"
-    store.mkdir(parents=True)
-    (store / "images.npy").touch()
-    (store / "obs.parquet").touch()
+    (tmp_path / "data" / "rxrx3_core").mkdir(parents=True)
+    (tmp_path / "data" / "rxrx3_core" / "metadata_rxrx3_core.csv").write_text("well_id\n")
     (tmp_path / "models" / "OpenPhenom").mkdir(parents=True)
     check_config(config, tmp_path, SCHEMA)
     section = config["datasets"]["rxrx3"]["microscopy"]["model"]

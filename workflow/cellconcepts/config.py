@@ -356,7 +356,9 @@ def _check_microscopy(
 ) -> None:
     key = f"datasets.{name}.microscopy"
     section = config["datasets"][name]["microscopy"]
-    if section["images"] != "simulate":
+    if isinstance(section["images"], Mapping):
+        _check_image_source(section["images"], f"{key}.images", base_dir)
+    elif section["images"] != "simulate":
         for required in (layout.IMAGES, layout.IMAGE_OBS):
             if not (base_dir / section["images"] / required).exists():
                 raise ConfigError(
@@ -400,6 +402,21 @@ def _check_microscopy(
                 )
         if cp["backend"] != "cp_measure" and resolve_shipped(cp["pipeline"], base_dir) is None:
             raise ConfigError(f"{key}.cellprofiler.pipeline: {cp['pipeline']!r} does not exist")
+
+
+def _check_image_source(images: Mapping[str, Any], key: str, base_dir: Path) -> None:
+    """A screen in its microscope layout: one listing (a LoadData CSV, or a pattern with a
+    metadata table), and the listing exists."""
+    if ("load_data" in images) == ("files" in images):
+        raise ConfigError(
+            f"{key}: give load_data (a LoadData CSV) or files (a file name pattern) with "
+            "metadata, one of the two"
+        )
+    if "files" in images and "metadata" not in images:
+        raise ConfigError(f"{key}.metadata: files needs a metadata table (one row per image)")
+    listing = "load_data" if "load_data" in images else "metadata"
+    if not (base_dir / images[listing]).is_file():
+        raise ConfigError(f"{key}.{listing}: {images[listing]!r} does not exist")
 
 
 def _saved_by_this_workflow(checkpoint: Path) -> bool:

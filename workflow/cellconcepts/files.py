@@ -63,11 +63,11 @@ def load_npy(path: PathLike, mmap_mode: str | None = None) -> np.ndarray:
 
 
 class NpyRowWriter:
-    """Writes an (n, d) .npy file row block by row block, in order, through plain file writes:
+    """Writes an (n, ...) .npy file block of rows by block, in order, through plain file writes:
     unlike a writable memmap, the written pages are not kept mapped into the process, so its
     resident memory does not grow with the file."""
 
-    def __init__(self, handle, shape: tuple[int, int], dtype: np.dtype) -> None:
+    def __init__(self, handle, shape: tuple[int, ...], dtype: np.dtype) -> None:
         self.handle, self.shape, self.dtype = handle, shape, np.dtype(dtype)
         header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False}
         np.lib.format.write_array_header_1_0(handle, {**header, "shape": shape})
@@ -76,8 +76,8 @@ class NpyRowWriter:
     def write(self, block: np.ndarray) -> None:
         """Append the next rows."""
         block = np.ascontiguousarray(block, dtype=self.dtype)
-        if block.ndim != 2 or block.shape[1] != self.shape[1]:
-            raise ValueError(f"expected rows of {self.shape[1]} values, got {block.shape}")
+        if block.shape[1:] != tuple(self.shape[1:]):
+            raise ValueError(f"expected rows of shape {self.shape[1:]}, got {block.shape}")
         self.handle.write(block.tobytes())
         self.rows += block.shape[0]
 

@@ -74,10 +74,15 @@ def dataset_section(wildcards, *keys):
     return value
 
 
+def datasets_where(predicate):
+    """Regex matching the names of the datasets for which ``predicate`` holds."""
+    names = [name for name in DATASETS if predicate(name)]
+    return "|".join(names) if names else "(?!x)x"
+
+
 def datasets_of_kind(kind):
     """Regex matching the names of the datasets of one kind (matches nothing if none)."""
-    names = [name for name, ds in DATASETS.items() if ds["kind"] == kind]
-    return "|".join(names) if names else "(?!x)x"
+    return datasets_where(lambda name: DATASETS[name]["kind"] == kind)
 
 
 def has_ground_truth(dataset):
@@ -143,9 +148,27 @@ def probe_settings():
 # --------------------------------------------------------------------------- microscopy
 
 
+def imports_images(dataset):
+    """A microscopy dataset whose images come in their microscope layout (rule
+    import_images)."""
+    ds = DATASETS[dataset]
+    return ds["kind"] == "microscopy" and isinstance(ds["microscopy"]["images"], dict)
+
+
 def image_dir(dataset):
-    images = DATASETS[dataset]["microscopy"]["images"]
-    return f"{R}/{dataset}/images" if images == "simulate" else images
+    """Where a microscopy dataset's image store is: made by this workflow (simulated or
+    imported) or given."""
+    if is_simulated_screen(dataset) or imports_images(dataset):
+        return f"{R}/{dataset}/images"
+    return DATASETS[dataset]["microscopy"]["images"]
+
+
+def image_listing(wildcards):
+    """The CSV that lists an imported screen's images (its edits rerun the import)."""
+    from cellconcepts.store.image_sources import ImageSource
+
+    images = dataset_section(wildcards, "microscopy", "images")
+    return str(ImageSource.from_config(images).table)
 
 
 def image_store_files(wildcards):

@@ -78,6 +78,29 @@ rule import_tokens:
         "../scripts/import_tokens.py"
 
 
+rule import_images:
+    input:
+        listing=image_listing,
+    output:
+        images=f"{DS}/images/{layout.IMAGES}",
+        image_obs=f"{DS}/images/{layout.IMAGE_OBS}",
+    log:
+        f"{LOGS}/import_images.log",
+    benchmark:
+        f"{BENCH}/import_images.tsv"
+    wildcard_constraints:
+        dataset=datasets_where(imports_images),
+    conda:
+        ENV
+    resources:
+        mem_mb=4000,
+        runtime=240,
+    params:
+        source=lambda wc: dataset_section(wc, "microscopy", "images"),
+    script:
+        "../scripts/import_images.py"
+
+
 rule train_mae:
     input:
         unpack(image_store_files),

@@ -34,7 +34,7 @@ rule simulate_cellpainting:
     benchmark:
         f"{BENCH}/simulate_cellpainting.tsv"
     wildcard_constraints:
-        dataset=datasets_of_kind("microscopy"),
+        dataset=datasets_where(is_simulated_screen),
     conda:
         ENV
     resources:

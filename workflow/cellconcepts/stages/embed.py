@@ -124,6 +124,25 @@ def import_tokens(
     write_token_store(TokenFiles(tokens, obs), values, annotated)
 
 
+def import_images(
+    *,
+    listing: PathLike,
+    images: PathLike,
+    image_obs: PathLike,
+    source: Mapping[str, Any],
+) -> None:
+    """A screen in its microscope layout (``source``: `microscopy.images`, a LoadData CSV or a
+    file pattern + metadata) -> an image store, read one image at a time
+    (`store.image_sources`)."""
+    from cellconcepts.store.image_sources import ImageSource
+    from cellconcepts.store.image_sources import import_images as write_store
+
+    screen = ImageSource.from_config(source)
+    if Path(screen.table) != Path(listing):
+        raise ValueError(f"import_images: the listing is {screen.table}, not {listing}")
+    write_store(screen, ImageFiles(Path(images), Path(image_obs)))
+
+
 def train_mae(
     *,
     images: PathLike,
