@@ -4,6 +4,7 @@ user image store read with a user checkpoint; checks what the tables say."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 from conftest import TINY_VIT, run_snakemake
+from test_browser import dump_dom, needs_chromium, screenshot
 
 from cellconcepts.microscopy import vit
 from cellconcepts.microscopy.extract import extract_crop_tokens
@@ -294,3 +296,19 @@ def test_inference_batch_size_and_device_rerun_nothing(run: Path):
     assert "Nothing to be done" in result.stdout + result.stderr, (result.stdout + result.stderr)[
         -3000:
     ]
+
+
+@needs_chromium
+def test_feature_browser_opens_in_chromium(run: Path, tmp_path: Path):
+    browser = run / "screen" / "browser"
+    models = sorted(p.name for p in (run / "screen" / "models").iterdir())
+    home = dump_dom(browser / "index.html")
+    assert len(re.findall(r"<tr", home)) == 1 + 32 * len(models)  # header + every feature
+    best = pd.read_csv(run / "screen" / "models" / models[0] / "best_selectivity.csv")
+    feature = int(best.best_feature.iloc[0])
+    page = dump_dom(browser / models[0] / f"feature_{feature}.html")
+    assert f"Feature {feature} of {models[0]}" in page
+    crops = re.findall(r'<img src="\.\./crops/(\d+)\.png"', page)
+    assert crops and all((browser / "crops" / f"{c}.png").is_file() for c in crops)
+    assert "gene_group" in page and "Nearest features" in page
+    screenshot(browser / models[0] / f"feature_{feature}.html", tmp_path / "feature.png")

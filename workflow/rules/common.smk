@@ -456,12 +456,55 @@ def simulated_group_task(dataset):
 # --------------------------------------------------------------------------- targets
 
 
+def browser_inputs(wildcards):
+    """Every model's codes, weights and dead flags; the enrichment tables of the annotated
+    models; the images (microscopy) or the UMAP and expression (scRNA) the examples show.
+    """
+    dataset = wildcards.dataset
+    kind = DATASETS[dataset]["kind"]
+    inputs = {
+        "obs": f"{R}/{dataset}/tokens/{layout.TOKEN_OBS}",
+        "codes": model_files(dataset, "codes.npz"),
+        "models": model_files(dataset, "model.pt"),
+        "dead": model_files(dataset, "dead_features.csv"),
+    }
+    if has_enrichment(dataset):
+        folders = [f"{R}/{dataset}/enrich/{n}" for n in enrichment_variants(dataset)]
+        inputs["annotation"] = [f"{f}/feature_annotation.csv" for f in folders]
+        inputs["genes"] = [f"{f}/feature_genes.parquet" for f in folders]
+        inputs["terms"] = [f"{f}/enrichment.parquet" for f in folders]
+    if kind == "microscopy":
+        inputs.update(image_store_files(wildcards))
+        if is_simulated_screen(dataset):
+            inputs["masks"] = f"{R}/{dataset}/images/{layout.MASKS}"
+    if kind == "scrna":
+        inputs["umap"] = f"{R}/{dataset}/embedding/umap.parquet"
+        if has_enrichment(dataset):
+            inputs.update(expression_source_input(wildcards))
+    return inputs
+
+
+def browser_expression(wildcards):
+    """scRNA with enrichment: the expression source and matrix the examples' genes come from."""
+    dataset = wildcards.dataset
+    if DATASETS[dataset]["kind"] != "scrna" or not has_enrichment(dataset):
+        return {"expression_source": None, "expression_matrix": "X"}
+    return {
+        "expression_source": DATASETS[dataset]["scrna"]["source"],
+        "expression_matrix": enrichment_settings(config, dataset)["expression"][
+            "matrix"
+        ],
+    }
+
+
 def all_targets():
     targets = []
     for dataset in DATASETS:
         targets.append(f"{R}/{dataset}/headline.csv")
         targets += [f"{R}/{dataset}/figures/{name}.png" for name in DATASET_FIGURES]
         targets.append(f"{R}/{dataset}/figures/feature_cosines.png")
+        if config["browser"]["enabled"]:
+            targets.append(f"{R}/{dataset}/browser")
         if has_ground_truth(dataset):
             targets.append(f"{R}/{dataset}/tables/atom_recovery.csv")
         if DATASETS[dataset]["kind"] == "microscopy":

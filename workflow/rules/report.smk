@@ -96,3 +96,36 @@ rule label_selectivity:
         exclude=lambda wc: dataset_section(wc, "microscopy", "heatmaps", "exclude"),
     script:
         "../scripts/label_selectivity.py"
+
+
+rule feature_browser:
+    input:
+        unpack(browser_inputs),
+    output:
+        browser=directory(f"{DS}/browser"),
+    log:
+        f"{LOGS}/feature_browser.log",
+    benchmark:
+        f"{BENCH}/feature_browser.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    params:
+        expression_source=lambda wc: browser_expression(wc)["expression_source"],
+        expression_matrix=lambda wc: browser_expression(wc)["expression_matrix"],
+        dataset=lambda wc: wc.dataset,
+        kind=lambda wc: DATASETS[wc.dataset]["kind"],
+        variants=variant_names,
+        enriched=lambda wc: (
+            enrichment_variants(wc.dataset) if has_enrichment(wc.dataset) else []
+        ),
+        tasks=lambda wc: dataset_section(wc, "tasks"),
+        rgb=lambda wc: DATASETS[wc.dataset].get("microscopy", {}).get("browser_rgb"),
+        settings=pick(
+            config["browser"], ["examples", "random_examples", "nearest", "seed"]
+        ),
+        min_label_size=config["evaluate"]["min_label_size"],
+    script:
+        "../scripts/feature_browser.py"

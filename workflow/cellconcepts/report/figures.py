@@ -4,7 +4,7 @@ the per-dataset figures (training curves, best selectivity, probing, sparsity)."
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -134,14 +134,28 @@ def plot_probing(
     save_figure(fig, png_path)
 
 
+def bta_interval(bta: np.ndarray | pd.Series, n_test: int) -> np.ndarray:
+    """Half-width of an approximate 95 % interval of a balanced test accuracy on ``n_test``
+    tokens: 1.96 binomial standard errors, sqrt(b (1 - b) / n) (the balanced accuracy's own
+    error depends on the per-class recalls and sizes, which the probe tables do not keep)."""
+    b = np.clip(np.asarray(bta, dtype=np.float64), 0.0, 1.0)
+    return 1.96 * np.sqrt(b * (1 - b) / max(int(n_test), 1))
+
+
 def plot_sparsity(
-    headline: pd.DataFrame, tasks: Sequence[str], png_path: PathLike, *, title: str
+    headline: pd.DataFrame,
+    tasks: Sequence[str],
+    png_path: PathLike,
+    *,
+    title: str,
+    n_test: Mapping[str, int] | None = None,
 ) -> None:
     """Paper Fig. 4B/C: probe BTA and held-out reconstruction cosine against sparsity.
 
     Axes run from 0 to 1, so that differences of a few points (often within the noise of a
-    small test set) are drawn at their size; whitening is told by line and marker, the legend
-    sits below the panels."""
+    small test set) are drawn at their size, and the BTA carries an approximate 95 % interval
+    (`bta_interval`, from the task's ``n_test`` test tokens); whitening is told by line and
+    marker, the legend sits below the panels."""
     models = headline[headline.method != "raw"]
     raw = headline[headline.method == "raw"].iloc[0]
     columns = [*[f"bta_{t}" for t in tasks], "recon_cosine"]
@@ -150,9 +164,17 @@ def plot_sparsity(
     for ax, column in zip(axes[0], columns, strict=True):
         for (method, whitening), table in models.groupby(["method", "whitening"]):
             table = table.groupby("sparsity", as_index=False)[column].mean()
-            ax.plot(
+            task = column.removeprefix("bta_")
+            errors = (
+                bta_interval(table[column], n_test[task])
+                if n_test is not None and task in n_test
+                else None
+            )
+            ax.errorbar(
                 table["sparsity"],
                 table[column],
+                yerr=errors,
+                capsize=3,
                 marker="o" if whitening == "pca" else "s",
                 markerfacecolor="white" if whitening != "pca" else None,
                 label=variant_label(method, whitening),

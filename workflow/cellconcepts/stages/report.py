@@ -87,7 +87,9 @@ def report_dataset(
     )
     plots.plot_best_selectivity(best, figure_paths["best_selectivity"], title=dataset)
     plots.plot_probing(top, tasks, figure_paths["probing_bta"], title=dataset)
-    plots.plot_sparsity(top, tasks, figure_paths["sparsity"], title=dataset)
+    raw = pd.read_csv(raw_probing)
+    n_test = dict(zip(raw.task, raw.n_test, strict=True))
+    plots.plot_sparsity(top, tasks, figure_paths["sparsity"], title=dataset, n_test=n_test)
 
 
 def atom_recovery_table(
@@ -122,3 +124,97 @@ def label_selectivity(
     write_table(result, table[0], caption=f"best avg selectivity per {task} label")
     for variant, value in fraction.items():
         log.info("%s: %.0f%% of %s labels at >= %g", variant, 100 * value, task, 0.5)
+
+
+def feature_browser(
+    *,
+    obs: PathLike,
+    codes: Sequence[PathLike],
+    models: Sequence[PathLike],
+    dead: Sequence[PathLike],
+    browser: PathLike,
+    dataset: str,
+    kind: str,
+    variants: Sequence[str],
+    enriched: Sequence[str],
+    tasks: Sequence[dict],
+    settings: dict,
+    min_label_size: int = 1,
+    annotation: Sequence[PathLike] = (),
+    genes: Sequence[PathLike] = (),
+    terms: Sequence[PathLike] = (),
+    images: PathLike | None = None,
+    image_obs: PathLike | None = None,
+    masks: PathLike | None = None,
+    rgb: Sequence[int] | None = None,
+    umap: PathLike | None = None,
+    expression: PathLike | None = None,
+    expression_source: str | None = None,
+    expression_matrix: str = "X",
+) -> None:
+    """The dataset's static feature browser (`report.browser`): every feature of every model,
+    written into a fresh folder that replaces ``browser`` only when complete."""
+    import shutil
+    import time
+
+    import scipy.sparse as sp
+
+    from cellconcepts.dictionary.models import decoder_directions, load_model
+    from cellconcepts.evaluate.labels import task_labels
+    from cellconcepts.evaluate.selectivity import selectivity
+    from cellconcepts.report import browser as pages
+
+    started = time.perf_counter()
+    table = pd.read_parquet(obs)
+    labels = {t["name"]: task_labels(table, t, min_label_size) for t in tasks}
+    folder = Path(browser)
+    building = folder.with_name(f".{folder.name}.building")
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir(parents=True)
+    columns = [t["column"] for t in tasks]
+    if kind == "microscopy":
+        from cellconcepts.store.images import open_image_store
+        from cellconcepts.store.layout import ImageFiles
+
+        store = open_image_store(ImageFiles(Path(images), Path(image_obs), masks))
+        channels = list(rgb) if rgb is not None else [0, 1, 2][: store.images.shape[1]]
+        render = pages.crop_gallery(building, store.images, table, channels, store.masks, columns)
+    elif kind == "scrna":
+        listed = None
+        if expression_source is not None and enriched:
+            from cellconcepts.enrich.gene_lists import aligned_expression
+
+            listed = aligned_expression(expression or expression_source, expression_matrix, table)
+        render = pages.umap_gallery(building, pd.read_parquet(umap), table, columns, listed)
+    else:
+        render = pages.token_table(table, columns)
+    enrichment = dict(zip(enriched, zip(annotation, genes, terms, strict=True), strict=True))
+    views = []
+    for name, code_file, model_file, dead_file in zip(variants, codes, models, dead, strict=True):
+        matrix = sp.load_npz(code_file).tocsr()
+        dictionary, _ = load_model(model_file)
+        found = enrichment.get(name)
+        views.append(
+            pages.ModelView(
+                name=name,
+                codes=matrix,
+                selectivity={task: selectivity(matrix, values) for task, values in labels.items()},
+                dead=pd.read_csv(dead_file)["dead"].to_numpy(dtype=bool),
+                directions=decoder_directions(dictionary),
+                annotation=pd.read_csv(found[0]) if found else None,
+                genes=pd.read_parquet(found[1]) if found else None,
+                terms=pd.read_parquet(found[2]) if found else None,
+            )
+        )
+    index = pages.write_browser(building, dataset, views, render, **settings)
+    shutil.rmtree(folder, ignore_errors=True)
+    building.rename(folder)
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    log.info(
+        "feature browser: %d features of %d models, %d files, %.1f MB, %.1f s",
+        len(index),
+        len(views),
+        sum(1 for p in folder.rglob("*") if p.is_file()),
+        size / 1e6,
+        time.perf_counter() - started,
+    )
