@@ -121,6 +121,26 @@ def test_the_pages_say_what_each_feature_is(tmp_path: Path) -> None:
     near = nearest_features(first.directions, 2)[0]
     assert f'<a href="feature_{near[0]}.html">' in page
     assert "never active" in (tmp_path / first.name / "feature_4.html").read_text()
+    assert assert_every_page_is_there(tmp_path) == 10
+    (tmp_path / second.name / "feature_2.html").unlink()  # a page missing is caught
+    with pytest.raises(FileNotFoundError):
+        assert_every_page_is_there(tmp_path)
+
+
+def assert_every_page_is_there(folder: Path) -> int:
+    """Every feature the index links to has a page with its sections, and every page links
+    back; returns the number of pages."""
+    home = (folder / "index.html").read_text()
+    links = re.findall(r'<a href="([^"]+/feature_(\d+)\.html)">(\d+)</a>', home)
+    assert links, "the index links no feature page"
+    for link, number, text in links:
+        page = (folder / link).read_text()
+        assert number == text
+        assert f"<h1>Feature {number} of " in page, link
+        for section in ("Examples", "Selectivity per label", "Nearest features"):
+            assert f"<h2>{section}" in page, (link, section)
+        assert 'href="../index.html"' in page
+    return len(links)
 
 
 def test_crops_are_written_once_and_shared(tmp_path: Path) -> None:

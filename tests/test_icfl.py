@@ -11,19 +11,58 @@ from cellconcepts.dictionary.models import build_model
 
 
 def omp_reference(
-    x: np.ndarray, W: np.ndarray, b_pre: np.ndarray, n_iterations: int, atoms: int
+    x: np.ndarray,
+    W: np.ndarray,
+    b_pre: np.ndarray,
+    n_iterations: int,
+    atoms: int,
+    selection: str = "signed",
 ) -> np.ndarray:
-    """Algorithm 1, one token at a time, float64, straight from the paper."""
+    """Algorithm 1, one token at a time, float64, straight from the paper (``selection``
+    "absolute": the largest |scores| instead, OMP's rule)."""
     codes = np.zeros((x.shape[0], W.shape[1]))
     for row, token in enumerate(x):
         r = token - b_pre
         for _ in range(n_iterations):
             scores = W.T @ r
-            selected = np.argsort(-scores, kind="stable")[:atoms]  # largest signed values
+            ranked = np.abs(scores) if selection == "absolute" else scores
+            selected = np.argsort(-ranked, kind="stable")[:atoms]
             coef, *_ = np.linalg.lstsq(W[:, selected], r, rcond=None)
             r = r - W[:, selected] @ coef
             codes[row, selected] += coef
     return codes
+
+
+@pytest.mark.parametrize("method", ["residual", "gram"])
+def test_the_absolute_rule_matches_its_reference_and_differs_from_the_signed(method: str) -> None:
+    rng = np.random.default_rng(5)
+    d, m, n = 24, 160, 120
+    W = unit_columns(rng.standard_normal((d, m)))
+    x = rng.standard_normal((n, d))
+    expected = omp_reference(x, W, np.zeros(d), 4, 2, selection="absolute")
+    arguments = (torch.from_numpy(x), torch.from_numpy(W), torch.zeros(d, dtype=torch.float64))
+    got = icfl_encode(*arguments, 4, 2, method=method, selection="absolute").numpy()
+    np.testing.assert_array_equal(got != 0, expected != 0)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-8)
+    signed = icfl_encode(*arguments, 4, 2, method=method).numpy()
+    assert ((signed != 0) != (got != 0)).any(axis=1).mean() > 0.5  # other supports
+    # OMP's rule reconstructs these random tokens better (residual after J * L atoms)
+    error = {
+        name: np.linalg.norm(x - codes @ W.T, axis=1).mean()
+        for name, codes in (("signed", signed), ("absolute", got))
+    }
+    assert error["absolute"] < error["signed"]
+    with pytest.raises(ValueError, match="selection must be one of"):
+        icfl_encode(*arguments, 4, 2, selection="largest")
+
+
+def test_the_selection_rule_is_saved_with_the_model(tmp_path) -> None:
+    from cellconcepts.dictionary.models import load_model, save_model
+
+    model = build_model("icfl", 8, 16, 4, atoms_per_iteration=2, selection="absolute")
+    save_model(model, tmp_path / "m.pt", {})
+    loaded, meta = load_model(tmp_path / "m.pt")
+    assert loaded.selection == "absolute" and meta["selection"] == "absolute"
 
 
 def unit_columns(w: np.ndarray) -> np.ndarray:

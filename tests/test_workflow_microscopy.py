@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 from conftest import TINY_VIT, run_snakemake
-from test_browser import dump_dom, needs_chromium, screenshot
+from test_browser import assert_every_page_is_there, dump_dom, needs_chromium, screenshot
 
 from cellconcepts.microscopy import vit
 from cellconcepts.microscopy.extract import extract_crop_tokens
@@ -302,6 +302,7 @@ def test_inference_batch_size_and_device_rerun_nothing(run: Path):
 def test_feature_browser_opens_in_chromium(run: Path, tmp_path: Path):
     browser = run / "screen" / "browser"
     models = sorted(p.name for p in (run / "screen" / "models").iterdir())
+    assert assert_every_page_is_there(browser) == 32 * len(models)
     home = dump_dom(browser / "index.html")
     assert len(re.findall(r"<tr", home)) == 1 + 32 * len(models)  # header + every feature
     best = pd.read_csv(run / "screen" / "models" / models[0] / "best_selectivity.csv")

@@ -69,7 +69,13 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
 
 
 # The keys of the dictionary section that a model's training reads (`training_settings`).
-ICFL_KEYS = ("atoms_per_iteration", "resample_every", "resample_threshold", "learn_b_pre")
+ICFL_KEYS = (
+    "atoms_per_iteration",
+    "resample_every",
+    "resample_threshold",
+    "learn_b_pre",
+    "selection",
+)
 TOPK_KEYS = ("aux_k", "aux_coef")
 TRAIN_KEYS = (
     "steps",

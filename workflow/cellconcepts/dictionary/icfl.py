@@ -52,6 +52,9 @@ _GRAM_CHUNK = 8192
 # GPU the whole chunk is iterated at once.
 _CPU_ITERATION_CHUNK = 64
 ENCODERS = ("auto", "gram", "residual")
+# How each iteration picks its L atoms: "signed", the L largest <W_m, r> (Algorithm 1 of the
+# paper), or "absolute", the L largest |<W_m, r>| (classic OMP's rule, applied L at a time).
+SELECTIONS = ("signed", "absolute")
 
 
 def _check_encoder_args(
@@ -132,12 +135,14 @@ def icfl_encode(
     *,
     method: str = "auto",
     gram: Tensor | None = None,
+    selection: str = "signed",
 ) -> Tensor:
     """ICFL encoder (Algorithm 1, batched OMP) for rows of ``x`` (B, d); dense codes (B, M).
 
-    r = x - b_pre; J times: S = the L columns with the largest *signed* <W_m, r>; least squares of
-    r on W_dec[:, S] only; r -= W_S z_t; z[S] += z_t. Codes may be negative and have at most J*L
-    non-zeros per row. No gradient flows through the encoder.
+    r = x - b_pre; J times: S = the L columns with the largest *signed* <W_m, r> (``selection``
+    "absolute": the largest |<W_m, r>|, OMP's rule); least squares of r on W_dec[:, S] only;
+    r -= W_S z_t; z[S] += z_t. Codes may be negative and have at most J*L non-zeros per row. No
+    gradient flows through the encoder.
 
     Two exact implementations (``method``): "residual" keeps r and recomputes W^T r every
     iteration; "gram" (Batch-OMP, Rubinstein et al. 2008, adapted to the stage-wise selection)
@@ -147,6 +152,8 @@ def icfl_encode(
     _check_encoder_args(x, W_dec, n_iterations, atoms_per_iteration)
     if method not in ENCODERS:
         raise ValueError(f"icfl_encode: method must be one of {ENCODERS}, got {method!r}")
+    if selection not in SELECTIONS:
+        raise ValueError(f"icfl_encode: selection must be one of {SELECTIONS}, got {selection!r}")
     if method == "auto":
         cheaper = gram is not None or gram_is_cheaper(
             x.shape[0],
@@ -162,30 +169,42 @@ def icfl_encode(
         W = W_dec.detach().to(dtype)
         centred = x.detach().to(dtype) - b_pre.detach().to(dtype)
         if method == "residual":
-            z = _encode_residual(centred, W, n_iterations, atoms_per_iteration)
+            z = _encode_residual(centred, W, n_iterations, atoms_per_iteration, selection)
         else:
             G = decoder_gram(W) if gram is None else gram.detach().to(dtype)
-            z = _encode_gram(centred, W, G, n_iterations, atoms_per_iteration)
+            z = _encode_gram(centred, W, G, n_iterations, atoms_per_iteration, selection)
     return z.to(x.dtype)
 
 
-def _encode_residual(r: Tensor, W: Tensor, n_iterations: int, L: int) -> Tensor:
+def _select(scores: Tensor, L: int, selection: str) -> tuple[Tensor, Tensor]:
+    """(indices, signed scores) of the L atoms an iteration takes (`SELECTIONS`)."""
+    if selection == "signed":
+        top = torch.topk(scores, L, dim=1, sorted=False)
+        return top.indices, top.values
+    indices = torch.topk(scores.abs(), L, dim=1, sorted=False).indices
+    return indices, scores.gather(1, indices)
+
+
+def _encode_residual(
+    r: Tensor, W: Tensor, n_iterations: int, L: int, selection: str = "signed"
+) -> Tensor:
     """Algorithm 1 as written: the residual r (B, d) is kept and re-projected every iteration."""
     Wt = W.T.contiguous()  # (M, d): row m is atom m, for gathering
     z = torch.zeros(r.shape[0], W.shape[1], dtype=r.dtype, device=r.device)
     for _ in range(n_iterations):
-        scores = r @ W
-        top = torch.topk(scores, L, dim=1, sorted=False)
-        atoms = Wt[top.indices]  # (B, L, d)
+        indices, values = _select(r @ W, L, selection)
+        atoms = Wt[indices]  # (B, L, d)
         gram = atoms @ atoms.transpose(1, 2)
         # The right-hand side W_S^T r is exactly the selected scores.
-        z_t = _solve_small_spd(gram, top.values)
+        z_t = _solve_small_spd(gram, values)
         r = r - (z_t.unsqueeze(1) @ atoms).squeeze(1)
-        z.scatter_add_(1, top.indices, z_t)
+        z.scatter_add_(1, indices, z_t)
     return z
 
 
-def _encode_gram(centred: Tensor, W: Tensor, G: Tensor, n_iterations: int, L: int) -> Tensor:
+def _encode_gram(
+    centred: Tensor, W: Tensor, G: Tensor, n_iterations: int, L: int, selection: str = "signed"
+) -> Tensor:
     """Algorithm 1 on the correlations c = W^T r: c -= G[:, S] z_t replaces r -= W_S z_t.
 
     The update is a sparse (L non-zeros per token) times dense product, which reads the L rows
@@ -197,20 +216,22 @@ def _encode_gram(centred: Tensor, W: Tensor, G: Tensor, n_iterations: int, L: in
         step = _CPU_ITERATION_CHUNK if correlations.device.type == "cpu" else stop - start
         for first in range(0, stop - start, step):
             c = correlations[first : first + step]
-            z[start + first : start + first + c.shape[0]] = _iterate_gram(c, G, n_iterations, L)
+            codes = _iterate_gram(c, G, n_iterations, L, selection)
+            z[start + first : start + first + c.shape[0]] = codes
     return z
 
 
-def _iterate_gram(c: Tensor, G: Tensor, n_iterations: int, L: int) -> Tensor:
+def _iterate_gram(
+    c: Tensor, G: Tensor, n_iterations: int, L: int, selection: str = "signed"
+) -> Tensor:
     """The J selections and solves of Algorithm 1 for correlations ``c`` (b, M), updated in
     place; returns the codes (b, M)."""
     z = torch.zeros_like(c)
     tokens = torch.arange(c.shape[0], device=c.device).repeat_interleave(L)
     for _ in range(n_iterations):
-        top = torch.topk(c, L, dim=1, sorted=False)
-        selected = top.indices
+        selected, values = _select(c, L, selection)
         gram = G[selected[:, :, None], selected[:, None, :]]  # (b, L, L) = G[S, S]
-        z_t = _solve_small_spd(gram, top.values)
+        z_t = _solve_small_spd(gram, values)
         update = torch.sparse_coo_tensor(
             torch.stack([tokens, selected.reshape(-1)]),
             z_t.reshape(-1),
@@ -242,6 +263,7 @@ class ICFL(nn.Module):
         resample_every: int = 100,
         resample_threshold: float = 0.9,
         learn_b_pre: bool = True,
+        selection: str = "signed",
     ) -> None:
         super().__init__()
         if input_dim < 1 or n_features < 1:
@@ -253,6 +275,9 @@ class ICFL(nn.Module):
                 f"ICFL: need n_iterations >= 1 and 1 <= atoms_per_iteration <= n_features "
                 f"({n_features}), got {n_iterations}, {atoms_per_iteration}"
             )
+        if selection not in SELECTIONS:
+            raise ValueError(f"ICFL: selection must be one of {SELECTIONS}, got {selection!r}")
+        self.selection = selection
         self.input_dim = input_dim
         self.n_features = n_features
         self.n_iterations = n_iterations
@@ -299,6 +324,7 @@ class ICFL(nn.Module):
             "resample_every": self.resample_every,
             "resample_threshold": self.resample_threshold,
             "learn_b_pre": self.learn_b_pre,
+            "selection": self.selection,
         }
 
     def encode(self, x: Tensor) -> Tensor:
@@ -314,6 +340,7 @@ class ICFL(nn.Module):
             self.atoms_per_iteration,
             method="residual" if gram is None else "gram",
             gram=gram,
+            selection=self.selection,
         )
 
     def _gram(self, batch: int) -> Tensor | None:

@@ -27,8 +27,10 @@ def build_model(
     atoms_per_iteration: int = 5,
     aux_k: int | None = None,
     seed: int = 0,
+    selection: str = "signed",
 ) -> ICFL | TopKSAE:
-    """ICFL with J = sparsity // atoms_per_iteration iterations, or a TopK SAE with k = sparsity."""
+    """ICFL with J = sparsity // atoms_per_iteration iterations (atoms picked by ``selection``),
+    or a TopK SAE with k = sparsity."""
     if method == "icfl":
         if atoms_per_iteration < 1 or sparsity % atoms_per_iteration != 0:
             raise ValueError(
@@ -36,7 +38,12 @@ def build_model(
                 f"atoms_per_iteration ({atoms_per_iteration})"
             )
         return ICFL(
-            input_dim, n_features, sparsity // atoms_per_iteration, atoms_per_iteration, seed
+            input_dim,
+            n_features,
+            sparsity // atoms_per_iteration,
+            atoms_per_iteration,
+            seed,
+            selection=selection,
         )
     if method == "topk":
         return TopKSAE(input_dim, n_features, sparsity, aux_k=aux_k, seed=seed)
@@ -103,6 +110,7 @@ def load_model(
         atoms_per_iteration=meta.get("atoms_per_iteration", 5),
         aux_k=meta.get("aux_k"),
         seed=meta.get("seed", 0),
+        selection=meta.get("selection", "signed"),
     )
     if isinstance(model, ICFL):
         model.resample_every = meta.get("resample_every", model.resample_every)

@@ -57,6 +57,7 @@ def _dictionary(spec: Variant, settings: Mapping[str, Any], input_dim: int) -> A
         atoms_per_iteration=own.get("atoms_per_iteration", 5),
         aux_k=own.get("aux_k"),
         seed=spec.seed,
+        selection=own.get("selection", "signed"),
     )
     if spec.method == "icfl":
         dictionary.learn_b_pre = own["learn_b_pre"]
