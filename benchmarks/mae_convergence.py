@@ -5,12 +5,16 @@ more steps, and the raw-token probe of every layer after each, through the workf
     python benchmarks/paper_scale.py resolve config/config.yaml > demo.json
     # anywhere with torch (a GPU makes the longer runs affordable)
     python benchmarks/mae_convergence.py demo.json --steps 1000 4000 --device cuda --out DIR
+    # a sweep of steps, patch size and masking ratio (STEPS:PATCH:MASK per run), e.g. on CPU
+    python benchmarks/mae_convergence.py demo.json --runs 1000:8:0.75 1000:16:0.75 \
+        1000:8:0.5 --device cpu --out DIR
 
-For each number of steps (warm-up and every other MAE setting as in the config; the cosine
-learning-rate schedule spans the whole run, so each length is its own run) it trains the MAE on
-the simulated `cellpainting` screen, extracts every layer's tokens and probes them on every task
-as `choose_layer` does. Writes ``DIR/mae_convergence.csv`` (steps, seconds, final loss, task,
-layer, BTA) and prints the best layer's BTA per task and run.
+For each run (warm-up and every other MAE setting as in the config; the cosine learning-rate
+schedule spans the whole run, so each length is its own run) it trains the MAE on the simulated
+`cellpainting` screen, extracts every layer's tokens and probes them on every task as
+`choose_layer` does. Writes ``DIR/mae_convergence.csv`` (steps, patch size, mask ratio, seconds,
+final loss, task, layer, BTA) and prints the best layer's BTA per task and run. The final loss
+is not comparable between patch sizes or masking ratios (other targets); the probe is.
 """
 
 from __future__ import annotations
@@ -35,6 +39,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("settings", help="the JSON that `paper_scale.py resolve` printed")
     parser.add_argument("--steps", type=int, nargs="+", default=[1000, 4000])
+    parser.add_argument(
+        "--runs", nargs="+", help="STEPS:PATCH:MASK per run (replaces --steps)", default=None
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (CPU)")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--out", required=True)
     parser.add_argument("--gene-sets", help="GMT file of the screen's genes (default: pyenrichr's)")
@@ -58,13 +66,24 @@ def main() -> None:
         groups=images.groups,
         simulation={**microscopy["simulate"], "gene_sets_path": args.gene_sets},
     )
-    architecture = microscopy["model"]["architecture"]
-    layers = list(range(1, architecture["depth"] + 1))
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    base = microscopy["model"]["architecture"]
+    layers = list(range(1, base["depth"] + 1))
     probe_keys = ProbeSettings.__dataclass_fields__
     probe = {k: v for k, v in config["evaluate"]["probe"].items() if k in probe_keys}
     rows = []
-    for steps in args.steps:
-        run = work / f"mae_{steps}"
+    mae_base = microscopy["model"]["mae"]
+    runs = [
+        (int(steps), int(patch), float(mask))
+        for steps, patch, mask in (r.split(":") for r in args.runs or [])
+    ] or [(steps, base["patch_size"], mae_base.get("mask_ratio", 0.75)) for steps in args.steps]
+    for steps, patch, mask in runs:
+        architecture = {**base, "patch_size": patch}
+        mae = {**mae_base, "steps": steps, "mask_ratio": mask}
+        run = work / f"mae_{steps}_p{patch}_m{mask:g}"
         encoder = run / "encoder"
         encoder.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
@@ -75,7 +94,7 @@ def main() -> None:
             encoder_weights=encoder / layout.ENCODER_WEIGHTS,
             history=run / "history.csv",
             architecture=architecture,
-            mae={**microscopy["model"]["mae"], "steps": steps},
+            mae=mae,
             checkpoint=run / "mae.pt",
             execution={"device": args.device},
         )
@@ -114,6 +133,8 @@ def main() -> None:
             rows.append(
                 {
                     "steps": steps,
+                    "patch_size": patch,
+                    "mask_ratio": mask,
                     "device": args.device,
                     "train_seconds": seconds,
                     "final_loss": float(tail),
@@ -122,8 +143,9 @@ def main() -> None:
             )
         table = pd.DataFrame(rows)
         table.to_csv(out / "mae_convergence.csv", index=False)
-        best = table[table.steps == steps].groupby("task")["bta"].max()
-        print(f"steps={steps} {seconds:.0f} s loss {tail:.4f}; best BTA per task:")
+        mine = (table.steps == steps) & (table.patch_size == patch) & (table.mask_ratio == mask)
+        best = table[mine].groupby("task")["bta"].max()
+        print(f"steps={steps} patch={patch} mask={mask:g}: {seconds:.0f} s, loss {tail:.4f}")
         print(best.to_string(), flush=True)
 
 

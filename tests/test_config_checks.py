@@ -25,10 +25,10 @@ def test_demo_config_is_valid(demo_config):
     config = _validated(demo_config)
     check_config(config, REPO, SCHEMA)
     assert [v.name for v in variants(config, "synthetic")] == [
-        "icfl_pca_k8_seed0",
-        "icfl_none_k8_seed0",
-        "topk_pca_k8_seed0",
-        "topk_none_k8_seed0",
+        f"{method}_{whitening}_k8_seed{seed}"
+        for method in ("icfl", "topk")
+        for whitening in ("pca", "none")
+        for seed in (0, 1, 2)
     ]
     assert len(variants(config, "pbmc")) == 2 * 2 * 3
 

@@ -376,3 +376,65 @@ def test_figures_are_written(tmp_path) -> None:
         data = path.read_bytes()
         assert len(data) > 5000
         assert data[:4] == (b"\x89PNG" if path.suffix == ".png" else b"%PDF")
+
+
+def _cells_image(cells: list[tuple[int, int]], size: int = 16) -> np.ndarray:
+    """A label image with 4x4 square cells at the given top-left corners."""
+    mask = np.zeros((size, size), dtype=np.int32)
+    for label, (y, x) in enumerate(cells, start=1):
+        mask[y : y + 4, x : x + 4] = label
+    return mask
+
+
+def test_control_reference_takes_out_what_cells_bring_to_every_channel() -> None:
+    rng = np.random.default_rng(0)
+    corners = [(0, 0), (0, 8), (8, 4), (4, 12), (12, 12), (8, 0)]
+    masks = np.stack([_cells_image([corners[j] for j in rng.permutation(6)[:3]]) for _ in range(6)])
+    inside = (masks > 0).astype(float)
+    # every channel is brighter inside cells (10 + 5 * cell); image 5 is perturbed: channel 2
+    # gains 3 inside its first cell only
+    images = 10.0 + 5.0 * inside[:, None] * np.array([1.0, 2.0, 0.5])[None, :, None, None]
+    images[5, 2] += 3.0 * (masks[5] == 1)
+    plates = np.array(["p"] * 6)
+    reference = heatmaps.ControlReference.fit(images, plates, np.arange(5), 4, masks)
+    np.testing.assert_allclose(reference.fits["p"], [[10, 10, 10], [5, 10, 2.5]], atol=1e-9)
+    for r in range(5):
+        np.testing.assert_allclose(reference.change(images[r], "p", 4, masks[r]), 0, atol=1e-9)
+    change = reference.change(images[5], "p", 4, masks[5])
+    truth = heatmaps.oracle_heats(masks[5:], [np.array([1])], 4)[0]
+    table = heatmaps.control_change_correlations(truth[None], change[None], ["a", "b", "c"])
+    assert table.loc[0, "c_vs_control"] == pytest.approx(1.0)
+    assert np.isnan(table.loc[0, "a_vs_control"])  # no change at all in channel a
+    assert table.loc[0, "top_channel_vs_control"] == "c"
+    raw = heatmaps.channel_correlations(truth, images[5], 4)
+    assert raw[1] > 0.3  # raw r credits the bright channel b, which did not change
+    positional = heatmaps.ControlReference.fit(images, plates, np.arange(5), 4)
+    control_mean = np.mean([heatmaps.pool_to_patches(i, 4) for i in images[:5]], axis=0)
+    np.testing.assert_allclose(
+        positional.change(images[5], "p", 4), heatmaps.pool_to_patches(images[5], 4) - control_mean
+    )
+    with pytest.raises(ValueError, match="plate 'q': no control image"):
+        reference.change(images[5], "q", 4, masks[5])
+
+
+def test_channel_summary_ranks_the_expected_channel_per_attribution() -> None:
+    names = ["a", "b"]
+    table = pd.DataFrame(
+        {
+            "label": ["g", "g", "h"],
+            "feature": [1, 1, 2],
+            "a": [0.5, 0.3, 0.1],
+            "b": [0.9, 0.7, 0.2],
+            "a_vs_control": [0.4, 0.2, -0.1],
+            "b_vs_control": [0.1, 0.1, 0.3],
+        }
+    )
+    groups = pd.DataFrame({"gene_group": ["g", "h"], "channel": ["a", "b"]})
+    summary = heatmaps.channel_summary(table, names, groups).set_index("label")
+    assert (
+        summary.loc["g", "expected_rank"] == 2 and summary.loc["g", "expected_rank_vs_control"] == 1
+    )
+    assert summary.loc["g", "expected_r_vs_control"] == pytest.approx(0.3)
+    assert summary.loc["h", "top_channel_vs_control"] == "b"
+    assert summary["expected_is_top_vs_control"].tolist() == [True, True]
+    assert "expected_rank_oracle_vs_control" not in summary.columns

@@ -88,6 +88,25 @@ def test_headline_has_a_row_per_variant_and_raw(tiny_run: Path):
         assert column in headline.columns, column
     assert models["sparsity"].eq(4).all()
     assert models["recon_cosine"].between(0.3, 1.0).all()
+    for task in ("perturbation", "batch"):
+        assert models[f"sel_reached_{task}"].notna().all(), task
+
+
+def test_ceilings_and_probe_intervals(tiny_run: Path):
+    tables = tiny_run / "toy" / "tables"
+    ceilings = pd.read_csv(tables / "ceilings.csv")
+    obs = pd.read_parquet(tiny_run / "toy" / "tokens" / "obs.parquet")
+    labels = ceilings[ceilings.task == "perturbation"].label.astype(str)
+    assert sorted(labels) == sorted(obs.perturbation.dropna().astype(str).unique())
+    assert (ceilings.ceiling_kind == "probe").all()  # no oracle column in this config
+    assert ceilings.probe_ceiling.between(-1, 1).all()
+    assert (ceilings.probe_recall_low <= ceilings.probe_recall).all()
+    assert (ceilings.probe_recall <= ceilings.probe_recall_high).all()
+    best = pd.read_csv(tables / "best_selectivity.csv")
+    reached = best.best_avg / best.ceiling
+    np.testing.assert_allclose(best.reached.dropna(), reached[best.reached.notna()])
+    probing = pd.read_csv(tables / "probing.csv")
+    assert ((probing.bta_low <= probing.bta) & (probing.bta <= probing.bta_high)).all()
     for suffix in (".md", ".tex"):
         assert (tiny_run / "toy" / f"headline{suffix}").stat().st_size > 100
 

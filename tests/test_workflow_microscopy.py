@@ -32,7 +32,7 @@ SIMULATION = {
     "seed": 0,
 }
 TASKS = [
-    {"name": "gene_group", "column": "gene_group", "group_by": "plate"},
+    {"name": "gene_group", "column": "gene_group", "group_by": "plate", "oracle": "n_perturbed"},
     {"name": "batch", "column": "batch"},
 ]
 
@@ -137,10 +137,42 @@ def test_layer_choice_and_token_store(run: Path):
 def test_label_selectivity_covers_every_planted_group(run: Path):
     table = pd.read_csv(run / "screen" / "tables" / "label_selectivity.csv")
     groups = pd.read_csv(run / "screen" / "images" / "groups.csv")
-    assert table.label.tolist() == [*sorted(groups.gene_group), "fraction >= 0.5"]
-    scores = table.drop(columns="label").to_numpy()
-    assert table.shape[1] == 1 + 4  # icfl/topk x pca/none
+    summary = ["fraction >= 0.5", "fraction of ceiling", "fraction of probe ceiling"]
+    assert table.label.tolist() == [*sorted(groups.gene_group), *summary]
+    assert table.shape[1] == 1 + 2 + 4  # two ceilings, icfl/topk x pca/none
+    scores = table.iloc[: len(groups)].drop(columns="label").to_numpy()
     assert np.all((scores >= -1) & (scores <= 1))
+
+
+def test_ceilings_and_group_detectability(run: Path):
+    tables = run / "screen" / "tables"
+    obs = pd.read_parquet(run / "screen" / "tokens" / "obs.parquet")
+    planted = sorted(pd.read_csv(run / "screen" / "images" / "groups.csv").gene_group)
+    ceilings = pd.read_csv(tables / "ceilings.csv")
+    oracle = ceilings[ceilings.task == "gene_group"].set_index("label")["oracle_ceiling"]
+    # the oracle feature is active on the label's crops holding a perturbed cell, nowhere else
+    expected = (obs.n_perturbed > 0).groupby(obs.gene_group).mean()
+    np.testing.assert_allclose(oracle[planted], expected[planted])
+    assert oracle["non-targeting"] == 0.0
+    assert ceilings[ceilings.task == "batch"].ceiling_kind.eq("probe").all()
+    headline = pd.read_csv(run / "screen" / "headline.csv")
+    assert headline.loc[headline.method != "raw", "sel_reached_gene_group"].between(-1, 2).all()
+
+    groups = pd.read_csv(tables / "group_detectability.csv")
+    assert groups.label.tolist() == planted
+    assert groups.cp_probe_recall.between(0, 1).all()
+    assert (groups.raw_probe_low <= groups.raw_probe_recall).all()
+    assert groups.encoder_sees.tolist() == (groups.raw_probe_low > groups.chance).tolist()
+    intervals = pd.read_csv(tables / "selectivity_intervals.csv")
+    assert len(intervals) == 4 * len(planted)
+    assert (intervals.low <= intervals.high).all()
+    inside = (intervals.low <= intervals.best_avg) & (intervals.best_avg <= intervals.high)
+    assert inside.mean() >= 0.9
+    differences = pd.read_csv(tables / "selectivity_differences.csv")
+    assert sorted(set(differences.second)) == ["icfl_none_k4_seed0", "topk_pca_k4_seed0"]
+    assert len(differences) == 2 * len(planted)
+    inside = (differences.low <= 0) & (differences.high >= 0)
+    assert (differences.verdict == "no difference").tolist() == inside.tolist()
 
 
 def test_heatmaps_and_single_cell_check(run: Path):
@@ -153,6 +185,11 @@ def test_heatmaps_and_single_cell_check(run: Path):
     summary = pd.read_csv(tables / "heatmap_channel_summary.csv")
     expected = pd.read_csv(run / "screen" / "images" / "groups.csv").set_index("gene_group")
     assert summary.expected_channel.tolist() == expected.loc[summary.label, "channel"].tolist()
+    for kind in ("", "_vs_control", "_oracle_vs_control"):
+        assert summary[f"expected_rank{kind}"].between(1, len(cellpainting.CHANNELS)).all()
+        assert (summary[f"expected_is_top{kind}"] == (summary[f"expected_rank{kind}"] == 1)).all()
+    adjusted = channels[[f"{c}_vs_control" for c in cellpainting.CHANNELS]].to_numpy()
+    assert np.nanmax(np.abs(adjusted)) <= 1 and not np.allclose(adjusted, r, equal_nan=True)
     patches = np.load(run / "screen" / "heatmaps" / "patch_tokens.npy")
     assert patches.shape[1:] == (4, 4, ARCHITECTURE["embed_dim"])
 

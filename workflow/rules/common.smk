@@ -261,10 +261,23 @@ def heatmap_model(wildcards):
     }
 
 
+def image_plate_column(wildcards):
+    """The image obs column(s) naming the plate (microscopy.images.plate_column for an
+    imported layout, else `plate`)."""
+    if imports_images(wildcards.dataset):
+        return dataset_section(wildcards, "microscopy", "images", "plate_column")
+    return "plate"
+
+
 def heatmap_groups(wildcards):
-    """The planted groups (and the channel each change lives in) of a simulated screen."""
+    """The planted groups (and the channel each change lives in) and the cell masks of a
+    simulated screen."""
     if is_simulated_screen(wildcards.dataset):
-        return {"groups": f"{R}/{wildcards.dataset}/images/{layout.GROUPS}"}
+        return {
+            "groups": f"{R}/{wildcards.dataset}/images/{layout.GROUPS}",
+            "masks": f"{R}/{wildcards.dataset}/images/{layout.MASKS}",
+            "cells": f"{R}/{wildcards.dataset}/images/{layout.CELLS}",
+        }
     return {}
 
 
@@ -302,6 +315,7 @@ def report_inputs(wildcards):
         "selectivity_counts": model_files(dataset, "selectivity_counts.csv"),
         "best_selectivity": model_files(dataset, "best_selectivity.csv"),
         "probing": model_files(dataset, "probing.csv"),
+        "ceilings": f"{R}/{dataset}/tables/ceilings.csv",
     }
     if has_ground_truth(dataset):
         inputs["atom_recovery"] = model_files(dataset, "atom_recovery.csv")
@@ -318,6 +332,20 @@ def cellprofiler_section(dataset):
 def has_cellprofiler(dataset):
     ds = DATASETS[dataset]
     return ds["kind"] == "microscopy" and ds["microscopy"]["cellprofiler"]["enabled"]
+
+
+def detectability_inputs(wildcards):
+    """Rule group_detectability: the codes of every model, the ceilings, and the
+    CellProfiler profiles where the dataset has them."""
+    dataset = wildcards.dataset
+    inputs = {
+        "obs": f"{R}/{dataset}/tokens/{layout.TOKEN_OBS}",
+        "codes": model_files(dataset, "codes.npz"),
+        "ceilings": f"{R}/{dataset}/tables/ceilings.csv",
+    }
+    if has_cellprofiler(dataset):
+        inputs["profiles"] = f"{R}/{dataset}/cellprofiler/profiles.parquet"
+    return inputs
 
 
 def cellprofiler_settings(wildcards):
@@ -511,6 +539,7 @@ def all_targets():
             targets += [
                 f"{R}/{dataset}/tables/layer_probe.csv",
                 f"{R}/{dataset}/tables/label_selectivity.csv",
+                f"{R}/{dataset}/tables/group_detectability.csv",
                 f"{R}/{dataset}/tables/heatmap_channels.csv",
             ]
         if is_simulated_screen(dataset):

@@ -44,6 +44,8 @@ rule probe_model:
         tasks=lambda wc: dataset_section(wc, "tasks"),
         probe=probe_settings(),
         min_label_size=config["evaluate"]["min_label_size"],
+        bootstrap=config["evaluate"]["bootstrap"],
+        resample_unit=lambda wc: dataset_section(wc, "resample_unit"),
     script:
         "../scripts/probe_model.py"
 
@@ -69,8 +71,86 @@ rule probe_raw:
         tasks=lambda wc: dataset_section(wc, "tasks"),
         probe=probe_settings(),
         min_label_size=config["evaluate"]["min_label_size"],
+        bootstrap=config["evaluate"]["bootstrap"],
+        resample_unit=lambda wc: dataset_section(wc, "resample_unit"),
     script:
         "../scripts/probe_raw.py"
+
+
+rule selectivity_ceilings:
+    input:
+        tokens=TOKENS,
+        obs=TOKEN_OBS,
+        validation=VALIDATION,
+    output:
+        table=table_files(
+            f"{DS}/tables/ceilings", "../report/ceilings.rst", "Dictionaries"
+        ),
+    log:
+        f"{LOGS}/selectivity_ceilings.log",
+    benchmark:
+        f"{BENCH}/selectivity_ceilings.tsv"
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    params:
+        tasks=lambda wc: dataset_section(wc, "tasks"),
+        probe=probe_settings(),
+        ceilings=config["evaluate"]["ceilings"],
+        bootstrap=config["evaluate"]["bootstrap"],
+        resample_unit=lambda wc: dataset_section(wc, "resample_unit"),
+        min_label_size=config["evaluate"]["min_label_size"],
+    script:
+        "../scripts/selectivity_ceilings.py"
+
+
+rule group_detectability:
+    input:
+        unpack(detectability_inputs),
+    output:
+        groups=table_files(
+            f"{DS}/tables/group_detectability",
+            "../report/group_detectability.rst",
+            "Dictionaries",
+        ),
+        intervals=table_files(
+            f"{DS}/tables/selectivity_intervals",
+            "../report/selectivity_intervals.rst",
+            "Dictionaries",
+        ),
+        differences=table_files(
+            f"{DS}/tables/selectivity_differences",
+            "../report/selectivity_differences.rst",
+            "Dictionaries",
+        ),
+    log:
+        f"{LOGS}/group_detectability.log",
+    benchmark:
+        f"{BENCH}/group_detectability.tsv"
+    wildcard_constraints:
+        dataset=datasets_of_kind("microscopy"),
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    params:
+        variants=variant_names,
+        task=lambda wc: task_named(
+            wc.dataset, dataset_section(wc, "microscopy", "heatmaps", "task")
+        ),
+        exclude=lambda wc: dataset_section(wc, "microscopy", "heatmaps", "exclude"),
+        probe=probe_settings(),
+        folds=config["evaluate"]["ceilings"]["folds"],
+        bootstrap=config["evaluate"]["bootstrap"],
+        resample_unit=lambda wc: dataset_section(wc, "resample_unit"),
+        min_label_size=config["evaluate"]["min_label_size"],
+    script:
+        "../scripts/group_detectability.py"
 
 
 rule atom_recovery:

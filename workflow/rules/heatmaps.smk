@@ -70,6 +70,8 @@ rule token_heatmaps:
     resources:
         mem_mb=4000,
         runtime=30,
+    params:
+        plate_column=image_plate_column,
     script:
         "../scripts/token_heatmaps.py"
 

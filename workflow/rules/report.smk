@@ -41,6 +41,7 @@ rule report_dataset:
         dataset=lambda wc: wc.dataset,
         variants=variant_names,
         tasks=lambda wc: [t["name"] for t in DATASETS[wc.dataset]["tasks"]],
+        min_ceiling=config["evaluate"]["ceilings"]["min_ceiling"],
     script:
         "../scripts/report_dataset.py"
 
@@ -73,6 +74,7 @@ rule atom_recovery_table:
 rule label_selectivity:
     input:
         best_selectivity=lambda wc: model_files(wc.dataset, "best_selectivity.csv"),
+        ceilings=f"{DS}/tables/ceilings.csv",
     output:
         table=table_files(
             f"{DS}/tables/label_selectivity",
@@ -94,6 +96,7 @@ rule label_selectivity:
         variants=variant_names,
         task=lambda wc: dataset_section(wc, "microscopy", "heatmaps", "task"),
         exclude=lambda wc: dataset_section(wc, "microscopy", "heatmaps", "exclude"),
+        min_ceiling=config["evaluate"]["ceilings"]["min_ceiling"],
     script:
         "../scripts/label_selectivity.py"
 

@@ -188,8 +188,14 @@ def linear_probe(
     C: float = 1.0,
     seed: int = 0,
     max_train: int | None = None,
+    bootstrap: Mapping[str, Any] | None = None,
+    test_units: np.ndarray | None = None,
 ) -> dict[str, float | int]:
     """Class-balanced logistic-regression probe; returns balanced test accuracy and sizes.
+
+    With ``bootstrap`` (replicates, level, seed), also ``bta_low`` and ``bta_high``: the
+    bootstrap interval of the BTA over the test rows, resampling whole ``test_units`` (one
+    per test row; default every row on its own).
 
     Features are standardised on the training rows (without centring for sparse input, so it
     stays sparse). With ``max_train``, a seeded stratified subsample of the training rows is
@@ -198,6 +204,8 @@ def linear_probe(
     """
     x_train, x_test = _as_feature_pair(features_train, features_test)
     x_train, ytr = _probe_rows(x_train, y_train, "train")
+    if test_units is not None:
+        test_units = np.asarray(test_units)[label_series(y_test, "y_test").notna().to_numpy()]
     x_test, yte = _probe_rows(x_test, y_test, "test")
     if yte.shape[0] == 0:
         raise ValueError("y_test: no labelled test rows")
@@ -224,8 +232,16 @@ def linear_probe(
         warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
         bta = float(balanced_accuracy_score(yte, pred))
     n_classes = int(classes_test.shape[0])
+    interval = {}
+    if bootstrap is not None:
+        from cellconcepts.evaluate.uncertainty import recall_intervals
+
+        units = np.arange(len(yte)) if test_units is None else test_units
+        row = recall_intervals(yte, pred, units, **bootstrap).iloc[-1]
+        interval = {"bta_low": float(row["low"]), "bta_high": float(row["high"])}
     return {
         "bta": bta,
+        **interval,
         "n_train": int(ytr.shape[0]),
         "n_test": int(yte.shape[0]),
         "n_classes": n_classes,
@@ -277,26 +293,36 @@ def subsample_positions(ytr: np.ndarray, max_train: int, seed: int) -> np.ndarra
     return sub
 
 
-def _fit_predict(x_train, ytr: np.ndarray, x_test, *, max_iter: int, C: float, seed: int):
-    """Standardise on the training rows (no centring for sparse input, so it stays sparse),
-    fit the class-balanced logistic regression, predict the test rows."""
+def fit_probe(x_train, ytr: np.ndarray, *, max_iter: int, C: float, seed: int):
+    """The probe fitted on the training rows: a function from rows to (n, classes) decision
+    scores, and the classes. Standardised on the training rows (no centring for sparse
+    input, so it stays sparse); class-balanced logistic regression."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
     scaler = StandardScaler(with_mean=not sp.issparse(x_train))
-    x_train = scaler.fit_transform(x_train)
-    x_test = scaler.transform(x_test)
     clf = LogisticRegression(class_weight="balanced", max_iter=max_iter, C=C, random_state=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        clf.fit(x_train, ytr)
+        clf.fit(scaler.fit_transform(x_train), ytr)
     if np.max(clf.n_iter_) >= max_iter:
         logger.warning(
             "linear probe: logistic regression did not converge in max_iter=%d iterations",
             max_iter,
         )
-    return clf.predict(x_test)
+
+    def scores(x) -> np.ndarray:
+        values = clf.decision_function(scaler.transform(x))
+        return np.column_stack([-values, values]) if values.ndim == 1 else values
+
+    return scores, clf.classes_
+
+
+def _fit_predict(x_train, ytr: np.ndarray, x_test, *, max_iter: int, C: float, seed: int):
+    """Fit the probe (`fit_probe`) and predict the test rows."""
+    scores, classes = fit_probe(x_train, ytr, max_iter=max_iter, C=C, seed=seed)
+    return classes[np.argmax(scores(x_test), axis=1)]
 
 
 def task_split(
@@ -335,9 +361,13 @@ def probe_tasks(
     tasks: Sequence[Mapping[str, Any]],
     probe: ProbeSettings,
     min_label_size: int = 1,
+    bootstrap: Mapping[str, Any] | None = None,
+    units: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
     """BTA rows (task, representation, bta, sizes, n_rare_labels) of every representation on
-    every task; labels of fewer than ``min_label_size`` tokens are left out.
+    every task; labels of fewer than ``min_label_size`` tokens are left out. With
+    ``bootstrap``, each BTA's interval over the test rows, resampling whole ``units`` (one
+    per obs row; default every row on its own).
 
     The split per task (`task_split`) is the same for every representation.
     """
@@ -365,6 +395,8 @@ def probe_tasks(
                     max_iter=probe.max_iter,
                     C=probe.C,
                     seed=probe.seed,
+                    bootstrap=bootstrap,
+                    test_units=None if units is None else units[rows_kept[test_pos]],
                 )
             except ValueError as err:
                 raise ValueError(f"{where}, {name}: {err}") from err

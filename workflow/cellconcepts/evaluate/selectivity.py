@@ -21,7 +21,7 @@ from cellconcepts.evaluate.labels import label_series, rare_labels, task_labels
 logger = logging.getLogger(__name__)
 
 
-def _as_csr(codes: sp.spmatrix | sp.sparray | np.ndarray, name: str = "codes") -> sp.csr_matrix:
+def as_csr(codes: sp.spmatrix | sp.sparray | np.ndarray, name: str = "codes") -> sp.csr_matrix:
     """Return ``codes`` as a 2-D CSR matrix (dense arrays are converted, sparse kept sparse)."""
     if sp.issparse(codes):
         csr = sp.csr_matrix(codes)
@@ -37,7 +37,7 @@ def _as_csr(codes: sp.spmatrix | sp.sparray | np.ndarray, name: str = "codes") -
     return csr
 
 
-def _active_indicator(codes: sp.csr_matrix) -> sp.csr_matrix:
+def active_indicator(codes: sp.csr_matrix) -> sp.csr_matrix:
     """0/1 float matrix of non-zero codes; explicitly stored zeros are removed first."""
     active = codes.copy()
     active.eliminate_zeros()
@@ -73,7 +73,7 @@ def selectivity(
     array is ever built. Tokens with a missing label (NaN/None) are ignored; labels are compared
     as strings. At least two distinct labels are required.
     """
-    csr = _as_csr(codes)
+    csr = as_csr(codes)
     n, n_features = csr.shape
     lab = label_series(labels, "labels")
     if len(lab) != n:
@@ -96,7 +96,7 @@ def selectivity(
         (np.ones(rows.shape[0], dtype=np.float64), (rows, inverse.astype(np.int64))),
         shape=(n, n_labels),
     )
-    counts = np.asarray((onehot.T @ _active_indicator(csr)).toarray(), dtype=np.float64)
+    counts = np.asarray((onehot.T @ active_indicator(csr)).toarray(), dtype=np.float64)
     n_per_label = np.bincount(inverse, minlength=n_labels).astype(np.int64)
     p_active = counts / n_per_label[:, None]
 

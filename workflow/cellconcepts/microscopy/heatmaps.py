@@ -104,12 +104,17 @@ def _check_patch_size(patch_size: int) -> None:
 def channel_correlations(heat: np.ndarray, image: np.ndarray, patch_size: int) -> np.ndarray:
     """Pearson r between the heatmap (grid_h, grid_w) and each channel of `image` (C, H, W)
     averaged over each patch; NaN where the heatmap or the pooled channel is constant."""
+    return patch_correlations(heat, pool_to_patches(image, patch_size), np.shape(image))
+
+
+def patch_correlations(heat: np.ndarray, pooled: np.ndarray, shape: tuple = ()) -> np.ndarray:
+    """Pearson r between the heatmap (grid_h, grid_w) and each channel of a patch-grid map
+    (C, grid_h, grid_w); NaN where either is constant."""
     heat = np.asarray(heat, dtype=np.float64)
-    pooled = pool_to_patches(image, patch_size)
     if heat.shape != pooled.shape[1:]:
         raise ValueError(
             f"heat: shape {heat.shape} does not match the image's patch grid {pooled.shape[1:]} "
-            f"(image {np.shape(image)}, patch size {patch_size})"
+            f"(image {shape})"
         )
     x = heat.ravel() - heat.mean()
     y = pooled.reshape(len(pooled), -1)
@@ -119,6 +124,68 @@ def channel_correlations(heat: np.ndarray, image: np.ndarray, patch_size: int) -
     r = np.full(len(pooled), np.nan)
     np.divide(y @ x, denominator, out=r, where=~constant & (denominator > 0))
     return np.clip(r, -1.0, 1.0)
+
+
+def patch_coverage(mask: np.ndarray, patch_size: int) -> np.ndarray:
+    """Fraction of each patch's pixels inside a cell (label image, 0 = background)."""
+    return pool_to_patches((np.asarray(mask) > 0).astype(np.float64), patch_size)[0]
+
+
+class ControlReference:
+    """What each patch of an image would hold in every channel without a perturbation,
+    learnt from the control images of its plate.
+
+    With cell masks, per plate and channel a line ``intensity = a + b * coverage`` is fitted
+    over the control patches (coverage = fraction of the patch inside a cell), so a patch is
+    compared with a control patch holding as much cell: every channel is brighter where cells
+    are, and this takes that part out. Without masks, the control mean at the same grid
+    position is the reference.
+    """
+
+    def __init__(self, fits: Mapping[str, np.ndarray], with_masks: bool) -> None:
+        self.fits = dict(fits)
+        self.with_masks = with_masks
+
+    @classmethod
+    def fit(
+        cls,
+        images: np.ndarray,
+        plates: np.ndarray,
+        control_rows: np.ndarray,
+        patch_size: int,
+        masks: np.ndarray | None = None,
+    ) -> ControlReference:
+        """Fit on ``images[control_rows]`` plate by plate (``plates``: one per image row)."""
+        fits = {}
+        for plate in np.unique(plates[control_rows]):
+            rows = control_rows[plates[control_rows] == plate]
+            pooled = np.stack([pool_to_patches(images[r], patch_size) for r in rows])
+            if masks is None:
+                fits[str(plate)] = pooled.mean(axis=0)
+                continue
+            cover = np.stack([patch_coverage(masks[r], patch_size) for r in rows]).ravel()
+            design = np.column_stack([np.ones_like(cover), cover])
+            values = pooled.transpose(1, 0, 2, 3).reshape(pooled.shape[1], -1).T
+            fits[str(plate)] = np.linalg.lstsq(design, values, rcond=None)[0]  # (2, C)
+        return cls(fits, masks is not None)
+
+    def change(
+        self, image: np.ndarray, plate: str, patch_size: int, mask: np.ndarray | None = None
+    ) -> np.ndarray:
+        """(C, grid_h, grid_w): the image's patches minus what its plate's controls predict."""
+        if str(plate) not in self.fits:
+            raise ValueError(
+                f"plate {plate!r}: no control image to compare with; plates with controls: "
+                f"{sorted(self.fits)}"
+            )
+        pooled = pool_to_patches(image, patch_size)
+        fit = self.fits[str(plate)]
+        if not self.with_masks:
+            return pooled - fit
+        if mask is None:
+            raise ValueError("change: this reference was fitted with masks; pass the mask")
+        cover = patch_coverage(mask, patch_size)
+        return pooled - (fit[0][:, None, None] + fit[1][:, None, None] * cover[None])
 
 
 def channel_correlation_table(
@@ -152,6 +219,33 @@ def channel_correlation_table(
     table["top_channel"] = [_largest(row, names) for row in r]
     table["top_abs_channel"] = [_largest(np.abs(row), names) for row in r]
     return table
+
+
+def control_change_correlations(
+    heats: np.ndarray,
+    changes: np.ndarray,
+    channel_names: Sequence[str],
+    suffix: str = "_vs_control",
+) -> pd.DataFrame:
+    """Per heatmap, the Pearson r with each channel's change from the controls
+    (`ControlReference.change`, (n, C, grid_h, grid_w)): columns ``<channel><suffix>`` and
+    ``top_channel<suffix>``."""
+    names = [str(name) for name in channel_names]
+    r = np.stack([patch_correlations(h, c) for h, c in zip(heats, changes, strict=True)])
+    table = pd.DataFrame(r, columns=[f"{n}{suffix}" for n in names])
+    table[f"top_channel{suffix}"] = [_largest(row, names) for row in r]
+    return table
+
+
+def oracle_heats(masks: np.ndarray, perturbed: Sequence[np.ndarray], patch_size: int):
+    """Ground-truth heatmaps of a simulated screen: per image, the fraction of each patch
+    covered by its perturbed cells (``perturbed[i]``: their labels in ``masks[i]``)."""
+    return np.stack(
+        [
+            pool_to_patches(np.isin(mask, labels).astype(np.float64), patch_size)[0]
+            for mask, labels in zip(masks, perturbed, strict=True)
+        ]
+    )
 
 
 def _largest(values: np.ndarray, names: Sequence[str]) -> str | None:
@@ -248,27 +342,51 @@ def feature_heats(
     return heats
 
 
+# Per-image correlation columns beside the raw ones: against the change from the controls, and
+# the same for the oracle heatmap of a simulated screen (its perturbed cells).
+ATTRIBUTIONS = ("_vs_control", "_oracle_vs_control")
+
+
 def channel_summary(
     table: pd.DataFrame, names: Sequence[str], groups: pd.DataFrame | None
 ) -> pd.DataFrame:
-    """Mean heatmap-channel r per label, its top channel (signed and by |r|) and, for simulated
-    screens (``groups``: the planted groups and the channel each change lives in), whether
-    the expected channel comes out on top."""
+    """Mean heatmap-channel r per label and its top channel (signed, and by |r| for the raw
+    r), for the raw correlations and for each of `ATTRIBUTIONS` the table holds; for
+    simulated screens (``groups``: the planted groups and the channel each change lives in),
+    the expected channel's rank (1 = top) and whether it is on top, for each."""
     names = list(names)
-    summary = table.groupby("label", sort=True)[names].mean()
+    kinds = [""] + [k for k in ATTRIBUTIONS if f"{names[0]}{k}" in table.columns]
+    columns = [f"{n}{k}" for k in kinds for n in names]
+    summary = table.groupby("label", sort=True)[columns].mean()
     summary.insert(0, "feature", table.groupby("label")["feature"].first())
     summary.insert(1, "n_images", table.groupby("label").size())
-    summary["top_channel"] = summary[names].idxmax(axis=1)
-    summary["top_abs_channel"] = summary[names].abs().idxmax(axis=1)
+    for kind in kinds:
+        values = summary[[f"{n}{kind}" for n in names]].set_axis(names, axis=1)
+        summary[f"top_channel{kind}"] = values.idxmax(axis=1)
+        if not kind:
+            summary["top_abs_channel"] = values.abs().idxmax(axis=1)
     if groups is not None:
         expected = groups.set_index("gene_group")["channel"]
         summary["expected_channel"] = expected.reindex(summary.index).to_numpy()
-        summary["expected_is_top"] = summary["top_channel"] == summary["expected_channel"]
         summary["expected_is_top_abs"] = summary["top_abs_channel"] == summary["expected_channel"]
+        for kind in kinds:
+            values = summary[[f"{n}{kind}" for n in names]].set_axis(names, axis=1)
+            ranks = values.rank(axis=1, ascending=False, method="min")
+            summary[f"expected_rank{kind}"] = [
+                ranks.loc[label, c] if c in names else np.nan
+                for label, c in summary["expected_channel"].items()
+            ]
+            summary[f"expected_r{kind}"] = [
+                values.loc[label, c] if c in names else np.nan
+                for label, c in summary["expected_channel"].items()
+            ]
+            summary[f"expected_is_top{kind}"] = summary[f"expected_rank{kind}"] == 1
         log.info(
-            "expected channel is the top channel for %d of %d labels (%d by |r|)",
-            int(summary["expected_is_top"].sum()),
+            "expected channel on top for %s of %d labels",
+            ", ".join(
+                f"{int(summary[f'expected_is_top{k}'].sum())} ({k.strip('_') or 'raw'})"
+                for k in kinds
+            ),
             len(summary),
-            int(summary["expected_is_top_abs"].sum()),
         )
     return summary.reset_index()

@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 VARIANT_COLUMNS = ["method", "whitening", "sparsity", "seed"]
 # The per-dataset tables of rule report_dataset, by file stem under results/<dataset>/tables/.
 DATASET_TABLES = (
+    "headline_seeds",
     "dead_features",
     "selectivity_counts",
     "best_selectivity",
@@ -64,11 +65,14 @@ def headline_table(
     probing: Mapping[str, PathLike],
     raw_probing: PathLike,
     atom_recovery: Mapping[str, PathLike] | None = None,
+    reached: Mapping[str, Mapping[str, float]] | None = None,
 ) -> pd.DataFrame:
     """One row per model variant plus a 'raw' row (probing only), the issue's headline table.
 
     bta_<task> is the probe on reconstructions (paper Fig. 4A); bta_codes_<task> on the codes.
-    n_features_sel_* count features selective for at least one label of any task.
+    n_features_sel_* count features selective for at least one label of any task;
+    sel_reached_<task> (from ``reached``) is the mean over the task's labels of the best
+    selectivity divided by the label's ceiling (`evaluate.ceilings`).
     """
     rows = []
     for variant in dead:
@@ -89,6 +93,8 @@ def headline_table(
         row.update(
             {k: int(v) for k, v in counts.loc["any"].items() if k.startswith("n_features_sel_")}
         )
+        if reached is not None:
+            row.update(reached[variant])
         for rep, prefix in (("reconstruction", "bta_"), ("codes", "bta_codes_")):
             chosen = probes[probes.representation == rep]
             row.update({prefix + t: b for t, b in zip(chosen.task, chosen.bta, strict=True)})
@@ -112,6 +118,25 @@ def headline_table(
     return table.sort_values(["method", "whitening", "sparsity", "seed"], na_position="last")
 
 
+def seed_summary(headline: pd.DataFrame) -> pd.DataFrame:
+    """The headline's model rows averaged over seeds: one row per method, whitening and
+    sparsity with ``n_seeds``, and for every metric its mean (same name) and standard
+    deviation over seeds (``<metric>_sd``, NaN for a single seed)."""
+    models = headline[headline["method"] != "raw"]
+    keys = ["method", "whitening", "sparsity"]
+    metrics = [
+        c
+        for c in models.columns
+        if c not in (*keys, "seed") and pd.api.types.is_numeric_dtype(models[c])
+    ]
+    grouped = models.groupby(keys, sort=True)
+    mean = grouped[metrics].mean()
+    sd = grouped[metrics].std(ddof=1).add_suffix("_sd")
+    table = pd.concat([grouped.size().rename("n_seeds"), mean, sd], axis=1)
+    ordered = ["n_seeds"] + [c for m in metrics for c in (m, f"{m}_sd")]
+    return table[ordered].reset_index()
+
+
 def reconstruction_summary(cosine_path: PathLike) -> dict[str, float]:
     """Mean held-out reconstruction cosine, in the model's space and the original space."""
     table = pd.read_parquet(cosine_path)
@@ -130,10 +155,16 @@ def label_selectivity(
     task: str,
     exclude: Sequence[str],
     threshold: float = 0.5,
+    ceilings: pd.DataFrame | None = None,
+    min_ceiling: float = 0.1,
 ) -> tuple[pd.DataFrame, pd.Series]:
     """Best avg selectivity of any feature per label of ``task`` (rows) and model (columns),
-    with a last row giving the fraction of labels at or above ``threshold`` per model; and
-    that fraction."""
+    with a row giving the fraction of labels at or above ``threshold`` per model; and that
+    fraction. With ``ceilings`` (`evaluate.ceilings.task_ceilings`), the labels' oracle and
+    probe ceilings as the first columns and a last row, ``fraction of ceiling``: per model,
+    the mean over labels whose ceiling is at least ``min_ceiling`` of best / ceiling (and,
+    where the ceiling is an oracle, ``fraction of probe ceiling``: the same against the probe's
+    ceiling, what the encoder makes reachable)."""
     columns = {}
     for variant, best in best_selectivity.items():
         best = best[(best["task"] == task) & ~best["label"].astype(str).isin(exclude)]
@@ -141,5 +172,18 @@ def label_selectivity(
     table = pd.DataFrame(columns).sort_index()
     table.index.name = "label"
     fraction = (table >= threshold).mean(axis=0).rename(f"fraction >= {threshold:g}")
-    table = pd.concat([table, fraction.to_frame().T]).reset_index(names="label")
+    summary = [fraction.to_frame().T]
+    if ceilings is not None:
+        limits = ceilings[ceilings["task"] == task]
+        limits = limits.set_index(limits["label"].astype(str)).reindex(table.index)
+        ceiling = limits["ceiling"].where(limits["ceiling"] >= min_ceiling)
+        reached = table.div(ceiling, axis=0).mean(axis=0).rename("fraction of ceiling")
+        summary.append(reached.to_frame().T)
+        if limits["oracle_ceiling"].notna().any():
+            probe = limits["probe_ceiling"].where(limits["probe_ceiling"] >= min_ceiling)
+            seen = table.div(probe, axis=0).mean(axis=0).rename("fraction of probe ceiling")
+            summary.append(seen.to_frame().T)
+        table.insert(0, "probe_ceiling", limits["probe_ceiling"])
+        table.insert(0, "oracle_ceiling", limits["oracle_ceiling"])
+    table = pd.concat([table, *summary]).reset_index(names="label")
     return table, fraction

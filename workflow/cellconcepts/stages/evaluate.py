@@ -52,16 +52,55 @@ def probe_model(
     tasks: Sequence[Mapping[str, Any]],
     probe: Mapping[str, Any],
     min_label_size: int = 1,
+    bootstrap: Mapping[str, Any] | None = None,
+    resample_unit: Sequence[str] = (),
     threads: int | None = None,
 ) -> None:
-    """Linear-probe BTA per task on a model's reconstructions and on its codes."""
+    """Linear-probe BTA per task on a model's reconstructions and on its codes, with its
+    bootstrap interval over the test rows (whole ``resample_unit`` units)."""
     set_threads(threads)
-    store = TokenStore.open(TokenFiles(Path(tokens), Path(obs)))
     representations = {
         "reconstruction": np.load(reconstructions, mmap_mode="r"),
         "codes": sp.load_npz(codes).tocsr(),
     }
-    rows = probe_tasks(representations, store.obs, tasks, ProbeSettings(**probe), min_label_size)
+    _probe(
+        tokens,
+        obs,
+        representations,
+        probing,
+        tasks,
+        probe,
+        min_label_size,
+        bootstrap,
+        resample_unit,
+    )
+
+
+def _probe(
+    tokens: PathLike,
+    obs: PathLike,
+    representations: Mapping[str, Any] | None,
+    probing: PathLike,
+    tasks: Sequence[Mapping[str, Any]],
+    probe: Mapping[str, Any],
+    min_label_size: int,
+    bootstrap: Mapping[str, Any] | None,
+    resample_unit: Sequence[str],
+) -> None:
+    """Probe every representation (the raw tokens where None) on every task and write the
+    BTA table."""
+    from cellconcepts.evaluate.uncertainty import unit_codes
+
+    store = TokenStore.open(TokenFiles(Path(tokens), Path(obs)))
+    rows = probe_tasks(
+        representations or {"raw": store.tokens},
+        store.obs,
+        tasks,
+        ProbeSettings(**probe),
+        min_label_size,
+        bootstrap,
+        unit_codes(store.obs, list(resample_unit)),
+    )
     write_frame(pd.DataFrame(rows), probing)
 
 
@@ -73,15 +112,128 @@ def probe_raw(
     tasks: Sequence[Mapping[str, Any]],
     probe: Mapping[str, Any],
     min_label_size: int = 1,
+    bootstrap: Mapping[str, Any] | None = None,
+    resample_unit: Sequence[str] = (),
     threads: int | None = None,
 ) -> None:
-    """Linear-probe BTA per task on the raw tokens (the reference for every model)."""
+    """Linear-probe BTA per task on the raw tokens (the reference for every model), with its
+    bootstrap interval over the test rows (whole ``resample_unit`` units)."""
+    set_threads(threads)
+    _probe(tokens, obs, None, probing, tasks, probe, min_label_size, bootstrap, resample_unit)
+
+
+def selectivity_ceilings(
+    *,
+    tokens: PathLike,
+    obs: PathLike,
+    table: Sequence[PathLike],
+    tasks: Sequence[Mapping[str, Any]],
+    probe: Mapping[str, Any],
+    ceilings: Mapping[str, Any],
+    bootstrap: Mapping[str, Any],
+    resample_unit: Sequence[str] = (),
+    min_label_size: int = 1,
+    threads: int | None = None,
+) -> None:
+    """Per task and label, the selectivity a feature could reach: the oracle (tasks with an
+    ``oracle`` column) and the out-of-fold linear probe's (`evaluate.ceilings`), with the
+    probe's recall and its bootstrap interval over ``resample_unit``."""
+    from cellconcepts.evaluate.ceilings import task_ceilings
+    from cellconcepts.evaluate.uncertainty import unit_codes
+    from cellconcepts.report.tables import write_table
+
     set_threads(threads)
     store = TokenStore.open(TokenFiles(Path(tokens), Path(obs)))
-    rows = probe_tasks(
-        {"raw": store.tokens}, store.obs, tasks, ProbeSettings(**probe), min_label_size
+    units = unit_codes(store.obs, list(resample_unit))
+    result = pd.concat(
+        [
+            task_ceilings(
+                store.tokens,
+                store.obs,
+                task,
+                probe=ProbeSettings(**probe),
+                units=units,
+                min_label_size=min_label_size,
+                folds=ceilings["folds"],
+                **bootstrap,
+            )
+            for task in tasks
+        ],
+        ignore_index=True,
     )
-    write_frame(pd.DataFrame(rows), probing)
+    write_table(result, table[0], caption="selectivity ceilings per label (oracle and probe)")
+
+
+def group_detectability(
+    *,
+    obs: PathLike,
+    codes: Sequence[PathLike],
+    ceilings: PathLike,
+    groups: Sequence[PathLike],
+    intervals: Sequence[PathLike],
+    differences: Sequence[PathLike],
+    variants: Sequence[str],
+    task: Mapping[str, Any],
+    exclude: Sequence[str],
+    probe: Mapping[str, Any],
+    folds: int,
+    bootstrap: Mapping[str, Any],
+    resample_unit: Sequence[str] = (),
+    min_label_size: int = 1,
+    profiles: PathLike | None = None,
+    threads: int | None = None,
+) -> None:
+    """Per planted group of ``task``: does the encoder (raw-token probe) or CellProfiler (a
+    probe on the per-image profiles) see it, its ceilings, every model's best selectivity
+    with its interval, and the paired differences ICFL+PCA vs TopK+PCA and vs ICFL without
+    whitening (`evaluate.detectability`)."""
+    from cellconcepts.evaluate.detectability import group_detectability as detect
+    from cellconcepts.evaluate.detectability import probe_recalls, summary_lines
+    from cellconcepts.evaluate.labels import task_labels
+    from cellconcepts.evaluate.uncertainty import unit_codes
+    from cellconcepts.report.tables import write_table
+
+    set_threads(threads)
+    table = pd.read_parquet(obs)
+    labels = task_labels(table, task, min_label_size)
+    units = unit_codes(table, list(resample_unit))
+    profile_recall = None
+    if profiles is not None:
+        from cellconcepts.cellprofiler.profiles import aligned_profiles
+
+        matrix, _ = aligned_profiles(pd.read_parquet(profiles), table, str(profiles))
+        profile_recall = probe_recalls(
+            matrix,
+            labels,
+            table[task["group_by"]] if task.get("group_by") else None,
+            units,
+            probe=ProbeSettings(**probe),
+            folds=folds,
+            bootstrap=bootstrap,
+        )
+    limits = pd.read_csv(ceilings, dtype={"label": str})
+    found = detect(
+        labels,
+        {v: sp.load_npz(p).tocsr() for v, p in zip(variants, codes, strict=True)},
+        limits[limits["task"] == task["name"]],
+        units,
+        exclude=exclude,
+        bootstrap=bootstrap,
+        profile_recall=profile_recall,
+    )
+    level = f"{100 * bootstrap['level']:g} %"
+    captions = (
+        f"{task['name']}: which groups the encoder and CellProfiler see, ceilings, best "
+        "selectivity per model",
+        f"{task['name']}: best avg selectivity per model with {level} bootstrap intervals",
+        f"{task['name']}: paired differences in best selectivity with {level} intervals",
+    )
+    for result, path, caption in zip(
+        found, (groups, intervals, differences), captions, strict=True
+    ):
+        write_table(result, path[0], caption=caption)
+    for line in summary_lines(found[0], found[2]):
+        log.info("%s", line)
 
 
 def atom_recovery(

@@ -117,6 +117,31 @@ def _selected_heats(
     return chosen, heats, store.images.shape[-1] // tokens.shape[2]
 
 
+def _plates(obs: pd.DataFrame, plate_column: str | Sequence[str]) -> np.ndarray:
+    """One plate key per image row (the whole screen is one plate without the columns)."""
+    columns = [plate_column] if isinstance(plate_column, str) else list(plate_column)
+    present = [c for c in columns if c in obs.columns]
+    if not present:
+        return np.full(len(obs), "all", dtype=object)
+    return obs[present].astype(str).agg("/".join, axis=1).to_numpy()
+
+
+def _control_sample(obs: pd.DataFrame, plates: np.ndarray) -> np.ndarray:
+    """Up to `CENTRE_CONTROL_IMAGES` control rows per plate (seeded), sorted."""
+    if "is_control" not in obs.columns or not obs["is_control"].any():
+        raise ValueError(
+            "image obs: no control images (is_control); the heatmaps' channel attribution "
+            "compares each image with its plate's controls"
+        )
+    controls = np.flatnonzero(obs["is_control"].to_numpy())
+    rng = np.random.default_rng(0)
+    chosen = []
+    for plate in np.unique(plates[controls]):
+        mine = controls[plates[controls] == plate]
+        chosen.append(rng.choice(mine, size=min(CENTRE_CONTROL_IMAGES, len(mine)), replace=False))
+    return np.sort(np.concatenate(chosen))
+
+
 def _channel_names(n_channels: int) -> list[str]:
     from cellconcepts.sources.cellpainting import CHANNELS
 
@@ -136,18 +161,69 @@ def token_heatmaps(
     channels: Sequence[PathLike],
     summary: Sequence[PathLike],
     figure: Sequence[PathLike],
+    plate_column: str | Sequence[str] = "plate",
     groups: PathLike | None = None,
+    masks: PathLike | None = None,
+    cells: PathLike | None = None,
 ) -> None:
-    """Paper Fig. 5: heatmap-channel correlations per image, summarised per label against the
-    channel the label's change is known to live in (``groups``, simulated screens)."""
+    """Paper Fig. 5: heatmap-channel correlations per image, raw and against each channel's
+    change from the plate's control images (`microscopy.heatmaps.ControlReference`, with the
+    cell masks where the screen has them), summarised per label against the channel the
+    label's change is known to live in (``groups``, simulated screens), beside the same for
+    the ground-truth heatmap of each image's perturbed cells (``cells``), the attribution's
+    ceiling."""
     from cellconcepts.microscopy.figures import plot_feature_heatmaps
-    from cellconcepts.microscopy.heatmaps import channel_correlation_table, channel_summary
+    from cellconcepts.microscopy.heatmaps import (
+        ControlReference,
+        channel_correlation_table,
+        channel_summary,
+        control_change_correlations,
+        oracle_heats,
+    )
 
-    store = open_image_store(ImageFiles(Path(images), Path(image_obs)))
+    store = open_image_store(
+        ImageFiles(
+            Path(images),
+            Path(image_obs),
+            masks=None if masks is None else Path(masks),
+            cells=None if cells is None else Path(cells),
+        )
+    )
     chosen, heats, patch_size = _selected_heats(store, patch_tokens, selected, model, whitening)
     names = _channel_names(store.images.shape[1])
-    pixels = store.images[chosen["row"].to_numpy()]
+    rows = chosen["row"].to_numpy()
+    pixels = store.images[rows]
     table = channel_correlation_table(heats, pixels, patch_size, names, chosen["image_id"].tolist())
+    plates = _plates(store.obs, plate_column)
+    controls = _control_sample(store.obs, plates)
+    reference = ControlReference.fit(store.images, plates, controls, patch_size, store.masks)
+    changes = np.stack(
+        [
+            reference.change(
+                store.images[r],
+                plates[r],
+                patch_size,
+                None if store.masks is None else store.masks[r],
+            )
+            for r in rows
+        ]
+    )
+    attributions = [table, control_change_correlations(heats, changes, names)]
+    if store.cells is not None and store.masks is not None:
+        # the same attribution for a heatmap that is exactly the perturbed cells: the ceiling
+        perturbed = store.cells[store.cells["perturbed"]].groupby("image_index")["cell_label"]
+        labels = [perturbed.get_group(r).to_numpy() if r in perturbed.groups else [] for r in rows]
+        truth = oracle_heats(store.masks[rows], labels, patch_size)
+        attributions.append(
+            control_change_correlations(truth, changes, names, suffix="_oracle_vs_control")
+        )
+    table = pd.concat(attributions, axis=1)
+    log.info(
+        "channel change from %d control images of %d plates (%s)",
+        len(controls),
+        len(reference.fits),
+        "matched on cell coverage" if store.masks is not None else "same grid position",
+    )
     table.insert(0, "label", chosen["label"].to_numpy())
     table.insert(1, "feature", chosen["feature"].to_numpy())
     write_table(table, channels[0], caption="heatmap-channel Pearson r per image")

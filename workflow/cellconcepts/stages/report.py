@@ -15,6 +15,7 @@ from cellconcepts.report.tables import (
     collect,
     headline_table,
     reconstruction_summary,
+    seed_summary,
     write_table,
 )
 
@@ -41,11 +42,14 @@ def report_dataset(
     dataset: str,
     variants: Sequence[str],
     tasks: Sequence[str],
+    ceilings: PathLike,
+    min_ceiling: float,
     atom_recovery: Sequence[PathLike] | None = None,
 ) -> None:
     """Every table and figure of one dataset from the per-model outputs: the headline table
-    (one row per model and a 'raw' row), `report.tables.DATASET_TABLES` and
-    `report.figures.DATASET_FIGURES`."""
+    (one row per model and a 'raw' row, with the fraction of reachable selectivity per task),
+    `report.tables.DATASET_TABLES` and `report.figures.DATASET_FIGURES`."""
+    from cellconcepts.evaluate.ceilings import fraction_reached, mean_reached
     from cellconcepts.report import figures as plots
 
     def by_variant(paths: Sequence[PathLike]) -> dict[str, PathLike]:
@@ -53,6 +57,12 @@ def report_dataset(
 
     table_paths, figure_paths = _by_stem(tables, ".csv"), _by_stem(figures, ".png")
     reconstruction = {v: reconstruction_summary(p) for v, p in by_variant(cosine).items()}
+    best = fraction_reached(
+        collect(by_variant(best_selectivity)).astype({"label": str}),
+        pd.read_csv(ceilings, dtype={"label": str}),
+        min_ceiling=min_ceiling,
+    )
+    reached = {v: mean_reached(best[best["variant"] == v], tasks) for v in variants}
     top = headline_table(
         dead=by_variant(dead),
         reconstruction=reconstruction,
@@ -60,16 +70,23 @@ def report_dataset(
         probing=by_variant(probing),
         raw_probing=raw_probing,
         atom_recovery=by_variant(atom_recovery) if atom_recovery else None,
+        reached=reached,
     )
     write_table(top, headline[0], caption=f"{dataset}: model variants at a glance")
+    write_table(
+        seed_summary(top),
+        table_paths["headline_seeds"],
+        caption=f"{dataset}: the headline's models, mean and sd over seeds",
+    )
 
     dead_table = top.loc[top.method != "raw", [*VARIANT_COLUMNS, "n_features", "dead_features"]]
     write_table(dead_table, table_paths["dead_features"], caption=f"{dataset}: dead features")
     counts = collect(by_variant(selectivity_counts))
     write_table(counts, table_paths["selectivity_counts"], caption=f"{dataset}: selective features")
-    best = collect(by_variant(best_selectivity))
     write_table(
-        best, table_paths["best_selectivity"], caption=f"{dataset}: best selectivity per label"
+        best,
+        table_paths["best_selectivity"],
+        caption=f"{dataset}: best selectivity per label, its ceiling and the fraction reached",
     )
     probes = pd.concat(
         [
@@ -114,13 +131,16 @@ def label_selectivity(
     variants: Sequence[str],
     task: str,
     exclude: Sequence[str],
+    ceilings: PathLike | None = None,
+    min_ceiling: float = 0.1,
 ) -> None:
-    """Best avg selectivity per label of ``task`` and model, with the fraction of labels at
-    or above 0.5 per model."""
+    """Best avg selectivity per label of ``task`` and model beside the label's ceilings, with
+    the fraction of labels at or above 0.5 and the mean fraction of the ceiling per model."""
     from cellconcepts.report.tables import label_selectivity as per_label
 
     best = {v: pd.read_csv(p) for v, p in zip(variants, best_selectivity, strict=True)}
-    result, fraction = per_label(best, task, exclude)
+    limits = None if ceilings is None else pd.read_csv(ceilings, dtype={"label": str})
+    result, fraction = per_label(best, task, exclude, ceilings=limits, min_ceiling=min_ceiling)
     write_table(result, table[0], caption=f"best avg selectivity per {task} label")
     for variant, value in fraction.items():
         log.info("%s: %.0f%% of %s labels at >= %g", variant, 100 * value, task, 0.5)
