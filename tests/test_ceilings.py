@@ -272,3 +272,25 @@ def test_linear_probe_interval_brackets_the_bta():
     assert result["bta_low"] <= result["bta"] <= result["bta_high"]
     one = linear_probe(x[:80], y[:80], x[80:], y[80:], bootstrap=boot, test_units=np.zeros(40))
     assert one["bta_low"] == one["bta_high"] == pytest.approx(one["bta"])
+
+
+def test_seed_summary_gives_mean_and_sd_over_seeds():
+    from cellconcepts.report.tables import seed_summary
+
+    headline = pd.DataFrame(
+        {
+            "method": ["icfl", "icfl", "icfl", "topk", "raw"],
+            "whitening": ["pca", "pca", "pca", "pca", "none"],
+            "sparsity": [8, 8, 8, 8, None],
+            "seed": [0, 1, 2, 0, None],
+            "atom_recovery_model": [0.9, 0.8, 1.0, 0.5, None],
+            "bta_x": [0.5, 0.7, 0.6, 0.4, 0.9],
+        }
+    )
+    table = seed_summary(headline).set_index("method")
+    assert table.loc["icfl", "n_seeds"] == 3 and table.loc["topk", "n_seeds"] == 1
+    assert table.loc["icfl", "atom_recovery_model"] == pytest.approx(0.9)
+    assert table.loc["icfl", "atom_recovery_model_sd"] == pytest.approx(0.1)
+    assert table.loc["icfl", "bta_x_sd"] == pytest.approx(0.1)
+    assert np.isnan(table.loc["topk", "bta_x_sd"])
+    assert "raw" not in table.index

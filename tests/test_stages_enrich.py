@@ -880,3 +880,32 @@ def test_max_relative_difference() -> None:
     assert np.isnan(_max_relative_difference(np.array([np.nan, 1.0]), np.array([0.5, 1.0])))
     assert np.isnan(_max_relative_difference(np.array([0.5, 1.0]), np.array([0.5, np.nan])))
     assert np.isnan(_max_relative_difference(np.array([0.0]), np.array([np.nan])))
+
+
+def test_perfect_gene_lists_are_the_go_recovery_ceiling() -> None:
+    from cellconcepts.enrich.genesets import term_matrix
+    from cellconcepts.enrich.recovery import perfect_list_recovery
+
+    library = {
+        "A": ["a", "b", "c"],
+        "A twin": ["A", "B", "C", "zz"],  # the same genes inside the background
+        "C": ["d", "e"],
+        "wide": ["a", "d", "f", "g", "h"],
+    }
+    background = term_matrix(library, list("abcdefghij"), min_size=2, max_size=10)
+    groups = pd.DataFrame(
+        {
+            "gene_group": ["g1", "g2", "g3"],
+            "go_term": ["A", "C", "wide"],
+            "genes": ["a;b;c", "d;e;notscreened", "f;g"],
+        }
+    )
+    table = perfect_list_recovery(groups, background, fdr=0.5).set_index("group")
+    assert table["perfect_list_size"].tolist() == [3, 2, 2]
+    assert table.loc["g1", "perfect_recovered"] and not table.loc["g1", "perfect_recovered_strict"]
+    assert table.loc["g2", "perfect_recovered_strict"]
+    # f;g lies inside 'wide' only: its term ranks first, with p = C(5,2)/C(10,2) = 10/45,
+    # adjusted over the 4 terms tested (Benjamini-Hochberg, rank 1): 40/45, above the FDR
+    assert table.loc["g3", "perfect_rank"] == 1
+    assert table.loc["g3", "perfect_fdr"] == pytest.approx(40 / 45)
+    assert not table.loc["g3", "perfect_recovered"]

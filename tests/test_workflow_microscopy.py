@@ -209,6 +209,9 @@ def test_heatmaps_and_single_cell_check(run: Path):
     }
     p = tests.p_value.dropna()
     assert len(p) and p.between(0, 1).all()
+    # the check's ceiling: a heatmap that is exactly the perturbed cells, one value per label
+    assert tests.oracle_recall.between(0, 1).all() and tests.oracle_precision.between(0, 1).all()
+    assert (tests.groupby("label").oracle_recall.nunique() == 1).all()
     for name in ["token_heatmaps", "single_cell_alignment", "layer_probe"]:
         assert (run / "screen" / "figures" / f"{name}.png").stat().st_size > 5000
 
@@ -318,6 +321,15 @@ def test_go_enrichment_of_screen_features(run: Path):
     per_variant = recovery.groupby("variant", sort=False)
     assert summary.recovered.tolist() == per_variant.recovered.sum().tolist()
     assert summary.recovered_strict.tolist() == per_variant.recovered_strict.sum().tolist()
+    # the ceiling: each group's own genes as the gene list, the same for every model
+    perfect = recovery.groupby("group")[["perfect_recovered", "perfect_list_size"]].nunique()
+    assert (perfect == 1).all().all()
+    assert (
+        recovery.perfect_list_size
+        == groups.set_index("gene_group").loc[recovery.group, "n_genes"].to_numpy()
+    ).all()
+    ceiling = recovery.drop_duplicates("group").perfect_recovered.mean()
+    assert summary.ceiling.eq(ceiling).all() and (summary.fraction <= 1).all()
     # the user's images (not simulated) are enriched too, without a ground-truth table
     assert (run / "mine" / "enrich" / "icfl_pca_k4_seed0" / "feature_annotation.csv").exists()
     assert not (run / "mine" / "tables" / "go_recovery.csv").exists()

@@ -149,7 +149,9 @@ rule enrichment_labels:
 rule go_recovery:
     input:
         unpack(enrichment_table_inputs),
+        unpack(enrichment_inputs),
         groups=simulated_screen_file(layout.GROUPS),
+        obs=TOKEN_OBS,
     output:
         table=table_files(
             f"{DS}/tables/go_recovery", "../report/go_recovery.rst", "GO enrichment"
@@ -170,5 +172,7 @@ rule go_recovery:
         variants=lambda wc: enrichment_variants(wc.dataset),
         group_task=lambda wc: simulated_group_task(wc.dataset),
         fdr=lambda wc: enrichment_settings(config, wc.dataset)["fdr"],
+        settings=enrichment_model_settings,
+        control=lambda wc: DATASETS[wc.dataset].get("control"),
     script:
         "../scripts/go_recovery.py"

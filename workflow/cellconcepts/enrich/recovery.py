@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from cellconcepts.enrich.gene_lists import DOWN
 
@@ -179,3 +180,36 @@ def _chance_rate(table: pd.DataFrame, term: str, fdr: float) -> float:
         for _, hits in lists.groupby("feature", sort=False)
     ]
     return float(np.mean(recovered))
+
+
+def perfect_list_recovery(groups: pd.DataFrame, terms, fdr: float) -> pd.DataFrame:
+    """The GO-recovery ceiling of a simulated screen: per planted group, how its planted term
+    fares for the gene list a perfect feature would give, exactly the group's genes that are
+    in the background (``terms``: the library restricted to the screened genes). Columns
+    group, perfect_list_size, perfect_rank, perfect_fdr, perfect_recovered,
+    perfect_recovered_strict."""
+    from cellconcepts.enrich.genesets import normalise_symbols
+    from cellconcepts.enrich.statistics import enrich_lists
+
+    index = {gene: i for i, gene in enumerate(terms.genes)}
+    rows, cols = [], []
+    for i, genes in enumerate(groups["genes"].astype(str)):
+        hits = sorted({index[g] for g in normalise_symbols(genes.split(";")) if g in index})
+        rows.extend([i] * len(hits))
+        cols.extend(hits)
+    lists = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(groups), terms.genes.size))
+    table = enrich_lists(lists, terms, with_genes=False)
+    out = []
+    for i, (group, term) in enumerate(groups[["gene_group", "go_term"]].itertuples(index=False)):
+        outcome = planted_term_outcome(table[table["list"] == i], term, fdr)
+        out.append(
+            {
+                "group": group,
+                "perfect_list_size": int(lists[i].sum()),
+                "perfect_rank": outcome["planted_rank"],
+                "perfect_fdr": outcome["planted_fdr"],
+                "perfect_recovered": outcome["recovered"],
+                "perfect_recovered_strict": outcome["recovered_strict"],
+            }
+        )
+    return pd.DataFrame(out)

@@ -274,14 +274,47 @@ def go_recovery(
     variants: Sequence[str],
     group_task: str,
     fdr: float,
+    obs: PathLike | None = None,
+    settings: Mapping[str, Any] | None = None,
+    control: str | Mapping[str, Any] | None = None,
+    gene_sets: PathLike | None = None,
 ) -> None:
     """Simulated screens: is each planted GO term the top term of the feature most selective
-    for its group (`enrich.recovery.go_recovery`)?"""
+    for its group (`enrich.recovery.go_recovery`)? With the token ``obs`` and the enrichment
+    ``settings``, also the ceiling: whether a perfect gene list (the group's own genes) would
+    recover it in this background (`enrich.recovery.perfect_list_recovery`)."""
+    from cellconcepts.enrich.gene_lists import screen_controls
     from cellconcepts.enrich.recovery import go_recovery as recovery
+    from cellconcepts.enrich.recovery import perfect_list_recovery
     from cellconcepts.store.images import read_groups
 
     best, terms = _per_variant(variants, best_selectivity, enrichment)
-    per_group, per_model = recovery(best, terms, read_groups(groups), group_task, fdr)
+    planted = read_groups(groups)
+    per_group, per_model = recovery(best, terms, planted, group_task, fdr)
+    if obs is not None and settings is not None:
+        table_obs = pd.read_parquet(obs)
+        column = settings["screen"]["gene_column"]
+        controls = set(genesets.normalise_symbols(screen_controls(control, table_obs, column)))
+        symbols = genesets.normalise_symbols(table_obs[column].dropna().astype(str))
+        screened = [g for g in np.unique(symbols) if g not in controls]
+        library = genesets.read_gmt(gene_sets or genesets.go_bp_2023_path())
+        background = genesets.term_matrix(
+            library,
+            screened,
+            min_size=settings["min_term_size"],
+            max_size=settings["max_term_size"],
+            where="screened genes",
+        )
+        perfect = perfect_list_recovery(planted, background, fdr)
+        per_group = per_group.merge(perfect, on="group", how="left")
+        per_model["ceiling"] = float(perfect["perfect_recovered"].mean())
+        per_model["ceiling_strict"] = float(perfect["perfect_recovered_strict"].mean())
+        log.info(
+            "a perfect gene list recovers %d of %d planted terms (%d strictly)",
+            int(perfect["perfect_recovered"].sum()),
+            len(perfect),
+            int(perfect["perfect_recovered_strict"].sum()),
+        )
     write_table(
         per_group,
         table[0],

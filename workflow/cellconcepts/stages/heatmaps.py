@@ -117,6 +117,16 @@ def _selected_heats(
     return chosen, heats, store.images.shape[-1] // tokens.shape[2]
 
 
+def _oracle_heats(store: ImageStore, rows: np.ndarray, patch_size: int) -> np.ndarray:
+    """The ground-truth heatmaps of a simulated screen's images ``rows``: their perturbed
+    cells' coverage of each patch."""
+    from cellconcepts.microscopy.heatmaps import oracle_heats
+
+    perturbed = store.cells[store.cells["perturbed"]].groupby("image_index")["cell_label"]
+    labels = [perturbed.get_group(r).to_numpy() if r in perturbed.groups else [] for r in rows]
+    return oracle_heats(store.masks[rows], labels, patch_size)
+
+
 def _plates(obs: pd.DataFrame, plate_column: str | Sequence[str]) -> np.ndarray:
     """One plate key per image row (the whole screen is one plate without the columns)."""
     columns = [plate_column] if isinstance(plate_column, str) else list(plate_column)
@@ -178,7 +188,6 @@ def token_heatmaps(
         channel_correlation_table,
         channel_summary,
         control_change_correlations,
-        oracle_heats,
     )
 
     store = open_image_store(
@@ -211,9 +220,7 @@ def token_heatmaps(
     attributions = [table, control_change_correlations(heats, changes, names)]
     if store.cells is not None and store.masks is not None:
         # the same attribution for a heatmap that is exactly the perturbed cells: the ceiling
-        perturbed = store.cells[store.cells["perturbed"]].groupby("image_index")["cell_label"]
-        labels = [perturbed.get_group(r).to_numpy() if r in perturbed.groups else [] for r in rows]
-        truth = oracle_heats(store.masks[rows], labels, patch_size)
+        truth = _oracle_heats(store, rows, patch_size)
         attributions.append(
             control_change_correlations(truth, changes, names, suffix="_oracle_vs_control")
         )
@@ -256,7 +263,9 @@ def single_cell_check(
     summary: Sequence[PathLike],
     figure: Sequence[PathLike],
 ) -> None:
-    """Paper Table 3 / Fig. 6E: per-cell alignment by true category, per selected label."""
+    """Paper Table 3 / Fig. 6E: per-cell alignment by true category, per selected label; with
+    the check's ceiling, the recall and precision it gives a heatmap that is exactly the
+    perturbed cells (`microscopy.heatmaps.oracle_heats`) on the same images."""
     from cellconcepts.microscopy.figures import plot_single_cell_histograms
     from cellconcepts.microscopy.single_cell import single_cell_by_label
 
@@ -267,6 +276,10 @@ def single_cell_check(
     per_cell, by_image, tests = single_cell_by_label(
         chosen, heats, store.masks, store.cells, patch_size
     )
+    truth = _oracle_heats(store, chosen["row"].to_numpy(), patch_size)
+    _, _, oracle = single_cell_by_label(chosen, truth, store.masks, store.cells, patch_size)
+    ceiling = oracle.drop_duplicates("label").set_index("label")[["recall", "precision"]]
+    tests = tests.join(ceiling.add_prefix("oracle_"), on="label")
     write_frame(per_cell, alignment)
     write_table(by_image, per_image[0], caption="single-cell check")
     write_table(tests, summary[0], caption="single-cell alignment tests per label")
