@@ -123,3 +123,14 @@ def test_enrichment_labels_must_be_labels_of_the_task(tmp_path):
         check_enrichment_labels(obs, TASKS[0], ["g1", "g3", "ctrl"], min_label_size=10)
     with pytest.raises(ValueError, match=r"enrich\.labels: \['g2'\]"):
         check_enrichment_labels(obs, TASKS[0], ["g2"], min_label_size=1000)
+
+
+def test_an_oracle_column_is_checked_before_anything_is_learned(tmp_path):
+    hits = np.where(np.arange(120) % 3 == 0, "yes", "1")
+    store = _store(tmp_path, n_hit=np.arange(120) % 2, word=hits)
+    task = {"name": "gene", "column": "gene", "oracle": "n_hit"}
+    validate_dataset(store, [task], min_label_size=10)
+    with pytest.raises(ValueError, match=r"task 'gene' \(tasks\[\]\.oracle\).*'absent' is not"):
+        validate_dataset(store, [{**task, "oracle": "absent"}], min_label_size=10)
+    with pytest.raises(ValueError, match=r"oracle column 'word'.*'yes' in row 0"):
+        validate_dataset(store, [{**task, "oracle": "word"}], min_label_size=10)

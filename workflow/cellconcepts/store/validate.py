@@ -7,9 +7,10 @@ all one vector, token ids that repeat, an `is_control` or `split` column that do
 split without train or test rows, fewer than 2 controls, a task whose column is missing or that
 has fewer than 2 labels of at least `evaluate.min_label_size` tokens, a `group_by` column that
 is missing or has a single value among the labelled rows or a probe split that cannot test any
-label (labels confounded with the groups), `enrich.labels` that are not labels of the
-enrichment's task. Warnings (returned and logged): fewer controls than dimensions (the
-whitening's covariance is then rank-deficient), labels left out as too rare.
+label (labels confounded with the groups), an `oracle` column that is missing or not
+numeric/boolean, `enrich.labels` that are not labels of the enrichment's task. Warnings
+(returned and logged): fewer controls than dimensions (the whitening's covariance is then
+rank-deficient), labels left out as too rare.
 """
 
 from __future__ import annotations
@@ -127,6 +128,13 @@ def check_task(
                 f"{where}: task {name!r} keeps groups of column {group!r} apart, but its "
                 f"labelled rows have {groups} value(s) there; a grouped split needs 2"
             )
+    if task.get("oracle"):
+        from cellconcepts.evaluate.ceilings import carriers
+
+        try:
+            carriers(obs, task["oracle"])
+        except ValueError as err:
+            raise ValueError(f"{where}: task {name!r} (tasks[].oracle): {err}") from err
     try:
         task_split(obs, task, probe, min_label_size)
     except ValueError as err:
