@@ -315,7 +315,7 @@ def report_inputs(wildcards):
         "selectivity_counts": model_files(dataset, "selectivity_counts.csv"),
         "best_selectivity": model_files(dataset, "best_selectivity.csv"),
         "probing": model_files(dataset, "probing.csv"),
-        "ceilings": f"{R}/{dataset}/tables/ceilings.csv",
+        "ceilings": f"{R}/{dataset}/raw/ceilings.csv",
     }
     if has_ground_truth(dataset):
         inputs["atom_recovery"] = model_files(dataset, "atom_recovery.csv")
@@ -341,7 +341,7 @@ def detectability_inputs(wildcards):
     inputs = {
         "obs": f"{R}/{dataset}/tokens/{layout.TOKEN_OBS}",
         "codes": model_files(dataset, "codes.npz"),
-        "ceilings": f"{R}/{dataset}/tables/ceilings.csv",
+        "ceilings": f"{R}/{dataset}/raw/ceilings.csv",
     }
     if has_cellprofiler(dataset):
         inputs["profiles"] = f"{R}/{dataset}/cellprofiler/profiles.parquet"

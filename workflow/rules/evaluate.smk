@@ -83,9 +83,7 @@ rule selectivity_ceilings:
         obs=TOKEN_OBS,
         validation=VALIDATION,
     output:
-        table=table_files(
-            f"{DS}/tables/ceilings", "../report/ceilings.rst", "Dictionaries"
-        ),
+        ceilings=f"{DS}/raw/ceilings.csv",
     log:
         f"{LOGS}/selectivity_ceilings.log",
     benchmark:
@@ -99,7 +97,7 @@ rule selectivity_ceilings:
     params:
         tasks=lambda wc: dataset_section(wc, "tasks"),
         probe=probe_settings(),
-        ceilings=config["evaluate"]["ceilings"],
+        settings=config["evaluate"]["ceilings"],
         bootstrap=config["evaluate"]["bootstrap"],
         resample_unit=lambda wc: dataset_section(wc, "resample_unit"),
         min_label_size=config["evaluate"]["min_label_size"],

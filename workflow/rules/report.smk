@@ -74,7 +74,7 @@ rule atom_recovery_table:
 rule label_selectivity:
     input:
         best_selectivity=lambda wc: model_files(wc.dataset, "best_selectivity.csv"),
-        ceilings=f"{DS}/tables/ceilings.csv",
+        ceilings=f"{DS}/raw/ceilings.csv",
     output:
         table=table_files(
             f"{DS}/tables/label_selectivity",

@@ -18,6 +18,7 @@ VARIANT_COLUMNS = ["method", "whitening", "sparsity", "seed"]
 # The per-dataset tables of rule report_dataset, by file stem under results/<dataset>/tables/.
 DATASET_TABLES = (
     "headline_seeds",
+    "ceilings",
     "dead_features",
     "selectivity_counts",
     "best_selectivity",

@@ -126,10 +126,10 @@ def selectivity_ceilings(
     *,
     tokens: PathLike,
     obs: PathLike,
-    table: Sequence[PathLike],
+    ceilings: PathLike,
     tasks: Sequence[Mapping[str, Any]],
     probe: Mapping[str, Any],
-    ceilings: Mapping[str, Any],
+    settings: Mapping[str, Any],
     bootstrap: Mapping[str, Any],
     resample_unit: Sequence[str] = (),
     min_label_size: int = 1,
@@ -137,10 +137,10 @@ def selectivity_ceilings(
 ) -> None:
     """Per task and label, the selectivity a feature could reach: the oracle (tasks with an
     ``oracle`` column) and the out-of-fold linear probe's (`evaluate.ceilings`), with the
-    probe's recall and its bootstrap interval over ``resample_unit``."""
+    probe's recall and its bootstrap interval over ``resample_unit``; report_dataset writes
+    it as tables/ceilings."""
     from cellconcepts.evaluate.ceilings import task_ceilings
     from cellconcepts.evaluate.uncertainty import unit_codes
-    from cellconcepts.report.tables import write_table
 
     set_threads(threads)
     store = TokenStore.open(TokenFiles(Path(tokens), Path(obs)))
@@ -154,14 +154,14 @@ def selectivity_ceilings(
                 probe=ProbeSettings(**probe),
                 units=units,
                 min_label_size=min_label_size,
-                folds=ceilings["folds"],
+                folds=settings["folds"],
                 **bootstrap,
             )
             for task in tasks
         ],
         ignore_index=True,
     )
-    write_table(result, table[0], caption="selectivity ceilings per label (oracle and probe)")
+    write_frame(result, ceilings)
 
 
 def group_detectability(

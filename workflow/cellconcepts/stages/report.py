@@ -74,6 +74,11 @@ def report_dataset(
     )
     write_table(top, headline[0], caption=f"{dataset}: model variants at a glance")
     write_table(
+        pd.read_csv(ceilings, dtype={"label": str}),
+        table_paths["ceilings"],
+        caption=f"{dataset}: selectivity ceilings per label (oracle and probe)",
+    )
+    write_table(
         seed_summary(top),
         table_paths["headline_seeds"],
         caption=f"{dataset}: the headline's models, mean and sd over seeds",
