@@ -210,8 +210,10 @@ def test_heatmaps_and_single_cell_check(run: Path):
     p = tests.p_value.dropna()
     assert len(p) and p.between(0, 1).all()
     # the check's ceiling: a heatmap that is exactly the perturbed cells, one value per label
-    assert tests.oracle_recall.between(0, 1).all() and tests.oracle_precision.between(0, 1).all()
-    assert (tests.groupby("label").oracle_recall.nunique() == 1).all()
+    # (NaN where the label's images hold no unperturbed cell, or no cell is called dark)
+    for column in ("oracle_recall", "oracle_precision"):
+        assert tests[column].dropna().between(0, 1).all()
+        assert (tests.groupby("label")[column].nunique(dropna=False) == 1).all()
     for name in ["token_heatmaps", "single_cell_alignment", "layer_probe"]:
         assert (run / "screen" / "figures" / f"{name}.png").stat().st_size > 5000
 
