@@ -15,6 +15,7 @@ from snakemake.utils import validate
 from snakemake_executor_plugin_slurm.partitions import get_best_partition, read_partition_file
 
 from cellconcepts.config import GPU_RULES, execution_settings
+from cellconcepts.device import gpu_present
 
 PROFILES = REPO / "profiles"
 RULES = sorted(p.stem for p in (REPO / "workflow" / "scripts").glob("*.py"))
@@ -35,8 +36,9 @@ def test_gpu_rules_are_the_rules_whose_stage_takes_a_device(demo_config):
     assert with_device == GPU_RULES
 
 
-def _dry_run(tmp_path: Path, demo_config: dict, profile: str) -> dict[str, set[int]]:
-    """rule -> the `gpu` values its jobs get in a dry run of the demo with `profile`."""
+def _dry_run(tmp_path: Path, demo_config: dict, profile: str) -> tuple[dict[str, set[int]], str]:
+    """(rule -> the `gpu` values its jobs get, the log) in a dry run of the demo with
+    `profile`."""
     config = dict(demo_config, results=str(tmp_path / "results"))
     result = run_snakemake(
         tmp_path, config, "-n", "--workflow-profile", str(PROFILES / profile), timeout=300
@@ -48,16 +50,19 @@ def _dry_run(tmp_path: Path, demo_config: dict, profile: str) -> dict[str, set[i
         resources = re.search(r"^\s+resources: (.*)$", block, flags=re.MULTILINE)
         gpu = re.search(r"\bgpu=(\d+)", resources.group(1)) if resources else None
         gpus.setdefault(rule, set()).add(int(gpu.group(1)) if gpu else 0)
-    return gpus
+    return gpus, result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("profile", ["default", "slurm"])
 def test_gpu_rules_request_a_gpu_and_no_other_rule_does(tmp_path, demo_config, profile):
-    gpus = _dry_run(tmp_path, demo_config, profile)
+    gpus, log = _dry_run(tmp_path, demo_config, profile)
     assert GPU_RULES <= set(gpus), GPU_RULES - set(gpus)
     for rule, values in gpus.items():
         expected = {1} if rule in GPU_RULES else {0}
         assert values == expected, f"profile {profile}: rule {rule} jobs ask for gpu={values}"
+    # The local profile's one-GPU-job limit is lifted where there is no GPU (common.smk).
+    lifted = "No GPU on this machine" in log
+    assert lifted == (profile == "default" and not gpu_present()), log[-2000:]
 
 
 def test_the_slurm_profile_routes_by_the_gpu_request_alone():
@@ -87,6 +92,22 @@ def test_the_slurm_profile_routes_by_the_gpu_request_alone():
 
 def test_the_local_profile_runs_without_a_gpu():
     profile = yaml.safe_load((PROFILES / "default" / "config.yaml").read_text())
-    # A limit, not a requirement: GPU rules run one at a time, on CPU when there is no GPU.
+    # A limit, not a requirement: GPU jobs run one at a time on a GPU; without one the
+    # Snakefile lifts it (common.smk) and they run on CPU side by side.
     assert profile["resources"]["gpu"] >= 1
     assert "executor" not in profile
+
+
+def test_gpu_present_reads_the_driver_and_cuda_visible_devices(tmp_path, monkeypatch):
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    driver = tmp_path / "gpus"
+    assert not gpu_present({}, driver)  # no driver
+    driver.mkdir()
+    assert not gpu_present({}, driver)  # the driver lists no GPU
+    (driver / "0000:17:00.0").mkdir()
+    assert gpu_present({}, driver)
+    assert gpu_present({"CUDA_VISIBLE_DEVICES": "0"}, driver)
+    assert not gpu_present({"CUDA_VISIBLE_DEVICES": ""}, driver)
+    assert not gpu_present({"CUDA_VISIBLE_DEVICES": "-1"}, driver)
+    monkeypatch.setattr("shutil.which", lambda name: "/usr/bin/nvidia-smi")
+    assert gpu_present({}, tmp_path / "absent")

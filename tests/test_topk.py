@@ -127,3 +127,45 @@ def test_save_load_round_trip(tmp_path: Path, method: str) -> None:
 def test_build_model_rejects_unknown_method() -> None:
     with pytest.raises(ValueError, match="method must be one of"):
         build_model("pca", 8, 16, 4)
+
+
+@pytest.mark.parametrize("method", ["icfl", "topk"])
+def test_training_loss_decodes_the_selected_columns_like_the_dense_product(method: str) -> None:
+    """On CPU the loss decodes k gathered columns per token (`decode_selected`); its value and
+    every parameter's gradient equal those of the dense z @ W_dec^T, recomputed here with the
+    model's own codes (float64). Repeated atoms (ICFL may pick one twice) add up in both."""
+    torch.manual_seed(0)
+    model = build_model(method, 12, 40, 6, atoms_per_iteration=2, aux_k=5, seed=1).double()
+    x = torch.randn(30, 12, dtype=torch.float64)
+    dead = torch.zeros(40, dtype=torch.bool)
+    dead[::3] = True
+    kwargs = {"dead_mask": dead} if method == "topk" else {}
+    loss, z, x_hat = model.loss(x, **kwargs)
+    loss.backward()
+    sparse_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+
+    if method == "topk":
+        pre = model.pre_activations(x)
+        top = torch.topk(pre, 6, dim=-1)
+        codes = torch.zeros_like(pre).scatter(-1, top.indices, top.values.relu())
+        masked = pre.masked_fill(~dead, float("-inf"))
+        top_aux = torch.topk(masked, 5, dim=-1)
+        aux_codes = torch.zeros_like(pre).scatter(-1, top_aux.indices, top_aux.values.relu())
+    else:
+        codes = z.detach()
+        assert any(len(set(row)) < 6 for row in model.select(x)[0].tolist())
+    dense_hat = codes @ model.W_dec.T + model.b_pre
+    dense_loss = (x - dense_hat).pow(2).sum(-1).mean()
+    if method == "topk":
+        residual = (x - dense_hat).detach()
+        mse = (aux_codes @ model.W_dec.T - residual).pow(2).sum(-1).mean()
+        variance = (residual - residual.mean(0)).pow(2).sum(-1).mean()
+        dense_loss = dense_loss + model.aux_coef * mse / variance
+    dense_loss.backward()
+
+    torch.testing.assert_close(x_hat, dense_hat, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(loss, dense_loss, rtol=1e-12, atol=1e-12)
+    for name, grad in sparse_grads.items():
+        torch.testing.assert_close(grad, getattr(model, name).grad, rtol=1e-10, atol=1e-12)
+    assert set(sparse_grads) == {n for n, p in model.named_parameters() if p.grad is not None}

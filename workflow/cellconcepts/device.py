@@ -5,6 +5,9 @@ torch is imported inside the functions, so that jobs which never train start wit
 
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
 from typing import Any
 
 
@@ -30,3 +33,14 @@ def set_threads(threads: int | None) -> None:
         import torch
 
         torch.set_num_threads(int(threads))
+
+
+def gpu_present(environ: Any = os.environ, driver: Path = Path("/proc/driver/nvidia/gpus")) -> bool:
+    """Whether this machine shows an NVIDIA GPU to its jobs, without importing torch: the
+    driver lists one (or ``nvidia-smi`` is installed) and ``CUDA_VISIBLE_DEVICES`` does not
+    hide them all."""
+    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return False
+    listed = driver.is_dir() and any(driver.iterdir())
+    return listed or shutil.which("nvidia-smi") is not None

@@ -25,6 +25,7 @@ from cellconcepts.config import (
     training_settings,
     variants,
 )
+from cellconcepts.device import gpu_present
 from cellconcepts.report.figures import DATASET_FIGURES
 from cellconcepts.report.tables import DATASET_TABLES
 from cellconcepts.store import layout
@@ -32,6 +33,14 @@ from cellconcepts.store import layout
 # Jobs run `workflow/scripts/<rule>.py` in a fresh Python (possibly in a conda env): they import
 # the same cellconcepts package as this Snakefile.
 cellconcepts.share_with_jobs()
+
+# The local profile runs one GPU job at a time (`resources: gpu: 1`). Without a GPU here those
+# jobs run on CPU, one thread each, and the limit would only keep them from running side by
+# side (the demo took 19 min with it on 2 cores, 12 without). A cluster's login node may have
+# no GPU either; lifting a limit there changes nothing, since each job gets its own node.
+if "gpu" in workflow.global_resources and not gpu_present():
+    workflow.register_resource("gpu", 10**6)
+    logger.info("No GPU on this machine: jobs that could use one run on CPU, side by side.")
 
 # Input paths in the config are relative to the working directory, as Snakemake resolves them.
 # Settings that run but are probably not what was meant are said once, in the main log.

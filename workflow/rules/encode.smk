@@ -15,7 +15,6 @@ rule encode_tokens:
         f"{BENCH}/encode_{VARIANT}.tsv"
     conda:
         ENV
-    threads: 2
     resources:
         mem_mb=8000,
         runtime=60,

@@ -36,7 +36,6 @@ rule probe_model:
         f"{BENCH}/probe_{VARIANT}.tsv"
     conda:
         ENV
-    threads: 2
     resources:
         mem_mb=8000,
         runtime=60,
@@ -63,7 +62,6 @@ rule probe_raw:
         f"{BENCH}/probe_raw.tsv"
     conda:
         ENV
-    threads: 2
     resources:
         mem_mb=8000,
         runtime=60,
@@ -90,7 +88,6 @@ rule selectivity_ceilings:
         f"{BENCH}/selectivity_ceilings.tsv"
     conda:
         ENV
-    threads: 2
     resources:
         mem_mb=8000,
         runtime=60,
@@ -132,7 +129,6 @@ rule group_detectability:
         dataset=datasets_of_kind("microscopy"),
     conda:
         ENV
-    threads: 2
     resources:
         mem_mb=8000,
         runtime=60,

@@ -19,7 +19,6 @@ rule heatmap_patch_tokens:
         dataset=datasets_of_kind("microscopy"),
     conda:
         ENV
-    threads: 2
     resources:
         mem_mb=4000,
         runtime=30,

@@ -35,6 +35,8 @@ rule simulate_cellpainting:
         f"{BENCH}/simulate_cellpainting.tsv"
     wildcard_constraints:
         dataset=datasets_where(is_simulated_screen),
+    # Upstream of the longest chain (train_mae).
+    priority: 10
     conda:
         ENV
     resources:

@@ -13,7 +13,6 @@ rule train_dictionary:
         f"{BENCH}/train_{VARIANT}.tsv"
     conda:
         ENV
-    threads: 2
     resources:
         mem_mb=8000,
         runtime=240,

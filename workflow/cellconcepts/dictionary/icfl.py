@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from cellconcepts.dictionary.columns import linear_init, unit_columns
+from cellconcepts.dictionary.columns import decode_selected, linear_init, unit_columns
 
 logger = logging.getLogger(__name__)
 
@@ -47,10 +47,12 @@ def _solve_small_spd(gram: Tensor, rhs: Tensor) -> Tensor:
 
 # Tokens whose correlations the Gram path computes in one product: bounds the (chunk, M) it keeps.
 _GRAM_CHUNK = 8192
-# Tokens iterated together on CPU: their correlations (64 x M floats) stay in cache across the J
-# iterations, which halves the encoder's time at the paper's shape (benchmarks/README.md). On a
-# GPU the whole chunk is iterated at once.
-_CPU_ITERATION_CHUNK = 64
+# Bytes of correlations iterated together on CPU (at least 64 tokens): they stay in cache across
+# the J iterations, which halves the encoder's time at the paper's shape (64 tokens x M = 8192),
+# while at small M larger blocks spare per-call overheads (1,024 tokens at M = 512: 8.9 ms instead
+# of 15.2 ms for the demo's batch; benchmarks/README.md). On a GPU the whole chunk is iterated at
+# once.
+_CPU_ITERATION_BYTES = 2 * 1024 * 1024
 ENCODERS = ("auto", "gram", "residual")
 # How each iteration picks its L atoms: "signed", the L largest <W_m, r> (Algorithm 1 of the
 # paper), or "absolute", the L largest |<W_m, r>| (classic OMP's rule, applied L at a time).
@@ -76,11 +78,12 @@ def _check_encoder_args(
 
 
 # Cost of one element of the Gram path's sparse update (a gathered multiply-add, bound by
-# memory) relative to one multiply-add of a dense matrix product. Measured on CPU with
-# benchmarks/icfl_encoder.py over 16 shapes from the demo's to the paper's: it ranged from 15
-# (d = 256, M = 2048) to 40 (d = 96, M = 128, where fixed costs dominate); 25 is their middle,
-# and the two paths are within 10 % of each other wherever the choice flips.
-SPARSE_UPDATE_COST = 25.0
+# memory) relative to one multiply-add of a dense matrix product. Measured on one CPU core with
+# benchmarks/icfl_encoder.py over 10 shapes from the demo's to the paper's (2026-11-30, blocks
+# of `_CPU_ITERATION_BYTES`): it ranged from 5 (d = 64, M = 512, J = 2, L = 4) to 23 (d = 96,
+# M = 128, where fixed costs dominate); 12 is their middle. It misjudged one shape (d = 64,
+# M = 512, J = 2, L = 4), whose Gram path was 11-29 % faster in two runs.
+SPARSE_UPDATE_COST = 12.0
 
 
 def gram_is_cheaper(
@@ -149,6 +152,39 @@ def icfl_encode(
     computes c = W^T (x - b_pre) once and updates it with c -= G[:, S] z_t, G = W^T W (given as
     ``gram`` or computed here), never forming r. "auto" takes the one `gram_is_cheaper` names.
     """
+    indices, values = icfl_select(
+        x,
+        W_dec,
+        b_pre,
+        n_iterations,
+        atoms_per_iteration,
+        method=method,
+        gram=gram,
+        selection=selection,
+    )
+    return dense_codes(indices, values, W_dec.shape[1]).to(x.dtype)
+
+
+def dense_codes(indices: Tensor, values: Tensor, n_features: int) -> Tensor:
+    """(B, M) codes from the selections of `icfl_select` (an atom chosen twice adds up)."""
+    z = torch.zeros(indices.shape[0], n_features, dtype=values.dtype, device=values.device)
+    return z.scatter_add_(1, indices, values)
+
+
+def icfl_select(
+    x: Tensor,
+    W_dec: Tensor,
+    b_pre: Tensor,
+    n_iterations: int,
+    atoms_per_iteration: int,
+    *,
+    method: str = "auto",
+    gram: Tensor | None = None,
+    selection: str = "signed",
+) -> tuple[Tensor, Tensor]:
+    """The encoder of `icfl_encode` as its selections: ``indices`` (B, J*L), the atoms chosen
+    in iteration order, and ``values`` (B, J*L), the coefficient each choice added (float64
+    for float64 input, else float32)."""
     _check_encoder_args(x, W_dec, n_iterations, atoms_per_iteration)
     if method not in ENCODERS:
         raise ValueError(f"icfl_encode: method must be one of {ENCODERS}, got {method!r}")
@@ -169,11 +205,9 @@ def icfl_encode(
         W = W_dec.detach().to(dtype)
         centred = x.detach().to(dtype) - b_pre.detach().to(dtype)
         if method == "residual":
-            z = _encode_residual(centred, W, n_iterations, atoms_per_iteration, selection)
-        else:
-            G = decoder_gram(W) if gram is None else gram.detach().to(dtype)
-            z = _encode_gram(centred, W, G, n_iterations, atoms_per_iteration, selection)
-    return z.to(x.dtype)
+            return _encode_residual(centred, W, n_iterations, atoms_per_iteration, selection)
+        G = decoder_gram(W) if gram is None else gram.detach().to(dtype)
+        return _encode_gram(centred, W, G, n_iterations, atoms_per_iteration, selection)
 
 
 def _select(scores: Tensor, L: int, selection: str) -> tuple[Tensor, Tensor]:
@@ -187,10 +221,11 @@ def _select(scores: Tensor, L: int, selection: str) -> tuple[Tensor, Tensor]:
 
 def _encode_residual(
     r: Tensor, W: Tensor, n_iterations: int, L: int, selection: str = "signed"
-) -> Tensor:
-    """Algorithm 1 as written: the residual r (B, d) is kept and re-projected every iteration."""
+) -> tuple[Tensor, Tensor]:
+    """Algorithm 1 as written: the residual r (B, d) is kept and re-projected every iteration.
+    Returns the selections (indices, coefficients), (B, J*L) each."""
     Wt = W.T.contiguous()  # (M, d): row m is atom m, for gathering
-    z = torch.zeros(r.shape[0], W.shape[1], dtype=r.dtype, device=r.device)
+    chosen, coefficients = [], []
     for _ in range(n_iterations):
         indices, values = _select(r @ W, L, selection)
         atoms = Wt[indices]  # (B, L, d)
@@ -198,36 +233,43 @@ def _encode_residual(
         # The right-hand side W_S^T r is exactly the selected scores.
         z_t = _solve_small_spd(gram, values)
         r = r - (z_t.unsqueeze(1) @ atoms).squeeze(1)
-        z.scatter_add_(1, indices, z_t)
-    return z
+        chosen.append(indices)
+        coefficients.append(z_t)
+    return torch.cat(chosen, 1), torch.cat(coefficients, 1)
 
 
 def _encode_gram(
     centred: Tensor, W: Tensor, G: Tensor, n_iterations: int, L: int, selection: str = "signed"
-) -> Tensor:
+) -> tuple[Tensor, Tensor]:
     """Algorithm 1 on the correlations c = W^T r: c -= G[:, S] z_t replaces r -= W_S z_t.
 
     The update is a sparse (L non-zeros per token) times dense product, which reads the L rows
     of G each token needs without copying them out (G is symmetric: rows are columns)."""
-    z = torch.zeros(centred.shape[0], W.shape[1], dtype=centred.dtype, device=centred.device)
+    shape = (centred.shape[0], n_iterations * L)
+    indices = torch.empty(shape, dtype=torch.long, device=centred.device)
+    values = torch.empty(shape, dtype=centred.dtype, device=centred.device)
     for start in range(0, centred.shape[0], _GRAM_CHUNK):
         stop = min(start + _GRAM_CHUNK, centred.shape[0])
         correlations = centred[start:stop] @ W  # (chunk, M)
-        step = _CPU_ITERATION_CHUNK if correlations.device.type == "cpu" else stop - start
+        step = (
+            max(64, _CPU_ITERATION_BYTES // correlations[0].nbytes)
+            if correlations.device.type == "cpu"
+            else stop - start
+        )
         for first in range(0, stop - start, step):
             c = correlations[first : first + step]
-            codes = _iterate_gram(c, G, n_iterations, L, selection)
-            z[start + first : start + first + c.shape[0]] = codes
-    return z
+            rows = slice(start + first, start + first + c.shape[0])
+            indices[rows], values[rows] = _iterate_gram(c, G, n_iterations, L, selection)
+    return indices, values
 
 
 def _iterate_gram(
     c: Tensor, G: Tensor, n_iterations: int, L: int, selection: str = "signed"
-) -> Tensor:
+) -> tuple[Tensor, Tensor]:
     """The J selections and solves of Algorithm 1 for correlations ``c`` (b, M), updated in
-    place; returns the codes (b, M)."""
-    z = torch.zeros_like(c)
+    place; returns the selections (indices, coefficients), (b, J*L) each."""
     tokens = torch.arange(c.shape[0], device=c.device).repeat_interleave(L)
+    chosen, coefficients = [], []
     for _ in range(n_iterations):
         selected, values = _select(c, L, selection)
         gram = G[selected[:, :, None], selected[:, None, :]]  # (b, L, L) = G[S, S]
@@ -239,8 +281,9 @@ def _iterate_gram(
             check_invariants=False,
         )
         c.addmm_(update, G, alpha=-1)
-        z.scatter_add_(1, selected, z_t)
-    return z
+        chosen.append(selected)
+        coefficients.append(z_t)
+    return torch.cat(chosen, 1), torch.cat(coefficients, 1)
 
 
 class ICFL(nn.Module):
@@ -331,8 +374,12 @@ class ICFL(nn.Module):
         """Dense codes (B, M) from the OMP encoder (no gradient), in the Gram form when that is
         cheaper (`gram_is_cheaper`); G = W^T W is kept until the decoder changes, so it is
         computed once per training step and once for a whole encoding pass."""
+        return dense_codes(*self.select(x), self.n_features).to(x.dtype)
+
+    def select(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The encoder's selections (indices, coefficients), (B, J*L) each (`icfl_select`)."""
         gram = self._gram(x.shape[0])
-        return icfl_encode(
+        return icfl_select(
             x,
             self.W_dec,
             self.b_pre,
@@ -369,8 +416,9 @@ class ICFL(nn.Module):
 
     def loss(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(loss, z, x_hat): mean over rows of the squared error summed over dims; z detached."""
-        z = self.encode(x)
-        x_hat = self.decode(z)
+        indices, values = self.select(x)
+        z = dense_codes(indices, values, self.n_features).to(x.dtype)
+        x_hat = decode_selected(indices, values, self.W_dec, z) + self.b_pre
         loss = (x - x_hat).pow(2).sum(-1).mean()
         return loss, z, x_hat
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cellconcepts.dictionary.columns import linear_init, unit_columns
+from cellconcepts.dictionary.columns import decode_selected, linear_init, unit_columns
 
 
 class TopKSAE(nn.Module):
@@ -79,13 +79,15 @@ class TopKSAE(nn.Module):
         return (x - self.b_pre) @ self.W_enc.T + self.b_enc
 
     @staticmethod
-    def _topk_relu(pre: Tensor, k: int) -> Tensor:
+    def _topk_relu(pre: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
+        """(indices (B, k), values (B, k), dense codes (B, M)) of ReLU(TopK(pre))."""
         top = torch.topk(pre, k, dim=-1, sorted=False)
-        return torch.zeros_like(pre).scatter(-1, top.indices, F.relu(top.values))
+        values = F.relu(top.values)
+        return top.indices, values, torch.zeros_like(pre).scatter(-1, top.indices, values)
 
     def encode(self, x: Tensor) -> Tensor:
         """Dense codes (B, M), at most k non-zero per row, non-negative, differentiable."""
-        return self._topk_relu(self.pre_activations(x), self.k)
+        return self._topk_relu(self.pre_activations(x), self.k)[2]
 
     def decode(self, z: Tensor) -> Tensor:
         """x_hat = z @ W_dec^T + b_pre."""
@@ -95,8 +97,8 @@ class TopKSAE(nn.Module):
         """(loss, z, x_hat). Loss: mean over rows of the squared error summed over dims, plus
         ``aux_coef`` * AuxK when ``aux_k`` is set and ``dead_mask`` (M,) marks dead latents."""
         pre = self.pre_activations(x)
-        z = self._topk_relu(pre, self.k)
-        x_hat = self.decode(z)
+        indices, values, z = self._topk_relu(pre, self.k)
+        x_hat = decode_selected(indices, values, self.W_dec, z) + self.b_pre
         error = x - x_hat
         loss = error.pow(2).sum(-1).mean()
         self.last_aux_loss = None
@@ -113,8 +115,8 @@ class TopKSAE(nn.Module):
         """AuxK: reconstruct the residual with the top-k_aux dead latents, normalised by the
         residual's variance (Gao et al. 2024, appendix A.2)."""
         masked = pre.masked_fill(~dead_mask, float("-inf"))
-        z_aux = self._topk_relu(masked, k_aux)
-        residual_hat = z_aux @ self.W_dec.T
+        indices, values, z_aux = self._topk_relu(masked, k_aux)
+        residual_hat = decode_selected(indices, values, self.W_dec, z_aux)
         mse = (residual_hat - residual).pow(2).sum(-1).mean()
         variance = (residual - residual.mean(0)).pow(2).sum(-1).mean()
         return torch.nan_to_num(mse / variance.clamp_min(1e-12), nan=0.0)
