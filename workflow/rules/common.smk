@@ -36,8 +36,8 @@ cellconcepts.share_with_jobs()
 
 # The local profile runs one GPU job at a time (`resources: gpu: 1`). Without a GPU here those
 # jobs run on CPU, one thread each, and the limit would only keep them from running side by
-# side (the demo took 19 min with it on 2 cores, 12 without). A cluster's login node may have
-# no GPU either; lifting a limit there changes nothing, since each job gets its own node.
+# side (docs/results.md, "Demo run time"). A cluster's login node may have no GPU either;
+# lifting a limit there changes nothing, since each job gets its own node.
 if "gpu" in workflow.global_resources and not gpu_present():
     workflow.register_resource("gpu", 10**6)
     logger.info("No GPU on this machine: jobs that could use one run on CPU, side by side.")

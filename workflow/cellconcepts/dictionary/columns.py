@@ -28,10 +28,11 @@ def decode_selected(indices: Tensor, values: Tensor, W_dec: Tensor, codes: Tenso
     add nothing). Differentiable in ``values`` and ``W_dec``.
 
     On CPU the product is a weighted sum of k gathered columns per token (B k d multiply-adds
-    instead of the dense B M d, and the same for the decoder's gradient): at the demo's shape
-    a TopK step's decode with its backward took 2.3 ms instead of 8.3 ms on one core, and
-    197 ms instead of 619 ms at the paper's (benchmarks/README.md, "Sparse decoding"). On other
-    devices the dense product, whose speed there has been measured, is kept.
+    instead of the dense B M d, and the same for the decoder's gradient): with the top-k
+    selection and the backward it took 5.0 ms instead of 10.6 ms on one core at the demo's shape
+    and 170 ms instead of 710 ms at the paper's, and 0.08 ms more at M = 128
+    (benchmarks/sparse_decode.py). On other devices the dense product, whose speed there has
+    been measured, is kept.
     """
     if W_dec.device.type != "cpu":
         return codes @ W_dec.T
