@@ -40,7 +40,9 @@ cellconcepts.share_with_jobs()
 # lifting a limit there changes nothing, since each job gets its own node.
 if "gpu" in workflow.global_resources and not gpu_present():
     workflow.register_resource("gpu", 10**6)
-    logger.info("No GPU on this machine: jobs that could use one run on CPU, side by side.")
+    logger.info(
+        "No GPU on this machine: jobs that could use one run on CPU, side by side."
+    )
 
 # Input paths in the config are relative to the working directory, as Snakemake resolves them.
 # Settings that run but are probably not what was meant are said once, in the main log.
