@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import anndata
 import numpy as np
 import pandas as pd
@@ -14,10 +17,10 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from cellconcepts.sources.expression import load_expression
 from cellconcepts.sources.scrna import (
     ExpressionAutoencoder,
     embed_cells,
-    load_expression,
     load_expression_model,
     save_expression_model,
     train_expression_autoencoder,
@@ -40,6 +43,32 @@ def trained(pbmc: anndata.AnnData) -> tuple[ExpressionAutoencoder, pd.DataFrame]
 def test_load_pbmc(pbmc: anndata.AnnData) -> None:
     assert pbmc.shape == (700, 765)
     assert {"bulk_labels", "louvain", "phase"} <= set(pbmc.obs.columns)
+
+
+def test_the_demo_data_is_scanpys_pbmc68k_reduced(pbmc: anndata.AnnData) -> None:
+    """Read from the file scanpy ships, without importing scanpy: the same AnnData as
+    ``scanpy.datasets.pbmc68k_reduced()``."""
+    import scanpy as sc
+
+    expected = sc.datasets.pbmc68k_reduced()
+    np.testing.assert_array_equal(pbmc.X, expected.X)
+    np.testing.assert_array_equal(pbmc.raw.X.toarray(), expected.raw.X.toarray())
+    pd.testing.assert_frame_equal(pbmc.obs, expected.obs)
+    pd.testing.assert_frame_equal(pbmc.var, expected.var)
+    assert set(pbmc.obsm) == set(expected.obsm) and set(pbmc.obsp) == set(expected.obsp)
+
+
+def test_reading_expression_imports_neither_torch_nor_scanpy() -> None:
+    """The enrichment jobs of every scRNA model read expression: they must not pay for torch
+    and scanpy (about 3.8 s of imports per job)."""
+    code = (
+        "import sys, cellconcepts.sources.expression as e, cellconcepts.enrich.gene_lists; "
+        "e.load_expression('pbmc68k_reduced'); "
+        "print(sorted({'torch', 'scanpy'} & set(sys.modules)))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
 
 
 def test_missing_h5ad_names_the_path(tmp_path) -> None:

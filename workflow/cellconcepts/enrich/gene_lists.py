@@ -357,9 +357,9 @@ def expression_values(adata, matrix: str, where: str) -> tuple[Any, np.ndarray]:
 def aligned_expression(source: str, matrix: str, obs: pd.DataFrame):
     """Log1p expression rows in token-store order (matched on ``obs_name``) and upper-cased
     gene symbols; scaled (negative) values and repeated cell or gene names are refused."""
-    from cellconcepts.sources import scrna  # scanpy is slow to import
+    from cellconcepts.sources.expression import load_expression
 
-    adata = scrna.load_expression(source)
+    adata = load_expression(source)
     where = f"{source} (enrich.expression.matrix: {matrix})"
     values, genes = expression_values(adata, matrix, where=where)
     if "obs_name" not in obs.columns:

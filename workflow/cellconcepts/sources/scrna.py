@@ -4,7 +4,8 @@ The demo trains an MLP autoencoder on ``scanpy.datasets.pbmc68k_reduced()`` (rea
 shipped inside scanpy, so it runs offline) and uses each cell's latent vector as its token, the
 way scFeatureLens uses a foundation model's cell embedding.
 
-Any h5ad that already carries a cell embedding in ``obsm`` (Geneformer, scGPT, scVI, ...) does
+Reading the expression data is `cellconcepts.sources.expression` (no torch there). Any h5ad
+that already carries a cell embedding in ``obsm`` (Geneformer, scGPT, scVI, ...) does
 not need this model: read it directly with ``cellconcepts.store.readers.read_embeddings(path,
 obsm_key=...)`` and write a token store from it.
 """
@@ -15,53 +16,16 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import anndata
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from cellconcepts.files import PathLike, atomic_path
+from cellconcepts.sources.expression import expression_matrix
 
 log = logging.getLogger(__name__)
-
-PBMC_DEMO = "pbmc68k_reduced"
-
-
-def load_expression(source: PathLike) -> anndata.AnnData:
-    """Load the expression data: ``"pbmc68k_reduced"`` (shipped with scanpy) or an .h5ad path."""
-    if str(source) == PBMC_DEMO:
-        import scanpy as sc
-
-        return sc.datasets.pbmc68k_reduced()
-    path = Path(source)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"expression data {str(path)!r} not found: expected an existing .h5ad file "
-            f"or the built-in dataset name {PBMC_DEMO!r}"
-        )
-    if path.suffix != ".h5ad":
-        raise ValueError(f"expression data {str(path)!r}: expected an .h5ad file")
-    return anndata.read_h5ad(path)
-
-
-def expression_matrix(X: Any, *, name: str = "X") -> np.ndarray:
-    """Dense float32 (cells, genes) copy of ``X`` (numpy, scipy.sparse or torch), checked finite."""
-    if isinstance(X, torch.Tensor):
-        X = X.detach().cpu().numpy()
-    if sp.issparse(X):
-        X = X.toarray()
-    X = np.asarray(X, dtype=np.float32)
-    if X.ndim != 2:
-        raise ValueError(f"{name}: expected a 2-d (cells, genes) matrix, got shape {X.shape}")
-    if X.shape[0] == 0 or X.shape[1] == 0:
-        raise ValueError(f"{name}: expected a non-empty matrix, got shape {X.shape}")
-    if not np.isfinite(X).all():
-        bad = int(np.flatnonzero(~np.isfinite(X).all(axis=1))[0])
-        raise ValueError(f"{name}: expected finite values, row {bad} has NaN or inf")
-    return X
 
 
 class ExpressionAutoencoder(nn.Module):

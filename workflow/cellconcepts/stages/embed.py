@@ -45,12 +45,12 @@ def train_expression_model(
 
     ``expression`` is the user's .h5ad (the rule's input; the source names it too), absent for
     the data shipped inside scanpy."""
-    from cellconcepts.sources import scrna
+    from cellconcepts.sources import expression, scrna
 
     set_threads(threads)
-    adata = scrna.load_expression(source)
+    adata = expression.load_expression(source)
     trained, curve = scrna.train_expression_autoencoder(
-        scrna.expression_matrix(adata.X, name=f"{source} X"),
+        expression.expression_matrix(adata.X, name=f"{source} X"),
         device=str(resolve_device(execution["device"])),
         **autoencoder,
     )
@@ -75,14 +75,16 @@ def embed_scrna(
     expression: PathLike | None = None,
 ) -> None:
     """scRNA: cell embeddings (the trained autoencoder, or an existing obsm key) -> token store."""
-    from cellconcepts.sources import scrna
+    from cellconcepts.sources import expression, scrna
 
-    adata = scrna.load_expression(source)
+    adata = expression.load_expression(source)
     if embedding == "autoencoder":
         if model is None:
             raise ValueError("scrna.embedding 'autoencoder' needs the trained model as input")
         trained, _ = scrna.load_expression_model(model)
-        values = scrna.embed_cells(trained, scrna.expression_matrix(adata.X, name=f"{source} X"))
+        values = scrna.embed_cells(
+            trained, expression.expression_matrix(adata.X, name=f"{source} X")
+        )
     else:
         key = embedding.removeprefix("obsm:")
         if key not in adata.obsm:
