@@ -169,3 +169,25 @@ def test_training_loss_decodes_the_selected_columns_like_the_dense_product(metho
     for name, grad in sparse_grads.items():
         torch.testing.assert_close(grad, getattr(model, name).grad, rtol=1e-10, atol=1e-12)
     assert set(sparse_grads) == {n for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_pre_activations_and_their_gradients_follow_the_textbook_formula() -> None:
+    """W_enc x + (b_enc - W_enc b_pre), as computed, equals W_enc (x - b_pre) + b_enc in value
+    and in the gradient of every parameter (float64, non-zero biases)."""
+    model = TopKSAE(12, 40, 6, seed=2).double()
+    with torch.no_grad():
+        model.b_pre.copy_(torch.linspace(-0.5, 0.5, 12, dtype=torch.float64))
+        model.b_enc.copy_(torch.linspace(-0.2, 0.3, 40, dtype=torch.float64))
+    x = torch.randn(30, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    weights = torch.randn(30, 40, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+
+    (model.pre_activations(x) * weights).sum().backward()
+    computed = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    textbook = (x - model.b_pre) @ model.W_enc.T + model.b_enc
+    (textbook * weights).sum().backward()
+
+    torch.testing.assert_close(model.pre_activations(x), textbook, rtol=1e-12, atol=1e-12)
+    assert set(computed) == {"W_enc", "b_enc", "b_pre"}
+    for name, grad in computed.items():
+        torch.testing.assert_close(grad, getattr(model, name).grad, rtol=1e-12, atol=1e-12)

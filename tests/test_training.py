@@ -13,7 +13,12 @@ import torch
 from cellconcepts.dictionary.icfl import ICFL
 from cellconcepts.dictionary.models import build_model, decoder_directions
 from cellconcepts.dictionary.topk import TopKSAE
-from cellconcepts.dictionary.training import TrainConfig, _DeadTracker, train_dictionary
+from cellconcepts.dictionary.training import (
+    TrainConfig,
+    _DeadTracker,
+    active_counts,
+    train_dictionary,
+)
 
 
 def planted(seed: int = 0, n: int = 4096, d: int = 16, n_atoms: int = 32, k: int = 3):
@@ -173,6 +178,29 @@ def test_dead_tracker_forgets_activity_outside_the_window() -> None:
     tracker.update(silent)  # the active step leaves the window
     assert tracker.dead_mask().tolist() == [True, True, False]
     assert int(tracker.token_sum) == 30 and tracker.full
+
+
+def test_active_counts_from_the_selected_columns_equal_the_dense_count() -> None:
+    """Reading only each row's selected columns counts what (z != 0).sum(0) counts: a column
+    selected twice in a row counts once, a selected column whose value is 0 (ReLU, or two
+    coefficients that cancel) not at all."""
+    z = torch.tensor(
+        [
+            [0.5, 0.0, 0.0, -1.0, 0.0],
+            [0.0, 0.0, 2.0, 0.0, 0.0],
+            [0.0, 0.0, 0.0, 0.0, 0.0],
+        ]
+    )
+    selected = torch.tensor([[3, 0, 3], [2, 1, 4], [4, 4, 0]])  # rows 1, 2: zero values
+    expected = torch.tensor([1, 0, 1, 1, 0])
+    assert torch.equal(active_counts(z, selected), expected)
+    assert torch.equal(active_counts(z), expected)
+
+    generator = torch.Generator().manual_seed(0)
+    indices = torch.randint(0, 50, (200, 6), generator=generator)
+    values = torch.randn(200, 6, generator=generator).relu()
+    codes = torch.zeros(200, 50).scatter_add_(1, indices, values)
+    assert torch.equal(active_counts(codes, indices), (codes != 0).sum(0))
 
 
 @pytest.mark.gpu

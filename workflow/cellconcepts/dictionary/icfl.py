@@ -334,6 +334,7 @@ class ICFL(nn.Module):
         self.learn_b_pre = learn_b_pre
         self.last_resampled = torch.empty(0, dtype=torch.long)
         self._gram_matrix: Tensor | None = None
+        self.last_selected: Tensor | None = None
         self._gram_key: tuple | None = None
 
     @property
@@ -415,8 +416,10 @@ class ICFL(nn.Module):
         return z @ self.W_dec.T + self.b_pre
 
     def loss(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(loss, z, x_hat): mean over rows of the squared error summed over dims; z detached."""
+        """(loss, z, x_hat): mean over rows of the squared error summed over dims; z detached.
+        ``last_selected`` keeps the J*L columns each row selected."""
         indices, values = self.select(x)
+        self.last_selected = indices
         z = dense_codes(indices, values, self.n_features).to(x.dtype)
         x_hat = decode_selected(indices, values, self.W_dec, z) + self.b_pre
         loss = (x - x_hat).pow(2).sum(-1).mean()
