@@ -34,7 +34,7 @@ def time_steps(method: str, args: argparse.Namespace, x: torch.Tensor) -> float:
 
     def step(i: int) -> None:
         optimiser.zero_grad(set_to_none=True)
-        loss, _, _ = model.loss(x)
+        loss = model.selected_loss(x)[0]  # what training computes
         loss.backward()
         optimiser.step()
         model.after_step(i + 1, generator)

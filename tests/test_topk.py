@@ -131,11 +131,17 @@ def test_build_model_rejects_unknown_method() -> None:
 
 @pytest.mark.parametrize("method", ["icfl", "topk"])
 def test_training_loss_decodes_the_selected_columns_like_the_dense_product(method: str) -> None:
-    """On CPU the loss decodes k gathered columns per token (`decode_selected`); its value and
-    every parameter's gradient equal those of the dense z @ W_dec^T, recomputed here with the
-    model's own codes (float64). Repeated atoms (ICFL may pick one twice) add up in both."""
+    """On CPU the loss decodes k gathered columns per token (`decode_selected`) and TopK's
+    encoder gradient flows through the selected pre-activations alone; the loss and every
+    parameter's gradient equal those of the dense z @ W_dec^T with autograd through the dense
+    pre-activations, recomputed here (float64). Repeated atoms (ICFL may pick one twice) add
+    up in both."""
     torch.manual_seed(0)
     model = build_model(method, 12, 40, 6, atoms_per_iteration=2, aux_k=5, seed=1).double()
+    with torch.no_grad():  # non-zero offsets: TopK's encoder gradient has a b_pre term
+        model.b_pre.copy_(torch.linspace(-0.3, 0.3, 12, dtype=torch.float64))
+        if method == "topk":
+            model.b_enc.copy_(torch.linspace(-0.1, 0.2, 40, dtype=torch.float64))
     x = torch.randn(30, 12, dtype=torch.float64)
     dead = torch.zeros(40, dtype=torch.bool)
     dead[::3] = True

@@ -10,15 +10,11 @@ import pandas as pd
 import pytest
 import torch
 
+from cellconcepts.dictionary.columns import active_entries, dense_codes
 from cellconcepts.dictionary.icfl import ICFL
 from cellconcepts.dictionary.models import build_model, decoder_directions
 from cellconcepts.dictionary.topk import TopKSAE
-from cellconcepts.dictionary.training import (
-    TrainConfig,
-    _DeadTracker,
-    active_counts,
-    train_dictionary,
-)
+from cellconcepts.dictionary.training import TrainConfig, _DeadTracker, train_dictionary
 
 
 def planted(seed: int = 0, n: int = 4096, d: int = 16, n_atoms: int = 32, k: int = 3):
@@ -167,40 +163,37 @@ def test_feature_never_active_is_dead(tmp_path: Path) -> None:
 
 def test_dead_tracker_forgets_activity_outside_the_window() -> None:
     tracker = _DeadTracker(3, window=3, fraction=0.1, device=torch.device("cpu"))
-    active = torch.tensor([[1.0, 0.0, 2.0]] * 10)
-    silent = torch.tensor([[0.0, 0.0, 2.0]] * 10)
-    tracker.update(active)  # feature 0 fires once (10 of 10 tokens), feature 1 never
+    columns = torch.arange(3).expand(10, 3)  # every column "selected" in every row
+    active = torch.tensor([[True, False, True]] * 10)
+    silent = torch.tensor([[False, False, True]] * 10)
+    tracker.update(columns, active)  # feature 0 fires once (10 of 10 tokens), feature 1 never
     assert tracker.dead_mask().tolist() == [False, True, False]
-    tracker.update(silent)
-    tracker.update(silent)
+    tracker.update(columns, silent)
+    tracker.update(columns, silent)
     # 10 activations in 30 tokens, still in the window
     assert tracker.dead_mask().tolist() == [False, True, False]
-    tracker.update(silent)  # the active step leaves the window
+    tracker.update(columns, silent)  # the active step leaves the window
     assert tracker.dead_mask().tolist() == [True, True, False]
     assert int(tracker.token_sum) == 30 and tracker.full
 
 
-def test_active_counts_from_the_selected_columns_equal_the_dense_count() -> None:
-    """Reading only each row's selected columns counts what (z != 0).sum(0) counts: a column
-    selected twice in a row counts once, a selected column whose value is 0 (ReLU, or two
-    coefficients that cancel) not at all."""
-    z = torch.tensor(
-        [
-            [0.5, 0.0, 0.0, -1.0, 0.0],
-            [0.0, 0.0, 2.0, 0.0, 0.0],
-            [0.0, 0.0, 0.0, 0.0, 0.0],
-        ]
-    )
-    selected = torch.tensor([[3, 0, 3], [2, 1, 4], [4, 4, 0]])  # rows 1, 2: zero values
-    expected = torch.tensor([1, 0, 1, 1, 0])
-    assert torch.equal(active_counts(z, selected), expected)
-    assert torch.equal(active_counts(z), expected)
+def test_active_entries_count_what_the_dense_codes_count() -> None:
+    """From the selections alone: a column selected twice in a row counts once, a selection
+    whose weights add up to 0 (ReLU, or two coefficients that cancel) not at all; per feature
+    and per row the counts equal those of the dense codes' non-zeros."""
+    indices = torch.tensor([[3, 0, 3], [2, 1, 4], [4, 4, 0]])
+    values = torch.tensor([[-0.5, 0.5, -0.5], [2.0, 0.0, 0.0], [1.5, -1.5, 0.0]])
+    columns, active = active_entries(indices, values)
+    assert torch.bincount(columns[active], minlength=5).tolist() == [1, 0, 1, 1, 0]
+    assert active.sum(1).tolist() == [2, 1, 0]
 
     generator = torch.Generator().manual_seed(0)
     indices = torch.randint(0, 50, (200, 6), generator=generator)
     values = torch.randn(200, 6, generator=generator).relu()
-    codes = torch.zeros(200, 50).scatter_add_(1, indices, values)
-    assert torch.equal(active_counts(codes, indices), (codes != 0).sum(0))
+    codes = dense_codes(indices, values, 50)
+    columns, active = active_entries(indices, values)
+    assert torch.equal(torch.bincount(columns[active], minlength=50), (codes != 0).sum(0))
+    assert torch.equal(active.sum(1), (codes != 0).sum(1))
 
 
 @pytest.mark.gpu

@@ -22,8 +22,15 @@ def linear_init(input_dim: int, n_features: int, generator: torch.Generator) -> 
     return unit_columns(w)
 
 
-def decode_selected(indices: Tensor, values: Tensor, W_dec: Tensor, codes: Tensor) -> Tensor:
-    """``codes @ W_dec^T`` (B, d) for sparse codes given also as their selected columns
+def dense_codes(indices: Tensor, values: Tensor, n_features: int) -> Tensor:
+    """(B, M) codes from each row's selected columns ``indices`` (B, k) and their weights
+    ``values`` (B, k); a column selected twice in a row adds up. Differentiable in ``values``."""
+    z = torch.zeros(indices.shape[0], n_features, dtype=values.dtype, device=values.device)
+    return z.scatter_add(1, indices, values)
+
+
+def decode_selected(indices: Tensor, values: Tensor, W_dec: Tensor) -> Tensor:
+    """``z @ W_dec^T`` (B, d) for the sparse codes z given as their selected columns
     ``indices`` (B, k) and weights ``values`` (B, k) (repeated indices add up, zero weights
     add nothing). Differentiable in ``values`` and ``W_dec``.
 
@@ -35,7 +42,23 @@ def decode_selected(indices: Tensor, values: Tensor, W_dec: Tensor, codes: Tenso
     been measured, is kept.
     """
     if W_dec.device.type != "cpu":
-        return codes @ W_dec.T
+        return dense_codes(indices, values.to(W_dec.dtype), W_dec.shape[1]) @ W_dec.T
     return F.embedding_bag(
         indices, W_dec.T.contiguous(), per_sample_weights=values.to(W_dec.dtype), mode="sum"
     )
+
+
+def active_entries(indices: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
+    """Which selections make a non-zero code: returns each row's selected columns in ascending
+    order (B, k) and a mask (B, k) that is True at the first occurrence of every column whose
+    weights in that row add up to a non-zero value. So ``mask.sum(1)`` is each row's number of
+    non-zero codes and the columns under the mask are the active features, without forming the
+    dense (B, M) codes."""
+    order = indices.argsort(1)
+    ordered = indices.gather(1, order)
+    weights = values.detach().gather(1, order)
+    first = torch.ones_like(ordered, dtype=torch.bool)
+    first[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    run = first.long().cumsum(1) - 1
+    totals = torch.zeros_like(weights).scatter_add_(1, run, weights)
+    return ordered, first & (totals.gather(1, run) != 0)

@@ -15,7 +15,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from cellconcepts.dictionary.columns import decode_selected, linear_init, unit_columns
+from cellconcepts.dictionary.columns import (
+    decode_selected,
+    dense_codes,
+    linear_init,
+    unit_columns,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -163,12 +168,6 @@ def icfl_encode(
         selection=selection,
     )
     return dense_codes(indices, values, W_dec.shape[1]).to(x.dtype)
-
-
-def dense_codes(indices: Tensor, values: Tensor, n_features: int) -> Tensor:
-    """(B, M) codes from the selections of `icfl_select` (an atom chosen twice adds up)."""
-    z = torch.zeros(indices.shape[0], n_features, dtype=values.dtype, device=values.device)
-    return z.scatter_add_(1, indices, values)
 
 
 def icfl_select(
@@ -334,7 +333,6 @@ class ICFL(nn.Module):
         self.learn_b_pre = learn_b_pre
         self.last_resampled = torch.empty(0, dtype=torch.long)
         self._gram_matrix: Tensor | None = None
-        self.last_selected: Tensor | None = None
         self._gram_key: tuple | None = None
 
     @property
@@ -416,14 +414,18 @@ class ICFL(nn.Module):
         return z @ self.W_dec.T + self.b_pre
 
     def loss(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(loss, z, x_hat): mean over rows of the squared error summed over dims; z detached.
-        ``last_selected`` keeps the J*L columns each row selected."""
+        """(loss, z, x_hat): mean over rows of the squared error summed over dims; z detached."""
+        loss, indices, values, x_hat = self.selected_loss(x)
+        return loss, dense_codes(indices, values, self.n_features).to(x.dtype), x_hat
+
+    def selected_loss(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The loss of `loss` with the codes as the encoder's selections: (loss, indices,
+        values, x_hat), indices and values (B, J*L). Training uses this form: it never needs
+        the dense (B, M) codes."""
         indices, values = self.select(x)
-        self.last_selected = indices
-        z = dense_codes(indices, values, self.n_features).to(x.dtype)
-        x_hat = decode_selected(indices, values, self.W_dec, z) + self.b_pre
+        x_hat = decode_selected(indices, values, self.W_dec) + self.b_pre
         loss = (x - x_hat).pow(2).sum(-1).mean()
-        return loss, z, x_hat
+        return loss, indices, values, x_hat
 
     @torch.no_grad()
     def normalise(self) -> None:

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cellconcepts.dictionary.columns import decode_selected, linear_init, unit_columns
+from cellconcepts.dictionary.columns import (
+    decode_selected,
+    dense_codes,
+    linear_init,
+    unit_columns,
+)
 
 
 class TopKSAE(nn.Module):
@@ -52,7 +58,6 @@ class TopKSAE(nn.Module):
         self.b_pre = nn.Parameter(torch.zeros(input_dim))
         self.last_resampled = torch.empty(0, dtype=torch.long)
         self.last_aux_loss: Tensor | None = None
-        self.last_selected: Tensor | None = None
 
     @property
     def sparsity(self) -> int:
@@ -99,12 +104,20 @@ class TopKSAE(nn.Module):
 
     def loss(self, x: Tensor, dead_mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """(loss, z, x_hat). Loss: mean over rows of the squared error summed over dims, plus
-        ``aux_coef`` * AuxK when ``aux_k`` is set and ``dead_mask`` (M,) marks dead latents.
-        ``last_selected`` keeps the k columns each row selected."""
-        pre = self.pre_activations(x)
-        indices, values, z = self._topk_relu(pre, self.k)
-        self.last_selected = indices
-        x_hat = decode_selected(indices, values, self.W_dec, z) + self.b_pre
+        ``aux_coef`` * AuxK when ``aux_k`` is set and ``dead_mask`` (M,) marks dead latents."""
+        loss, indices, values, x_hat = self.selected_loss(x, dead_mask)
+        return loss, dense_codes(indices, values, self.n_features), x_hat
+
+    def selected_loss(
+        self, x: Tensor, dead_mask: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The loss of `loss` with the codes as their selections: (loss, indices, values,
+        x_hat), indices and values (B, k). Training uses this form: it never needs the dense
+        (B, M) codes, and on CPU neither does the encoder's gradient (`_SelectedPreActivations`)."""
+        pre, select = self._pre_activations_for_selection(x)
+        indices = torch.topk(pre, self.k, dim=-1, sorted=False).indices
+        values = F.relu(select(indices))
+        x_hat = decode_selected(indices, values, self.W_dec) + self.b_pre
         error = x - x_hat
         loss = error.pow(2).sum(-1).mean()
         self.last_aux_loss = None
@@ -112,17 +125,34 @@ class TopKSAE(nn.Module):
             dead_mask = dead_mask.to(device=pre.device, dtype=torch.bool)
             n_dead = int(dead_mask.sum())
             if n_dead > 0:
-                aux = self._aux_loss(pre, dead_mask, min(self.aux_k, n_dead), error.detach())
+                masked = pre.detach().masked_fill(~dead_mask, float("-inf"))
+                aux_indices = torch.topk(masked, min(self.aux_k, n_dead), dim=-1).indices
+                aux = self._aux_loss(aux_indices, F.relu(select(aux_indices)), error.detach())
                 self.last_aux_loss = aux.detach()
                 loss = loss + self.aux_coef * aux
-        return loss, z, x_hat
+        return loss, indices, values, x_hat
 
-    def _aux_loss(self, pre: Tensor, dead_mask: Tensor, k_aux: int, residual: Tensor) -> Tensor:
-        """AuxK: reconstruct the residual with the top-k_aux dead latents, normalised by the
-        residual's variance (Gao et al. 2024, appendix A.2)."""
-        masked = pre.masked_fill(~dead_mask, float("-inf"))
-        indices, values, z_aux = self._topk_relu(masked, k_aux)
-        residual_hat = decode_selected(indices, values, self.W_dec, z_aux)
+    def _pre_activations_for_selection(
+        self, x: Tensor
+    ) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
+        """The pre-activations (B, M), and a function that returns their entries at given
+        indices (B, j), differentiable in the encoder's parameters. On CPU the pre-activations
+        are computed without gradient and the entries carry it alone (encoder forward, top-k and
+        backward 4.6 instead of 5.9 ms at the demo's shape, 267 instead of 451 ms at the paper's,
+        one core); elsewhere the dense pre-activations carry it."""
+        if x.device.type != "cpu":
+            pre = self.pre_activations(x)
+            return pre, lambda indices: pre.gather(1, indices)
+        with torch.no_grad():
+            pre = self.pre_activations(x)
+        parameters = (self.W_enc, self.b_enc, self.b_pre)
+        return pre, lambda indices: _SelectedPreActivations.apply(pre, indices, x, *parameters)
+
+    def _aux_loss(self, indices: Tensor, values: Tensor, residual: Tensor) -> Tensor:
+        """AuxK: reconstruct the residual with the top-k_aux dead latents (their ``indices``
+        and ReLU'd ``values``), normalised by the residual's variance (Gao et al. 2024,
+        appendix A.2)."""
+        residual_hat = decode_selected(indices, values, self.W_dec)
         mse = (residual_hat - residual).pow(2).sum(-1).mean()
         variance = (residual - residual.mean(0)).pow(2).sum(-1).mean()
         return torch.nan_to_num(mse / variance.clamp_min(1e-12), nan=0.0)
@@ -136,3 +166,39 @@ class TopKSAE(nn.Module):
         """Unit-normalise decoder columns; TopK never re-draws columns, so returns 0."""
         self.normalise()
         return 0
+
+
+class _SelectedPreActivations(torch.autograd.Function):
+    """Entries ``pre[b, indices[b, j]]`` of TopK's pre-activations W_enc x + b_enc - W_enc b_pre,
+    with the gradient of W_enc, b_enc and b_pre through those entries alone: the backward
+    multiplies the (B, j) gradient as a sparse matrix (B j d multiply-adds) where autograd of
+    the dense pre-activations would form a (B, M) gradient and multiply it densely (B M d)."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        pre: Tensor,
+        indices: Tensor,
+        x: Tensor,
+        W_enc: Tensor,
+        b_enc: Tensor,
+        b_pre: Tensor,
+    ) -> Tensor:
+        ctx.save_for_backward(indices, x, W_enc, b_pre)
+        return pre.gather(1, indices)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        indices, x, W_enc, b_pre = ctx.saved_tensors
+        n_features, batch = W_enc.shape[0], indices.shape[0]
+        columns = indices.reshape(-1)
+        weights = grad.reshape(-1).to(W_enc.dtype)
+        grad_b_enc = torch.zeros(n_features, dtype=W_enc.dtype, device=W_enc.device)
+        grad_b_enc.index_add_(0, columns, weights)
+        rows = torch.arange(batch, device=indices.device).repeat_interleave(indices.shape[1])
+        by_feature = torch.sparse_coo_tensor(
+            torch.stack([columns, rows]), weights, (n_features, batch), check_invariants=False
+        )
+        grad_W_enc = torch.sparse.mm(by_feature, x.to(W_enc.dtype)) - torch.outer(grad_b_enc, b_pre)
+        grad_b_pre = -(grad_b_enc @ W_enc)
+        return None, None, None, grad_W_enc, grad_b_enc, grad_b_pre

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from cellconcepts.device import resolve_device
 from cellconcepts.dictionary.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
+from cellconcepts.dictionary.columns import active_entries
 from cellconcepts.dictionary.sampling import ShuffleBuffer, prefetched
 from cellconcepts.files import atomic_path
 
@@ -86,20 +87,6 @@ def _validate(config: TrainConfig, tokens: np.ndarray, train_indices: np.ndarray
     return indices.astype(np.int64)
 
 
-def active_counts(z: Tensor, selected: Tensor | None = None) -> Tensor:
-    """Per feature, the number of rows of ``z`` (B, M) where it is non-zero. With ``selected``
-    (B, k), the columns each row's non-zeros are confined to (repeats allowed), only those
-    entries are read: 0.2 ms instead of 1.2 ms at the demo's shape (B = 2048, M = 512, k = 8),
-    3.5 ms instead of 40 ms at the paper's (B = 1024, M = 8192, k = 100), on one core."""
-    if selected is None:
-        return (z != 0).sum(0)
-    ordered = selected.sort(1).values
-    first = torch.ones_like(ordered, dtype=torch.bool)
-    first[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
-    active = first & (z.gather(1, ordered) != 0)
-    return torch.bincount(ordered[active], minlength=z.shape[1])
-
-
 class _DeadTracker:
     """Ring buffer of per-step activation counts (window x M) and token counts; running sums."""
 
@@ -112,15 +99,17 @@ class _DeadTracker:
         self.token_sum = torch.zeros((), dtype=torch.int64, device=device)
         self.steps_seen = 0
 
-    def update(self, z: Tensor, selected: Tensor | None = None) -> None:
-        """Count this step's active features: z (B, M), and optionally ``selected`` (B, k),
-        the only columns that can be non-zero in each row (`active_counts`)."""
+    def update(self, columns: Tensor, active: Tensor) -> None:
+        """Count this step's active features from `active_entries`: each row's selected
+        ``columns`` (B, k) and the ``active`` mask (B, k) over them. Reading the selections
+        instead of the dense (B, M) codes took 0.2 ms instead of 1.2 ms per step at the demo's
+        shape and 3.5 ms instead of 40 ms at the paper's (one core)."""
         slot = self.steps_seen % self.window
-        counts = active_counts(z, selected)
+        counts = torch.bincount(columns[active], minlength=self.counts.shape[1])
         self.count_sum += counts - self.counts[slot]
-        self.token_sum += z.shape[0] - self.tokens[slot]
+        self.token_sum += columns.shape[0] - self.tokens[slot]
         self.counts[slot] = counts.to(torch.int32)
-        self.tokens[slot] = z.shape[0]
+        self.tokens[slot] = columns.shape[0]
         self.steps_seen += 1
 
     def dead_mask(self) -> Tensor:
@@ -253,12 +242,13 @@ def _batch(raw: np.ndarray, transform: Callable[[Any], Any] | None, device: torc
 
 def _train_step(model: nn.Module, x: Tensor, state: _State, use_aux: bool) -> tuple:
     """One Adam step on the decoder (and encoder, for TopK), then the model's own upkeep
-    (normalisation, re-drawing correlated columns); returns (loss, codes, reconstruction)."""
+    (normalisation, re-drawing correlated columns); returns (loss, reconstruction, active
+    codes per row)."""
     if use_aux:
         dead = state.tracker.dead_mask() if state.tracker.full else None
-        loss, z, x_hat = model.loss(x, dead_mask=dead)
+        loss, indices, values, x_hat = model.selected_loss(x, dead_mask=dead)
     else:
-        loss, z, x_hat = model.loss(x)
+        loss, indices, values, x_hat = model.selected_loss(x)
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     state.optimizer.step()
@@ -267,19 +257,19 @@ def _train_step(model: nn.Module, x: Tensor, state: _State, use_aux: bool) -> tu
     if n_resampled:
         _zero_optimizer_rows(state.optimizer, model, model.last_resampled)
         state.pending_resampled += n_resampled
-    z = z.detach()
-    state.tracker.update(z, getattr(model, "last_selected", None))
-    return loss, z, x_hat
+    columns, active = active_entries(indices, values)
+    state.tracker.update(columns, active)
+    return loss, x_hat, active.sum(1)
 
 
-def _metrics_row(loss: Tensor, x: Tensor, x_hat: Tensor, z: Tensor, state: _State) -> tuple:
+def _metrics_row(loss: Tensor, x: Tensor, x_hat: Tensor, l0: Tensor, state: _State) -> tuple:
     with torch.no_grad():
         cosine = torch.nn.functional.cosine_similarity(x, x_hat.detach(), dim=1)
         return (
             state.step,
             float(loss.detach()),
             float(cosine.mean()),
-            float((z != 0).sum(1).double().mean()),
+            float(l0.double().mean()),
             float(state.tracker.dead_mask().double().mean()),
             state.pending_resampled,
         )
@@ -360,10 +350,10 @@ def train_dictionary(
         batches = prefetched(sampler.batch, start, config.steps, device.type != "cpu")
         for _, (_, raw) in batches:
             x = _batch(raw, transform, device)
-            loss, z, x_hat = _train_step(model, x, state, use_aux)
+            loss, x_hat, l0 = _train_step(model, x, state, use_aux)
             done = state.step
             if done % config.log_every == 0 or done == config.steps:
-                row = _metrics_row(loss, x, x_hat, z, state)
+                row = _metrics_row(loss, x, x_hat, l0, state)
                 writer.writerow(row)
                 handle.flush()
                 state.pending_resampled = 0
