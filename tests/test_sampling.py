@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cellconcepts.dictionary import sampling
 from cellconcepts.dictionary.sampling import BatchSampler, ShuffleBuffer, prefetched
 from cellconcepts.store.tokens import TokenStore, read_block, write_token_store
 
@@ -106,6 +107,34 @@ def test_batches_read_in_the_background_are_the_direct_ones(tmp_path: Path) -> N
             np.testing.assert_array_equal(rows, want_rows)
             np.testing.assert_array_equal(data, want_data)
     assert list(prefetched(make().batch, 7, 7)) == []
+
+
+@pytest.mark.parametrize("buffer_rows", [1000, 300])
+def test_a_transform_is_applied_to_rows_as_they_are_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, buffer_rows: int
+) -> None:
+    monkeypatch.setattr(sampling, "TRANSFORM_ROWS", 100)
+    tokens = _store(tmp_path)
+    calls: list[int] = []
+
+    def transform(x: np.ndarray) -> np.ndarray:  # row-wise, and changes the width
+        calls.append(len(x))
+        return np.concatenate([x * 2 + 1, -x[:, :1]], axis=1)
+
+    def make(**kw) -> ShuffleBuffer:
+        return ShuffleBuffer(tokens, _train_rows(), 32, 5, buffer_rows=buffer_rows, **kw)
+
+    plain, mapped = make(chunk_rows=100), make(chunk_rows=100, transform=transform)
+    for step in range(60):  # into the third epoch
+        rows, data = plain.batch(step)
+        got_rows, got = mapped.batch(step)
+        np.testing.assert_array_equal(got_rows, rows)
+        np.testing.assert_array_equal(got, np.concatenate([data * 2 + 1, -data[:, :1]], axis=1))
+    assert max(calls) <= 100  # in blocks of TRANSFORM_ROWS rows
+    if buffer_rows == 1000:  # all 750 training rows fit: read and transformed once per run
+        assert calls == [100] * 7 + [50]
+    else:  # once per buffer load: two whole epochs, then two windows of 3 x 75 rows
+        assert sum(calls) == 750 * 2 + 2 * 225
 
 
 def test_chunks_larger_than_the_buffer_are_refused(tmp_path: Path) -> None:

@@ -22,6 +22,10 @@ from cellconcepts.store.tokens import read_block
 
 log = logging.getLogger(__name__)
 
+# Rows a `ShuffleBuffer` transforms at a time: bounds the transform's temporaries (float64 in
+# `Whitening`) to a few MB per 100 dimensions whatever the buffer's size.
+TRANSFORM_ROWS = 8192
+
 
 def _batch_size_for(n_rows: int, batch_size: int) -> int:
     if n_rows < batch_size:
@@ -77,8 +81,14 @@ class ShuffleBuffer:
     into batches; the last partial batch of each buffer load is dropped. Memory is bounded by
     ``buffer_rows`` rows whatever the store's size, and the store is read sequentially once per
     epoch. When all training rows fit in the buffer there is one load per epoch, shuffled by
-    ``default_rng([seed, epoch])``: the batches are exactly `BatchSampler`'s. Each batch is
-    returned in ascending store-row order.
+    ``default_rng([seed, epoch])``: the batches are exactly `BatchSampler`'s, and the rows are
+    read (and transformed) once for the whole run. Each batch is returned in ascending
+    store-row order.
+
+    ``transform``, a row-wise map such as ``Whitening.transform``, is applied to the rows as
+    they are read, `TRANSFORM_ROWS` at a time, instead of to every batch: whitening every batch
+    and reading the rows every epoch took 0.71 s per 1,000 demo synthetic steps, now 0.09 s
+    (each of its 15,000 training rows is drawn ~270 times in a run).
     """
 
     def __init__(
@@ -90,6 +100,7 @@ class ShuffleBuffer:
         *,
         buffer_rows: int = 262144,
         chunk_rows: int = 8192,
+        transform: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         if not 1 <= chunk_rows <= buffer_rows:
             raise ValueError(
@@ -108,6 +119,8 @@ class ShuffleBuffer:
         self._epochs: list[np.ndarray] = []  # per epoch: cumulative steps at each window's end
         self._ends = [0]  # steps before each epoch
         self._window: _Window | None = None
+        self.transform = transform
+        self._held: tuple[np.ndarray, np.ndarray] | None = None  # (rows, data) when single
 
     def _chunk_order(self, epoch: int) -> np.ndarray:
         """Positions (into ``self._chunks``) of the epoch's chunks, in reading order."""
@@ -145,17 +158,34 @@ class ShuffleBuffer:
         window = int(np.searchsorted(ends, step, side="right"))
         return epoch, window, step - (int(ends[window - 1]) if window else 0)
 
-    def _load(self, epoch: int, window: int) -> _Window:
-        chunks = self._window_chunks(epoch, window)
+    def _read(self, chunks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(store rows, transformed float32 data) of the training rows of ``chunks``."""
         rows = self._window_rows(chunks)
         blocks = []
         for c in chunks:
             first = int(self._chunks[c]) * self.chunk_rows
             block = read_block(self.tokens, first, min(first + self.chunk_rows, len(self.tokens)))
             blocks.append(block[self.indices[self._bounds[c] : self._bounds[c + 1]] - first])
+        data = np.concatenate(blocks)
+        if self.transform is not None:
+            data = np.concatenate(
+                [
+                    np.asarray(self.transform(data[start : start + TRANSFORM_ROWS]))
+                    for start in range(0, len(data), TRANSFORM_ROWS)
+                ]
+            )
+        return rows, data
+
+    def _load(self, epoch: int, window: int) -> _Window:
+        if self._held is not None:
+            rows, data = self._held
+        else:
+            rows, data = self._read(self._window_chunks(epoch, window))
+            if self.single:
+                self._held = rows, data
         key = [self.seed, epoch] if self.single else [self.seed, epoch, window]
         order = np.random.default_rng(key).permutation(len(rows))
-        return _Window(epoch, window, rows, np.concatenate(blocks), order)
+        return _Window(epoch, window, rows, data, order)
 
     def batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
         """(store rows, float32 data) of training step ``step``, rows ascending."""

@@ -235,8 +235,6 @@ def _batch(raw: np.ndarray, transform: Callable[[Any], Any] | None, device: torc
     """Rows of the store (float32) in model space, on the training device."""
     if transform is None:
         return _as_batch(raw, device)
-    if device.type == "cpu":
-        return _as_batch(transform(raw), device)
     return _as_batch(transform(torch.from_numpy(raw).to(device)), device)
 
 
@@ -314,6 +312,9 @@ def train_dictionary(
         generator=torch.Generator().manual_seed(config.seed),
         tracker=_DeadTracker(model.n_features, config.dead_window, config.dead_fraction, device),
     )
+    # On CPU the buffer transforms rows once as it reads them; on a GPU each batch is
+    # transformed there, where it is fast, and the host only reads.
+    on_cpu = device.type == "cpu"
     sampler = ShuffleBuffer(
         tokens,
         indices,
@@ -321,7 +322,9 @@ def train_dictionary(
         config.seed,
         buffer_rows=config.buffer_tokens,
         chunk_rows=config.chunk_tokens,
+        transform=transform if on_cpu else None,
     )
+    batch_transform = None if on_cpu else transform
     signature = resume_signature(model, config, indices)
     use_aux = getattr(model, "aux_k", None) is not None
 
@@ -347,9 +350,9 @@ def train_dictionary(
     # threads: limiting them to one made a CPU step ~4x faster.
     with open(metrics_path, "a", newline="") as handle, threadpool_limits(1, user_api="blas"):
         writer = csv.writer(handle)
-        batches = prefetched(sampler.batch, start, config.steps, device.type != "cpu")
+        batches = prefetched(sampler.batch, start, config.steps, not on_cpu)
         for _, (_, raw) in batches:
-            x = _batch(raw, transform, device)
+            x = _batch(raw, batch_transform, device)
             loss, x_hat, l0 = _train_step(model, x, state, use_aux)
             done = state.step
             if done % config.log_every == 0 or done == config.steps:
