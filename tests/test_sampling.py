@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cellconcepts.dictionary import sampling
 from cellconcepts.dictionary.sampling import BatchSampler, ShuffleBuffer, prefetched
 from cellconcepts.store.tokens import TokenStore, read_block, write_token_store
 
@@ -110,10 +109,7 @@ def test_batches_read_in_the_background_are_the_direct_ones(tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize("buffer_rows", [1000, 300])
-def test_a_transform_is_applied_to_rows_as_they_are_read(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, buffer_rows: int
-) -> None:
-    monkeypatch.setattr(sampling, "TRANSFORM_ROWS", 100)
+def test_a_transform_is_applied_to_rows_as_they_are_read(tmp_path: Path, buffer_rows: int) -> None:
     tokens = _store(tmp_path)
     calls: list[int] = []
 
@@ -130,9 +126,9 @@ def test_a_transform_is_applied_to_rows_as_they_are_read(
         got_rows, got = mapped.batch(step)
         np.testing.assert_array_equal(got_rows, rows)
         np.testing.assert_array_equal(got, np.concatenate([data * 2 + 1, -data[:, :1]], axis=1))
-    assert max(calls) <= 100  # in blocks of TRANSFORM_ROWS rows
+    assert set(calls) == {75}  # chunk by chunk: 75 training rows in each chunk of 100
     if buffer_rows == 1000:  # all 750 training rows fit: read and transformed once per run
-        assert calls == [100] * 7 + [50]
+        assert len(calls) == 10
     else:  # once per buffer load: two whole epochs, then two windows of 3 x 75 rows
         assert sum(calls) == 750 * 2 + 2 * 225
 
