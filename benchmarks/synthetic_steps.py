@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -71,6 +72,7 @@ def main() -> None:
                 model = _dictionary(spec, settings, transform.output_dim)
                 true = transform.directions_to_model_space(atoms.T).T
                 run_dir = out / "checkpoints" / variant
+                shutil.rmtree(run_dir, ignore_errors=True)  # a rerun must not resume an old run
                 started = time.perf_counter()
                 for steps in sorted(args.steps):
                     run = dict(settings, train=dict(settings["train"], steps=steps))

@@ -132,6 +132,36 @@ def test_two_identical_runs_give_identical_weights(tmp_path: Path) -> None:
     assert torch.equal(models[0].W_dec, models[1].W_dec)
 
 
+@pytest.mark.parametrize("method", ["icfl", "topk"])
+def test_a_transform_gives_the_model_trained_on_transformed_tokens(
+    tmp_path: Path, method: str
+) -> None:
+    """On CPU the buffer transforms rows as it reads them: exactly once, and the same rows as
+    transforming the whole store first (two-window buffer, several epochs)."""
+    from cellconcepts.dictionary.whitening import fit_whitening
+
+    tokens, _ = planted(seed=6, n=700, d=20)
+    whitening = fit_whitening(tokens, np.arange(300), "pca")
+    settings = {"steps": 30, "batch_size": 64, "lr": 1e-2, "log_every": 10, "dead_window": 50}
+    models = []
+    for name, store, transform in (
+        ("transformed first", whitening.transform(tokens), None),
+        ("transformed as read", tokens, whitening.transform),
+    ):
+        model = build_model(method, whitening.output_dim, 24, 4, atoms_per_iteration=2, seed=1)
+        train_dictionary(
+            model,
+            store,
+            np.arange(len(tokens)),
+            transform,
+            TrainConfig(**settings, buffer_tokens=400, chunk_tokens=200),
+            checkpoint_dir=tmp_path / name,
+            metrics_path=tmp_path / name / "metrics.csv",
+        )
+        models.append(model.state_dict())
+    assert all(torch.equal(models[0][key], models[1][key]) for key in models[0])
+
+
 def test_redrawn_columns_get_zeroed_adam_state(tmp_path: Path) -> None:
     tokens, _ = planted(seed=5, n=512)
     model = make_model("icfl")
