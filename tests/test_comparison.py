@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-from scipy import stats
 
 from cellconcepts.cellprofiler import comparison as cp_comparison
 
@@ -35,15 +34,25 @@ def test_missing_task_is_named():
 
 
 def test_pearson_interval_is_fisher_z():
+    """A hand-worked case: n = 28 points built to have r = 0.5 exactly. Fisher's z: artanh(0.5)
+    = 0.5493, standard error 1 / sqrt(n - 3) = 0.2, so the 95 % interval is tanh(0.5493 -/+
+    1.96 x 0.2) = [0.1560, 0.7358]; t = r sqrt(n - 2) / sqrt(1 - r^2) = 2.944 on 26 degrees of
+    freedom, two-sided p = 0.00674. (With n - 2 in the standard error the interval would be
+    [0.1634, 0.7323].)"""
     rng = np.random.default_rng(0)
-    x = rng.normal(size=30)
-    y = 0.6 * x + rng.normal(size=30)
+    x = rng.normal(size=28)
+    x -= x.mean()
+    noise = rng.normal(size=28)
+    noise -= noise.mean()
+    noise -= (noise @ x) / (x @ x) * x  # orthogonal to x, same norm: r is exactly 0.5
+    noise *= np.linalg.norm(x) / np.linalg.norm(noise)
+    y = 0.5 * x + np.sqrt(0.75) * noise
     out = cp_comparison.pearson_with_ci(x, y)
-    r = np.corrcoef(x, y)[0, 1]
-    z, half = np.arctanh(r), stats.norm.ppf(0.975) / np.sqrt(30 - 3)
-    assert out["pearson_r"] == pytest.approx(r)
-    assert out["ci_low"] == pytest.approx(np.tanh(z - half))
-    assert out["ci_high"] == pytest.approx(np.tanh(z + half))
+    assert out["n_labels"] == 28
+    assert out["pearson_r"] == pytest.approx(0.5, abs=1e-12)
+    assert out["ci_low"] == pytest.approx(0.15603, abs=5e-5)
+    assert out["ci_high"] == pytest.approx(0.73582, abs=5e-5)
+    assert out["p"] == pytest.approx(0.006741, abs=5e-6)
     assert np.isnan(cp_comparison.pearson_with_ci(x[:3], y[:3])["pearson_r"])
 
 

@@ -9,6 +9,7 @@ import pytest
 import yaml
 from conftest import REPO, run_snakemake
 from snakemake.utils import validate
+from snakemake_interface_common.exceptions import WorkflowError
 
 from cellconcepts.config import ConfigError, Variant, check_config, deep_merge, variants
 
@@ -30,13 +31,17 @@ def test_demo_config_is_valid(demo_config):
         for whitening in ("pca", "none")
         for seed in (0, 1, 2)
     ]
-    assert len(variants(config, "pbmc")) == 2 * 2 * 3
+    # methods x whitening x sparsity x seeds: three seeds of every variant of every dataset
+    assert len(variants(config, "pbmc")) == 2 * 2 * 3 * 3
+    assert len(variants(config, "cellpainting")) == 2 * 2 * 1 * 3
 
 
 def test_schema_fills_defaults(demo_config):
     config = _validated(demo_config)
     assert config["dictionary"]["train"]["dead_window"] == 1000
     assert config["dictionary"]["topk"]["aux_k"] is None
+    assert config["dictionary"]["learn_b_pre"] is True  # the paper's: b_pre learned
+    assert config["dictionary"]["topk"]["resample_every"] == 0
     assert config["datasets"]["synthetic"]["tasks"][2]["group_by"] is None
 
 
@@ -66,6 +71,21 @@ def test_override_with_unknown_key_names_it(demo_config):
     config["datasets"]["pbmc"]["dictionary"]["train"]["stepz"] = 3
     with pytest.raises(ConfigError, match=r"datasets\.pbmc\.dictionary\.train.*stepz"):
         check_config(config, REPO, SCHEMA)
+
+
+def test_learn_b_pre_lives_in_the_dictionary_section_for_both_methods(demo_config):
+    """The old key `dictionary.icfl.learn_b_pre` is refused, globally and per dataset."""
+    config = copy.deepcopy(demo_config)
+    config["dictionary"]["icfl"] = {"learn_b_pre": False}
+    with pytest.raises(WorkflowError, match="'learn_b_pre' was unexpected"):
+        validate(config, str(SCHEMA))
+    config = _validated(demo_config)
+    config["datasets"]["pbmc"]["dictionary"]["icfl"] = {"learn_b_pre": False}
+    with pytest.raises(ConfigError, match=r"datasets\.pbmc\.dictionary\.icfl.*learn_b_pre"):
+        check_config(config, REPO, SCHEMA)
+    config["datasets"]["pbmc"]["dictionary"]["icfl"] = {}
+    config["datasets"]["pbmc"]["dictionary"]["learn_b_pre"] = False
+    check_config(config, REPO, SCHEMA)
 
 
 def test_icfl_sparsity_must_be_multiple_of_atoms_per_iteration(demo_config):

@@ -128,7 +128,7 @@ def test_signature_follows_settings_and_inputs(store_and_whitening, settings, tm
     base = checkpoint_signature(VARIANT, settings, 8, whitening, store)
     assert checkpoint_signature(VARIANT, copy.deepcopy(settings), 8, whitening, store) == base
     other = copy.deepcopy(settings)
-    other["icfl"]["learn_b_pre"] = True
+    other["learn_b_pre"] = not settings["learn_b_pre"]
     assert checkpoint_signature(VARIANT, other, 8, whitening, store) != base
     refit = tmp_path / "none.npz"
     fit_whitening(
@@ -140,3 +140,22 @@ def test_signature_follows_settings_and_inputs(store_and_whitening, settings, tm
         n_components=None,
     )
     assert checkpoint_signature(VARIANT, settings, 8, refit, store) != base
+
+
+@pytest.mark.parametrize("method", ["icfl", "topk"])
+def test_both_methods_read_learn_b_pre_and_their_own_redraws(method):
+    """`dictionary.learn_b_pre` applies to ICFL and TopK alike; each method's re-draws are its
+    own (`dictionary.<method>.resample_every`), as is the rest of its section."""
+    from cellconcepts.config import Variant
+    from cellconcepts.stages.train import _dictionary
+
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["dictionary"].update(learn_b_pre=False, topk={"resample_every": 50, "aux_k": 4})
+    validate(config, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
+    settings = training_settings(config, "synthetic", method)
+    model = _dictionary(Variant.parse(f"{method}_pca_k8_seed3"), settings, input_dim=8)
+    assert not model.learn_b_pre and model.seed == 3
+    assert model.resample_every == (100 if method == "icfl" else 50)
+    assert model.config()["aux_k" if method == "topk" else "atoms_per_iteration"] == (
+        4 if method == "topk" else 2
+    )

@@ -103,7 +103,8 @@ def test_auxk_adds_positive_term_and_trains_dead_latents() -> None:
 
 @pytest.mark.parametrize("method", ["icfl", "topk"])
 def test_save_load_round_trip(tmp_path: Path, method: str) -> None:
-    model = build_model(method, 8, 24, 4, atoms_per_iteration=2, aux_k=6, seed=5)
+    options = {"aux_k": 6, "learn_b_pre": False, "resample_every": 7} if method == "topk" else {}
+    model = build_model(method, 8, 24, 4, atoms_per_iteration=2, seed=5, **options)
     with torch.no_grad():
         model.b_pre.add_(0.5)
     path = tmp_path / "model.pt"
@@ -117,7 +118,8 @@ def test_save_load_round_trip(tmp_path: Path, method: str) -> None:
     if isinstance(loaded, ICFL):
         assert loaded.n_iterations == 2 and loaded.atoms_per_iteration == 2
     else:
-        assert loaded.aux_k == 6
+        assert loaded.aux_k == 6 and not loaded.learn_b_pre and loaded.resample_every == 7
+    assert loaded.config() == model.config()
     directions = decoder_directions(loaded)
     assert directions.dtype == np.float64 and directions.shape == (8, 24)
     np.testing.assert_allclose(np.linalg.norm(directions, axis=0), 1.0)
@@ -137,7 +139,8 @@ def test_training_loss_decodes_the_selected_columns_like_the_dense_product(metho
     pre-activations, recomputed here (float64). Repeated atoms (ICFL may pick one twice) add
     up in both."""
     torch.manual_seed(0)
-    model = build_model(method, 12, 40, 6, atoms_per_iteration=2, aux_k=5, seed=1).double()
+    options = {"aux_k": 5} if method == "topk" else {}
+    model = build_model(method, 12, 40, 6, atoms_per_iteration=2, seed=1, **options).double()
     with torch.no_grad():  # non-zero offsets: TopK's encoder gradient has a b_pre term
         model.b_pre.copy_(torch.linspace(-0.3, 0.3, 12, dtype=torch.float64))
         if method == "topk":

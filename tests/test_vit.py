@@ -396,6 +396,8 @@ def test_input_norm_is_part_of_the_architecture():
     assert vit.ViTConfig().input_norm == "standardize"
     assert vit.openphenom_config().input_norm == "instance_norm"
     assert vit.ViTConfig.from_dict({"input_norm": None}).input_norm == "standardize"
+    # The schema's null is resolved on construction, so a saved config.json names it.
+    assert vit.ViTConfig(input_norm=None).to_dict()["input_norm"] == "standardize"
     with pytest.raises(ValueError, match="input_norm"):
         vit.ViTConfig(input_norm="zscore")
     with pytest.raises(ValueError, match="int32"):

@@ -68,15 +68,10 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
     return merged
 
 
-# The keys of the dictionary section that a model's training reads (`training_settings`).
-ICFL_KEYS = (
-    "atoms_per_iteration",
-    "resample_every",
-    "resample_threshold",
-    "learn_b_pre",
-    "selection",
-)
-TOPK_KEYS = ("aux_k", "aux_coef")
+# The keys of the dictionary section that a model's training reads (`training_settings`): the
+# method's own, and learn_b_pre, which applies to both methods.
+ICFL_KEYS = ("atoms_per_iteration", "selection", "resample_every", "resample_threshold")
+TOPK_KEYS = ("aux_k", "aux_coef", "resample_every", "resample_threshold")
 TRAIN_KEYS = (
     "steps",
     "batch_size",
@@ -136,7 +131,12 @@ def training_settings(config: Mapping[str, Any], dataset: str, method: str) -> d
         else {k: settings["topk"][k] for k in TOPK_KEYS}
     )
     train = {k: settings["train"][k] for k in TRAIN_KEYS}
-    return {"n_features": settings["n_features"], method: own, "train": train}
+    return {
+        "n_features": settings["n_features"],
+        "learn_b_pre": settings["learn_b_pre"],
+        method: own,
+        "train": train,
+    }
 
 
 # Rules whose stage can run on a GPU: `execution_settings` gives them a `device`. Each declares

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from cellconcepts.defaults import schema_default
 from cellconcepts.device import resolve_device
 from cellconcepts.files import NpyRowWriter, atomic_path
 from cellconcepts.store.tokens import read_block
@@ -124,7 +125,7 @@ def encode_tokens(
     tokens: np.ndarray,
     transform: Whitening | None,
     *,
-    batch_size: int = 4096,
+    batch_size: int = schema_default("encode.batch_size"),
     device: str | torch.device = "auto",
     reconstruction_path: Path | None = None,
 ) -> EncodeResult:

@@ -8,21 +8,18 @@ and ``b_pre`` (d,) is an offset subtracted before encoding and added after decod
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
+from cellconcepts.defaults import schema_default
 from cellconcepts.dictionary.columns import (
+    Decoder,
     decode_selected,
     dense_codes,
     linear_init,
-    unit_columns,
 )
-
-logger = logging.getLogger(__name__)
 
 # Relative ridge added to the L x L Gram of the selected atoms (scaled by its mean diagonal):
 # small enough not to bias well-conditioned solves, large enough that nearly collinear selections
@@ -285,11 +282,11 @@ def _iterate_gram(
     return torch.cat(chosen, 1), torch.cat(coefficients, 1)
 
 
-class ICFL(nn.Module):
+class ICFL(Decoder, nn.Module):
     """Iterative codebook feature learning: OMP-encoded codes, decoder learned by gradient descent.
 
     Only ``W_dec`` and ``b_pre`` are parameters; codes come from :func:`icfl_encode` and are held
-    fixed during the decoder update.
+    fixed during the decoder update. Keyword defaults are the config schema's.
     """
 
     method = "icfl"
@@ -302,10 +299,10 @@ class ICFL(nn.Module):
         atoms_per_iteration: int,
         seed: int = 0,
         *,
-        resample_every: int = 100,
-        resample_threshold: float = 0.9,
-        learn_b_pre: bool = True,
-        selection: str = "signed",
+        resample_every: int = schema_default("dictionary.icfl.resample_every"),
+        resample_threshold: float = schema_default("dictionary.icfl.resample_threshold"),
+        learn_b_pre: bool = schema_default("dictionary.learn_b_pre"),
+        selection: str = schema_default("dictionary.icfl.selection"),
     ) -> None:
         super().__init__()
         if input_dim < 1 or n_features < 1:
@@ -334,19 +331,6 @@ class ICFL(nn.Module):
         self.last_resampled = torch.empty(0, dtype=torch.long)
         self._gram_matrix: Tensor | None = None
         self._gram_key: tuple | None = None
-
-    @property
-    def learn_b_pre(self) -> bool:
-        """Whether b_pre is trained (the paper's loss) or held at its value (False).
-
-        With the stage-wise encoder, the fixed-code gradient lets b_pre drift along directions
-        that atoms then absorb; on small problems this drift can undo a recovered dictionary.
-        """
-        return self.b_pre.requires_grad
-
-    @learn_b_pre.setter
-    def learn_b_pre(self, value: bool) -> None:
-        self.b_pre.requires_grad_(bool(value))
 
     @property
     def sparsity(self) -> int:
@@ -409,10 +393,6 @@ class ICFL(nn.Module):
         self._gram_matrix, self._gram_key = decoder_gram(W), key
         return self._gram_matrix
 
-    def decode(self, z: Tensor) -> Tensor:
-        """x_hat = z @ W_dec^T + b_pre."""
-        return z @ self.W_dec.T + self.b_pre
-
     def loss(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(loss, z, x_hat): mean over rows of the squared error summed over dims; z detached."""
         loss, indices, values, x_hat = self.selected_loss(x)
@@ -426,76 +406,3 @@ class ICFL(nn.Module):
         x_hat = decode_selected(indices, values, self.W_dec) + self.b_pre
         loss = (x - x_hat).pow(2).sum(-1).mean()
         return loss, indices, values, x_hat
-
-    @torch.no_grad()
-    def normalise(self) -> None:
-        """Rescale decoder columns to unit norm."""
-        self.W_dec.copy_(unit_columns(self.W_dec))
-
-    def after_step(self, step: int, generator: torch.Generator) -> int:
-        """Unit-normalise columns; every ``resample_every`` steps re-draw correlated columns.
-
-        ``step`` is the number of optimiser steps done. Returns how many columns were re-drawn;
-        their indices are in ``self.last_resampled`` (the optimiser state for them must be reset).
-        """
-        self.normalise()
-        self.last_resampled = torch.empty(0, dtype=torch.long)
-        if self.resample_every > 0 and step > 0 and step % self.resample_every == 0:
-            self.last_resampled = self.resample_correlated(generator)
-        return int(self.last_resampled.numel())
-
-    @torch.no_grad()
-    def resample_correlated(self, generator: torch.Generator) -> Tensor:
-        """For every pair of columns with cosine > threshold, re-draw one of them (fair coin).
-
-        Pairs are visited in lexicographic order and a pair is skipped once either column has been
-        re-drawn in this round, so each column is re-drawn at most once and every group of
-        near-duplicates keeps at least one member. Re-drawn columns are fresh uniformly random
-        unit vectors. Returns the re-drawn column indices (CPU, long).
-        """
-        pairs = correlated_pairs(self.W_dec, self.resample_threshold)
-        if len(pairs) == 0:
-            return torch.empty(0, dtype=torch.long)
-        redrawn = np.zeros(self.n_features, dtype=bool)
-        firsts, starts = np.unique(pairs[:, 0], return_index=True)
-        ends = np.append(starts[1:], len(pairs))
-        for i, start, end in zip(firsts, starts, ends, strict=True):
-            if redrawn[i]:
-                continue
-            partners = pairs[start:end, 1]
-            partners = partners[~redrawn[partners]]
-            if len(partners) == 0:
-                continue
-            # coin True: the first column of the pair goes, which ends column i's pairs.
-            coins = (torch.rand(len(partners), generator=generator) < 0.5).numpy()
-            if coins.any():
-                first = int(np.argmax(coins))
-                redrawn[partners[:first]] = True
-                redrawn[i] = True
-            else:
-                redrawn[partners] = True
-        index = torch.from_numpy(np.flatnonzero(redrawn))
-        fresh = torch.randn(self.input_dim, len(index), generator=generator, dtype=torch.float64)
-        fresh = unit_columns(fresh).to(device=self.W_dec.device, dtype=self.W_dec.dtype)
-        self.W_dec[:, index.to(self.W_dec.device)] = fresh
-        logger.debug("re-drew %d correlated decoder columns", len(index))
-        return index
-
-
-def correlated_pairs(W_dec: Tensor, threshold: float, chunk: int = 2048) -> np.ndarray:
-    """Pairs (i, j), i < j, of columns with cosine > threshold, as an (P, 2) int64 array in
-    lexicographic order. The M x M cosine matrix is computed in row chunks to bound memory."""
-    with torch.no_grad():
-        W = unit_columns(W_dec.detach().float())
-        n = W.shape[1]
-        found = []
-        for start in range(0, n, chunk):
-            stop = min(start + chunk, n)
-            cos = W[:, start:stop].T @ W  # (chunk, M)
-            rows = torch.arange(start, stop, device=W.device)[:, None]
-            cols = torch.arange(n, device=W.device)[None, :]
-            hit = (cos > threshold) & (cols > rows)
-            ij = hit.nonzero()
-            ij[:, 0] += start
-            found.append(ij.cpu())
-    return torch.cat(found).numpy().astype(np.int64).reshape(-1, 2)

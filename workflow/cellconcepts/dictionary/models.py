@@ -10,12 +10,25 @@ import numpy as np
 import torch
 from torch import nn
 
+from cellconcepts.defaults import schema_default
 from cellconcepts.dictionary.columns import unit_columns
 from cellconcepts.dictionary.icfl import ICFL
 from cellconcepts.dictionary.topk import TopKSAE
 from cellconcepts.files import PathLike, atomic_path
 
 METHODS = ("icfl", "topk")
+# What `build_model` takes besides the shape and seed, per method: ICFL's L and the model's own
+# keyword settings, all saved in the model's meta (`save_model`) and read back by `load_model`.
+OPTIONS = {
+    "icfl": (
+        "atoms_per_iteration",
+        "selection",
+        "learn_b_pre",
+        "resample_every",
+        "resample_threshold",
+    ),
+    "topk": ("aux_k", "aux_coef", "learn_b_pre", "resample_every", "resample_threshold"),
+}
 
 
 def build_model(
@@ -24,13 +37,13 @@ def build_model(
     n_features: int,
     sparsity: int,
     *,
-    atoms_per_iteration: int = 5,
-    aux_k: int | None = None,
+    atoms_per_iteration: int = schema_default("dictionary.icfl.atoms_per_iteration"),
     seed: int = 0,
-    selection: str = "signed",
+    **options: Any,
 ) -> ICFL | TopKSAE:
-    """ICFL with J = sparsity // atoms_per_iteration iterations (atoms picked by ``selection``),
-    or a TopK SAE with k = sparsity."""
+    """ICFL with J = sparsity // atoms_per_iteration iterations, or a TopK SAE with k = sparsity
+    (``atoms_per_iteration`` is then unused). ``options`` are the model's own keyword settings
+    (`OPTIONS`: `ICFL` and `TopKSAE`); those left out take the config schema's defaults."""
     if method == "icfl":
         if atoms_per_iteration < 1 or sparsity % atoms_per_iteration != 0:
             raise ValueError(
@@ -43,10 +56,10 @@ def build_model(
             sparsity // atoms_per_iteration,
             atoms_per_iteration,
             seed,
-            selection=selection,
+            **options,
         )
     if method == "topk":
-        return TopKSAE(input_dim, n_features, sparsity, aux_k=aux_k, seed=seed)
+        return TopKSAE(input_dim, n_features, sparsity, seed=seed, **options)
     raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
 
 
@@ -102,22 +115,18 @@ def load_model(
     missing = [k for k in ("method", "input_dim", "n_features", "sparsity") if k not in meta]
     if missing:
         raise ValueError(f"{path}: model meta lacks {missing}")
+    if meta["method"] not in OPTIONS:
+        raise ValueError(f"{path}: unknown method {meta['method']!r} in the model meta")
+    # A setting missing from an older model's meta takes the schema's default.
+    options = {k: meta[k] for k in OPTIONS[meta["method"]] if k in meta}
     model = build_model(
         meta["method"],
         meta["input_dim"],
         meta["n_features"],
         meta["sparsity"],
-        atoms_per_iteration=meta.get("atoms_per_iteration", 5),
-        aux_k=meta.get("aux_k"),
         seed=meta.get("seed", 0),
-        selection=meta.get("selection", "signed"),
+        **options,
     )
-    if isinstance(model, ICFL):
-        model.resample_every = meta.get("resample_every", model.resample_every)
-        model.resample_threshold = meta.get("resample_threshold", model.resample_threshold)
-        model.learn_b_pre = meta.get("learn_b_pre", True)
-    else:
-        model.aux_coef = meta.get("aux_coef", model.aux_coef)
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as err:

@@ -9,19 +9,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cellconcepts.defaults import schema_default
 from cellconcepts.dictionary.columns import (
+    Decoder,
     decode_selected,
     dense_codes,
     linear_init,
-    unit_columns,
 )
 
 
-class TopKSAE(nn.Module):
+class TopKSAE(Decoder, nn.Module):
     """TopK sparse autoencoder (Gao et al. 2024): z = ReLU(TopK(W_enc (x - b_pre) + b_enc)).
 
     AuxK (reconstruct the residual from the top ``aux_k`` dead latents) is off unless ``aux_k``
-    is set and :meth:`loss` is given a dead mask.
+    is set and :meth:`loss` is given a dead mask. ``learn_b_pre`` False holds b_pre at 0;
+    ``resample_every`` > 0 re-draws correlated decoder columns as ICFL does (`Decoder`), and
+    the re-drawn features' encoder rows with them. Keyword defaults are the config schema's.
     """
 
     method = "topk"
@@ -32,8 +35,11 @@ class TopKSAE(nn.Module):
         n_features: int,
         k: int,
         *,
-        aux_k: int | None = None,
-        aux_coef: float = 1 / 32,
+        aux_k: int | None = schema_default("dictionary.topk.aux_k"),
+        aux_coef: float = schema_default("dictionary.topk.aux_coef"),
+        learn_b_pre: bool = schema_default("dictionary.learn_b_pre"),
+        resample_every: int = schema_default("dictionary.topk.resample_every"),
+        resample_threshold: float = schema_default("dictionary.topk.resample_threshold"),
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -56,6 +62,9 @@ class TopKSAE(nn.Module):
         self.W_enc = nn.Parameter(W_dec.T.clone())
         self.b_enc = nn.Parameter(torch.zeros(n_features))
         self.b_pre = nn.Parameter(torch.zeros(input_dim))
+        self.learn_b_pre = learn_b_pre
+        self.resample_every = resample_every
+        self.resample_threshold = resample_threshold
         self.last_resampled = torch.empty(0, dtype=torch.long)
         self.last_aux_loss: Tensor | None = None
 
@@ -73,6 +82,9 @@ class TopKSAE(nn.Module):
             "sparsity": self.k,
             "aux_k": self.aux_k,
             "aux_coef": self.aux_coef,
+            "learn_b_pre": self.learn_b_pre,
+            "resample_every": self.resample_every,
+            "resample_threshold": self.resample_threshold,
             "seed": self.seed,
         }
 
@@ -97,10 +109,6 @@ class TopKSAE(nn.Module):
     def encode(self, x: Tensor) -> Tensor:
         """Dense codes (B, M), at most k non-zero per row, non-negative, differentiable."""
         return self._topk_relu(self.pre_activations(x), self.k)[2]
-
-    def decode(self, z: Tensor) -> Tensor:
-        """x_hat = z @ W_dec^T + b_pre."""
-        return z @ self.W_dec.T + self.b_pre
 
     def loss(self, x: Tensor, dead_mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """(loss, z, x_hat). Loss: mean over rows of the squared error summed over dims, plus
@@ -157,15 +165,11 @@ class TopKSAE(nn.Module):
         variance = (residual - residual.mean(0)).pow(2).sum(-1).mean()
         return torch.nan_to_num(mse / variance.clamp_min(1e-12), nan=0.0)
 
-    @torch.no_grad()
-    def normalise(self) -> None:
-        """Rescale decoder columns to unit norm."""
-        self.W_dec.copy_(unit_columns(self.W_dec))
-
-    def after_step(self, step: int, generator: torch.Generator) -> int:
-        """Unit-normalise decoder columns; TopK never re-draws columns, so returns 0."""
-        self.normalise()
-        return 0
+    def _reset_features(self, index: Tensor, fresh: Tensor) -> None:
+        """A re-drawn feature starts as at initialisation: its encoder row is its new decoder
+        column and its encoder bias 0 (the training loop resets their optimiser state)."""
+        self.W_enc[index] = fresh.T
+        self.b_enc[index] = 0.0
 
 
 class _SelectedPreActivations(torch.autograd.Function):

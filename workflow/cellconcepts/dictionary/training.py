@@ -22,6 +22,7 @@ from threadpoolctl import threadpool_limits
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from cellconcepts.defaults import schema_default
 from cellconcepts.device import resolve_device
 from cellconcepts.dictionary.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from cellconcepts.dictionary.columns import active_entries
@@ -36,23 +37,27 @@ METRIC_COLUMNS = ("step", "loss", "recon_cosine", "l0", "frac_dead", "n_resample
 _RESUMABLE_CHANGES = ("steps", "log_every", "checkpoint_every", "device", "num_threads")
 
 
+def _train_default(key: str) -> Any:
+    return schema_default(f"dictionary.train.{key}")
+
+
 @dataclass
 class TrainConfig:
-    """Optimisation, logging, checkpointing and dead-feature settings of one training run."""
+    """Optimisation, logging, checkpointing and dead-feature settings of one training run
+    (defaults: the config schema's `dictionary.train`). Re-drawing correlated columns is the
+    model's own setting (`Decoder.resample_every`)."""
 
     steps: int
     batch_size: int
     lr: float
     seed: int = 0
-    device: str = "auto"
-    log_every: int = 50
-    checkpoint_every: int = 500
-    resample_every: int = 100
-    resample_threshold: float = 0.9
-    dead_window: int = 1000
-    dead_fraction: float = 1e-5
-    buffer_tokens: int = 262144
-    chunk_tokens: int = 8192
+    device: str = _train_default("device")
+    log_every: int = _train_default("log_every")
+    checkpoint_every: int = _train_default("checkpoint_every")
+    dead_window: int = _train_default("dead_window")
+    dead_fraction: float = _train_default("dead_fraction")
+    buffer_tokens: int = _train_default("buffer_tokens")
+    chunk_tokens: int = _train_default("chunk_tokens")
     num_threads: int | None = None
 
 
@@ -304,9 +309,6 @@ def train_dictionary(
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
 
     model.to(device)
-    if hasattr(model, "resample_every"):
-        model.resample_every = config.resample_every
-        model.resample_threshold = config.resample_threshold
     state = _State(
         optimizer=torch.optim.Adam(model.parameters(), lr=config.lr),
         generator=torch.Generator().manual_seed(config.seed),

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from cellconcepts.defaults import schema_default
 from cellconcepts.dictionary.checkpoint import load_checkpoint, save_checkpoint
 from cellconcepts.dictionary.sampling import BatchSampler
 from cellconcepts.files import PathLike
@@ -48,17 +49,19 @@ ADAM_BETAS = (0.9, 0.95)
 NORM_PIX_EPS = 1e-6
 # Parameters excluded from weight decay besides biases and norms (ndim < 2).
 _NO_DECAY_NAMES = ("cls_token", "mask_token", "channel_embed")
+_KEY = "datasets.*.microscopy.model.mae"
 
 
 @dataclass(frozen=True)
 class MAEConfig:
-    """Decoder size and masking of the MAE (the encoder is described by ``ViTConfig``)."""
+    """Decoder size and masking of the MAE (the encoder is described by ``ViTConfig``); every
+    default is the config schema's (``datasets.<name>.microscopy.model.mae``)."""
 
-    decoder_dim: int = 64
-    decoder_depth: int = 2
-    decoder_heads: int = 4
-    mask_ratio: float = 0.75
-    norm_pix_loss: bool = True
+    decoder_dim: int = schema_default(f"{_KEY}.decoder_dim")
+    decoder_depth: int = schema_default(f"{_KEY}.decoder_depth")
+    decoder_heads: int = schema_default(f"{_KEY}.decoder_heads")
+    mask_ratio: float = schema_default(f"{_KEY}.mask_ratio")
+    norm_pix_loss: bool = schema_default(f"{_KEY}.norm_pix_loss")
 
     def __post_init__(self) -> None:
         for name in ("decoder_dim", "decoder_depth", "decoder_heads"):
@@ -428,11 +431,11 @@ def train_mae(
     steps: int,
     batch_size: int,
     lr: float,
-    weight_decay: float = 0.05,
+    weight_decay: float = schema_default(f"{_KEY}.weight_decay"),
     warmup_steps: int,
     seed: int,
     device: str | torch.device = "cpu",
-    augment: bool = True,
+    augment: bool = schema_default(f"{_KEY}.augment"),
     checkpoint_path: PathLike | None = None,
     checkpoint_every: int = 200,
     log_every: int = 25,

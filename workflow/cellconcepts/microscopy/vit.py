@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cellconcepts.defaults import schema_default
 from cellconcepts.files import PathLike, atomic_path
 from cellconcepts.store import layout
 
@@ -53,8 +54,11 @@ LN_EPS = 1e-6  # timm's ViT LayerNorm epsilon
 # workflow's own MAE's; "instance_norm" is OpenPhenom's (maes_microscopy: pixels / 255, then
 # torch's InstanceNorm2d without affine or running statistics).
 INPUT_NORMS = ("standardize", "instance_norm")
+# What the schema's input_norm null stands for: the normalisation of the MAE trained here.
+SELF_TRAINED_INPUT_NORM = "standardize"
 STANDARDIZE_EPS = 1e-6
 INSTANCE_NORM_EPS = 1e-5  # torch.nn.InstanceNorm2d's default
+_KEY = "datasets.*.microscopy.model.architecture"
 
 
 @dataclass(frozen=True)
@@ -69,27 +73,39 @@ class ViTConfig:
     channels the position embedding covers (``None`` = ``in_chans``). ``input_norm`` says how
     the model's input images are normalised (:func:`normalize_images`). OpenPhenom's ViT-S/16
     is ``openphenom_config()``.
+
+    Every default is the config schema's (``datasets.<name>.microscopy.model.architecture``),
+    read by :func:`~cellconcepts.defaults.schema_default`. ``input_norm=None`` (the schema's
+    default) means "standardize", the normalisation of the MAE trained here, and is resolved to
+    it on construction: ``config.input_norm`` is always a name, and a saved ``config.json`` carries
+    it. Weights trained elsewhere must name theirs: the config check refuses a user checkpoint
+    whose ``input_norm`` is null (``cellconcepts.config``), and a directory this workflow saved
+    without the key predates it and was trained with "standardize".
     """
 
-    img_size: int = 64
-    patch_size: int = 8
-    in_chans: int = 6
-    embed_dim: int = 128
-    depth: int = 6
-    num_heads: int = 4
-    mlp_ratio: float = 4.0
-    qkv_bias: bool = True
-    qk_norm: bool = False
-    class_token: bool = True
-    channel_agnostic: bool = False
-    init_values: float | None = None
-    block: str = "standard"
-    final_norm: bool = True
-    channel_embed: bool = True
-    max_in_chans: int | None = None
-    input_norm: str = "standardize"
+    img_size: int = schema_default(f"{_KEY}.img_size")
+    patch_size: int = schema_default(f"{_KEY}.patch_size")
+    in_chans: int = schema_default(f"{_KEY}.in_chans")
+    embed_dim: int = schema_default(f"{_KEY}.embed_dim")
+    depth: int = schema_default(f"{_KEY}.depth")
+    num_heads: int = schema_default(f"{_KEY}.num_heads")
+    mlp_ratio: float = schema_default(f"{_KEY}.mlp_ratio")
+    qkv_bias: bool = schema_default(f"{_KEY}.qkv_bias")
+    qk_norm: bool = schema_default(f"{_KEY}.qk_norm")
+    class_token: bool = schema_default(f"{_KEY}.class_token")
+    channel_agnostic: bool = schema_default(f"{_KEY}.channel_agnostic")
+    init_values: float | None = schema_default(f"{_KEY}.init_values")
+    block: str = schema_default(f"{_KEY}.block")
+    final_norm: bool = schema_default(f"{_KEY}.final_norm")
+    channel_embed: bool = schema_default(f"{_KEY}.channel_embed")
+    max_in_chans: int | None = schema_default(f"{_KEY}.max_in_chans")
+    input_norm: str | None = schema_default(f"{_KEY}.input_norm")
 
     def __post_init__(self) -> None:
+        if self.input_norm is None:
+            # The schema's null: the normalisation of the MAE trained here, stored resolved so
+            # that a saved config.json names it.
+            object.__setattr__(self, "input_norm", SELF_TRAINED_INPUT_NORM)
         positive = ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads")
         for name in positive:
             value = getattr(self, name)
@@ -135,14 +151,13 @@ class ViTConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ViTConfig:
-        """Build from a mapping; unknown keys are an error that names them. A saved config
-        without ``input_norm`` predates it and was trained with "standardize"."""
+        """Build from a mapping; unknown keys are an error that names them, missing ones take
+        the schema's defaults (``input_norm`` missing or None: "standardize")."""
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"ViTConfig: unknown keys {unknown}; valid keys are {sorted(names)}")
-        # input_norm None (the config's default): the workflow's own standardisation.
-        return cls(**{k: v for k, v in d.items() if not (k == "input_norm" and v is None)})
+        return cls(**dict(d))
 
 
 def openphenom_config(**overrides: Any) -> ViTConfig:

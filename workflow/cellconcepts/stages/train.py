@@ -48,22 +48,15 @@ def _dictionary(spec: Variant, settings: Mapping[str, Any], input_dim: int) -> A
     """An untrained ICFL or TopK model of this variant, with the method's own settings."""
     from cellconcepts.dictionary.models import build_model
 
-    own = settings[spec.method]
-    dictionary = build_model(
+    return build_model(
         spec.method,
         input_dim,
         settings["n_features"],
         spec.sparsity,
-        atoms_per_iteration=own.get("atoms_per_iteration", 5),
-        aux_k=own.get("aux_k"),
         seed=spec.seed,
-        selection=own.get("selection", "signed"),
+        learn_b_pre=settings["learn_b_pre"],
+        **settings[spec.method],
     )
-    if spec.method == "icfl":
-        dictionary.learn_b_pre = own["learn_b_pre"]
-    else:
-        dictionary.aux_coef = own["aux_coef"]
-    return dictionary
 
 
 def _train_config(
@@ -72,15 +65,12 @@ def _train_config(
     execution: Mapping[str, Any],
     threads: int | None,
 ) -> Any:
-    """The training loop's settings: the optimisation of ``settings``, ICFL's re-drawing of
-    correlated columns, and how the job runs (``execution``)."""
+    """The training loop's settings: the optimisation of ``settings`` and how the job runs
+    (``execution``)."""
     from cellconcepts.dictionary.training import TrainConfig
 
-    own = settings[spec.method]
-    resample = {k: own[k] for k in ("resample_every", "resample_threshold") if k in own}
     return TrainConfig(
         **settings["train"],
-        **resample,
         seed=spec.seed,
         device=execution["device"],
         log_every=execution["log_every"],
@@ -120,7 +110,6 @@ def train_dictionary(
     train_rows = np.flatnonzero(store.obs["split"].to_numpy() == "train")
     if not train_rows.size:
         raise ValueError(f"{obs}: no rows with split == 'train' to train the dictionary on")
-    own = settings[spec.method]
     dictionary = _dictionary(spec, settings, transform.output_dim)
     config = _train_config(spec, settings, execution, threads)
     run_dir = Path(checkpoint_dir) / checkpoint_signature(
@@ -144,7 +133,6 @@ def train_dictionary(
         "sparsity": spec.sparsity,
         "seed": spec.seed,
         "n_features": settings["n_features"],
-        **{k: own[k] for k in ("atoms_per_iteration", "aux_k") if k in own},
         "input_dim": transform.output_dim,
         "steps": result.steps_done,
     }

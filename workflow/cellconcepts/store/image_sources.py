@@ -18,12 +18,14 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from cellconcepts.defaults import schema_default
 from cellconcepts.files import NpyRowWriter, PathLike, atomic_path, write_frame
 from cellconcepts.store.layout import ImageFiles
 
 log = logging.getLogger(__name__)
 
 METADATA_PREFIX = "Metadata_"
+_KEY = "datasets.*.microscopy.images"  # the config section of `ImageSource`
 
 
 @dataclass(frozen=True)
@@ -36,11 +38,11 @@ class ImageSource:
     metadata: Path | None = None
     root: Path | None = None
     tile: int | None = None
-    illumination: str = "none"
-    illumination_sigma: float = 0.125
-    normalize: str = "none"
-    plate_column: str | tuple[str, ...] = "plate"
-    id_column: str = "image_id"
+    illumination: str = schema_default(f"{_KEY}.illumination")
+    illumination_sigma: float = schema_default(f"{_KEY}.illumination_sigma")
+    normalize: str = schema_default(f"{_KEY}.normalize")
+    plate_column: str | tuple[str, ...] = schema_default(f"{_KEY}.plate_column")
+    id_column: str = schema_default(f"{_KEY}.id_column")
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any], base_dir: PathLike = ".") -> ImageSource:
@@ -50,6 +52,11 @@ class ImageSource:
         def path(key: str) -> Path | None:
             return base / section[key] if section.get(key) is not None else None
 
+        # The schema fills no defaults in this section (one of two forms): the class has them.
+        optional = ("illumination", "illumination_sigma", "normalize", "plate_column", "id_column")
+        given = {k: section[k] for k in optional if k in section}
+        if "plate_column" in given:
+            given["plate_column"] = _names(given["plate_column"])
         source = cls(
             channels=tuple(str(c) for c in section["channels"]),
             load_data=path("load_data"),
@@ -57,11 +64,7 @@ class ImageSource:
             metadata=path("metadata"),
             root=path("root"),
             tile=section.get("tile"),
-            illumination=section.get("illumination", "none"),
-            illumination_sigma=section.get("illumination_sigma", 0.125),
-            normalize=section.get("normalize", "none"),
-            plate_column=_names(section.get("plate_column", "plate")),
-            id_column=section.get("id_column", "image_id"),
+            **given,
         )
         if (source.load_data is None) == (source.files is None):
             raise ValueError(
