@@ -882,7 +882,7 @@ def test_max_relative_difference() -> None:
     assert np.isnan(_max_relative_difference(np.array([0.0]), np.array([np.nan])))
 
 
-def test_perfect_gene_lists_are_the_go_recovery_ceiling() -> None:
+def test_perfect_gene_lists_are_the_go_recovery_reference() -> None:
     from cellconcepts.enrich.genesets import term_matrix
     from cellconcepts.enrich.recovery import perfect_list_recovery
 

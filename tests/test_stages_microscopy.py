@@ -132,6 +132,14 @@ def test_label_selectivity_table(tmp_path):
                 "best_feature": [0, 1, 2, 3],
             }
         ).to_csv(tmp_path / f"{variant}.csv", index=False)
+        pd.DataFrame(
+            {
+                "task": "g",
+                "label": ["a", "b", "ctrl"],
+                "score": "heldout_avg",
+                "above_null": [scores[0] > 0.6, False, True],
+            }
+        ).to_csv(tmp_path / f"{variant}_scores.csv", index=False)
     variants = ["icfl_pca_k8_seed0", "topk_pca_k8_seed0"]
     table, fraction = label_selectivity(
         {v: pd.read_csv(tmp_path / f"{v}.csv") for v in variants}, "g", ["ctrl"]
@@ -143,12 +151,16 @@ def test_label_selectivity_table(tmp_path):
     outputs = [tmp_path / f"out{ext}" for ext in (".csv", ".md", ".tex")]
     label_selectivity_stage(
         best_selectivity=[tmp_path / f"{v}.csv" for v in variants],
+        label_scores=[tmp_path / f"{v}_scores.csv" for v in variants],
         table=outputs,
         variants=variants,
         task="g",
         exclude=["ctrl"],
     )
-    pd.testing.assert_frame_equal(pd.read_csv(outputs[0]), table)
+    written = pd.read_csv(outputs[0]).set_index("label")
+    pd.testing.assert_frame_equal(written.iloc[:3].reset_index(), table)
+    # the held-out null row: icfl's a is above null (1 of a, b), topk's is not
+    assert written.loc["fraction above null (held out)"].tolist() == [0.5, 0.0]
     assert all(path.stat().st_size > 0 for path in outputs)
 
 

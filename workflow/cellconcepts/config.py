@@ -8,6 +8,7 @@ The Snakefile validates the config against `workflow/schemas/config.schema.yaml`
 from __future__ import annotations
 
 import copy
+import fnmatch
 import json
 import re
 from collections.abc import Mapping
@@ -115,6 +116,16 @@ def variants(config: Mapping[str, Any], dataset: str) -> list[Variant]:
         for sparsity in settings["sparsity"]
         for seed in settings["seeds"]
     ]
+
+
+def enrichment_variants(config: Mapping[str, Any], dataset: str) -> list[str]:
+    """The models whose features GO enrichment annotates: those matching a pattern of
+    `enrich.variants` (names or shell-style patterns such as ``*_seed0``), else every model."""
+    patterns = enrichment_settings(config, dataset)["variants"]
+    names = [v.name for v in variants(config, dataset)]
+    if patterns is None:
+        return names
+    return [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
 
 
 def training_settings(config: Mapping[str, Any], dataset: str, method: str) -> dict[str, Any]:
@@ -481,9 +492,11 @@ def _check_enrichment(
     if screen["min_selectivity"] is None and screen["top_n"] == 0:
         raise ConfigError(f"{key}.screen: min_selectivity is null and top_n is 0: lists no gene")
     names = [v.name for v in variants(config, name)]
-    unknown = sorted(set(settings["variants"] or []) - set(names))
+    unknown = [
+        p for p in settings["variants"] or [] if not any(fnmatch.fnmatchcase(n, p) for n in names)
+    ]
     if unknown:
-        raise ConfigError(f"{key}.variants: {unknown} are not models of this dataset: {names}")
+        raise ConfigError(f"{key}.variants: {unknown} match no model of this dataset: {names}")
     spec = settings["gene_sets"]
     if spec != GO_BP_2023 and not spec.startswith(ENRICHR_PREFIX):
         if not (base_dir / spec).is_file():

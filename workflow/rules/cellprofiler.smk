@@ -98,6 +98,7 @@ rule cellprofiler_selectivity:
     output:
         counts=f"{CP}/selectivity_counts.csv",
         best=f"{CP}/best_selectivity.csv",
+        label_scores=f"{CP}/label_scores.csv",
     log:
         f"{LOGS}/cellprofiler_selectivity.log",
     benchmark:
@@ -112,6 +113,9 @@ rule cellprofiler_selectivity:
     params:
         tasks=lambda wc: dataset_section(wc, "tasks"),
         thresholds=config["evaluate"]["selectivity_thresholds"],
+        probe=probe_settings(),
+        significance=config["evaluate"]["significance"],
+        resample_unit=lambda wc: dataset_section(wc, "resample_unit"),
         min_label_size=config["evaluate"]["min_label_size"],
     script:
         "../scripts/cellprofiler_selectivity.py"

@@ -21,6 +21,7 @@ from cellconcepts.config import (
     dictionary_settings,
     enrichment_mode,
     enrichment_settings,
+    enrichment_variants,
     resolve_shipped,
     training_settings,
     variants,
@@ -326,7 +327,8 @@ def report_inputs(wildcards):
         "selectivity_counts": model_files(dataset, "selectivity_counts.csv"),
         "best_selectivity": model_files(dataset, "best_selectivity.csv"),
         "probing": model_files(dataset, "probing.csv"),
-        "ceilings": f"{R}/{dataset}/raw/ceilings.csv",
+        "label_scores": model_files(dataset, "label_scores.csv"),
+        "references": f"{R}/{dataset}/raw/references.csv",
     }
     if has_ground_truth(dataset):
         inputs["atom_recovery"] = model_files(dataset, "atom_recovery.csv")
@@ -346,13 +348,13 @@ def has_cellprofiler(dataset):
 
 
 def detectability_inputs(wildcards):
-    """Rule group_detectability: the codes of every model, the ceilings, and the
+    """Rule group_detectability: the label scores of every model, the references, and the
     CellProfiler profiles where the dataset has them."""
     dataset = wildcards.dataset
     inputs = {
         "obs": f"{R}/{dataset}/tokens/{layout.TOKEN_OBS}",
-        "codes": model_files(dataset, "codes.npz"),
-        "ceilings": f"{R}/{dataset}/raw/ceilings.csv",
+        "label_scores": model_files(dataset, "label_scores.csv"),
+        "references": f"{R}/{dataset}/raw/references.csv",
     }
     if has_cellprofiler(dataset):
         inputs["profiles"] = f"{R}/{dataset}/cellprofiler/profiles.parquet"
@@ -391,13 +393,6 @@ def has_enrichment(dataset):
 def enrichment_datasets():
     names = [name for name in DATASETS if has_enrichment(name)]
     return "|".join(names) if names else "(?!x)x"
-
-
-def enrichment_variants(dataset):
-    """The models whose features are annotated (enrich.variants, default every model)."""
-    chosen = enrichment_settings(config, dataset)["variants"]
-    names = [v.name for v in variants(config, dataset)]
-    return names if chosen is None else [n for n in names if n in chosen]
 
 
 def enrichment_inputs(wildcards):
@@ -463,7 +458,7 @@ def validation_warnings():
 
 
 def enrichment_table_inputs(wildcards):
-    names = enrichment_variants(wildcards.dataset)
+    names = enrichment_variants(config, wildcards.dataset)
     return {
         "best_selectivity": [
             f"{R}/{wildcards.dataset}/models/{n}/best_selectivity.csv" for n in names
@@ -508,7 +503,9 @@ def browser_inputs(wildcards):
         "dead": model_files(dataset, "dead_features.csv"),
     }
     if has_enrichment(dataset):
-        folders = [f"{R}/{dataset}/enrich/{n}" for n in enrichment_variants(dataset)]
+        folders = [
+            f"{R}/{dataset}/enrich/{n}" for n in enrichment_variants(config, dataset)
+        ]
         inputs["annotation"] = [f"{f}/feature_annotation.csv" for f in folders]
         inputs["genes"] = [f"{f}/feature_genes.parquet" for f in folders]
         inputs["terms"] = [f"{f}/enrichment.parquet" for f in folders]
@@ -540,6 +537,7 @@ def all_targets():
     targets = []
     for dataset in DATASETS:
         targets.append(f"{R}/{dataset}/headline.csv")
+        targets.append(f"{R}/{dataset}/tables/selectivity_verdicts.csv")
         targets += [f"{R}/{dataset}/figures/{name}.png" for name in DATASET_FIGURES]
         targets.append(f"{R}/{dataset}/figures/feature_cosines.png")
         if config["browser"]["enabled"]:
@@ -564,7 +562,7 @@ def all_targets():
                 targets.append(f"{R}/{dataset}/tables/cp_segmentation.csv")
         if has_enrichment(dataset):
             targets.append(f"{R}/{dataset}/tables/enrichment_labels.csv")
-            for name in enrichment_variants(dataset):
+            for name in enrichment_variants(config, dataset):
                 folder = f"{R}/{dataset}/enrich/{name}"
                 targets += [f"{folder}/feature_annotation.csv", f"{folder}/dotplot.png"]
                 if DATASETS[dataset]["kind"] == "scrna":

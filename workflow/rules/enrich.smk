@@ -138,7 +138,7 @@ rule enrichment_labels:
         mem_mb=2000,
         runtime=10,
     params:
-        variants=lambda wc: enrichment_variants(wc.dataset),
+        variants=lambda wc: enrichment_variants(config, wc.dataset),
         label_task=lambda wc: enrichment_label_task(wc.dataset),
         labels=lambda wc: enrichment_settings(config, wc.dataset)["labels"],
         top_terms=lambda wc: enrichment_settings(config, wc.dataset)["top_terms"],
@@ -169,7 +169,7 @@ rule go_recovery:
         mem_mb=2000,
         runtime=10,
     params:
-        variants=lambda wc: enrichment_variants(wc.dataset),
+        variants=lambda wc: enrichment_variants(config, wc.dataset),
         group_task=lambda wc: simulated_group_task(wc.dataset),
         fdr=lambda wc: enrichment_settings(config, wc.dataset)["fdr"],
         settings=enrichment_model_settings,

@@ -5,6 +5,7 @@ rule selectivity:
     output:
         counts=f"{MODEL}/selectivity_counts.csv",
         best=f"{MODEL}/best_selectivity.csv",
+        label_scores=f"{MODEL}/label_scores.csv",
     log:
         f"{LOGS}/selectivity_{VARIANT}.log",
     benchmark:
@@ -17,6 +18,9 @@ rule selectivity:
     params:
         tasks=lambda wc: dataset_section(wc, "tasks"),
         thresholds=config["evaluate"]["selectivity_thresholds"],
+        probe=probe_settings(),
+        significance=config["evaluate"]["significance"],
+        resample_unit=lambda wc: dataset_section(wc, "resample_unit"),
         min_label_size=config["evaluate"]["min_label_size"],
     script:
         "../scripts/selectivity.py"
@@ -75,17 +79,17 @@ rule probe_raw:
         "../scripts/probe_raw.py"
 
 
-rule selectivity_ceilings:
+rule selectivity_references:
     input:
         tokens=TOKENS,
         obs=TOKEN_OBS,
         validation=VALIDATION,
     output:
-        ceilings=f"{DS}/raw/ceilings.csv",
+        references=f"{DS}/raw/references.csv",
     log:
-        f"{LOGS}/selectivity_ceilings.log",
+        f"{LOGS}/selectivity_references.log",
     benchmark:
-        f"{BENCH}/selectivity_ceilings.tsv"
+        f"{BENCH}/selectivity_references.tsv"
     conda:
         ENV
     resources:
@@ -94,12 +98,58 @@ rule selectivity_ceilings:
     params:
         tasks=lambda wc: dataset_section(wc, "tasks"),
         probe=probe_settings(),
-        settings=config["evaluate"]["ceilings"],
+        settings=config["evaluate"]["references"],
         bootstrap=config["evaluate"]["bootstrap"],
         resample_unit=lambda wc: dataset_section(wc, "resample_unit"),
         min_label_size=config["evaluate"]["min_label_size"],
     script:
-        "../scripts/selectivity_ceilings.py"
+        "../scripts/selectivity_references.py"
+
+
+rule compare_variants:
+    input:
+        obs=TOKEN_OBS,
+        codes=lambda wc: model_files(wc.dataset, "codes.npz"),
+        label_scores=lambda wc: model_files(wc.dataset, "label_scores.csv"),
+    output:
+        intervals=table_files(
+            f"{DS}/tables/selectivity_intervals",
+            "../report/selectivity_intervals.rst",
+            "Dictionaries",
+        ),
+        differences=table_files(
+            f"{DS}/tables/selectivity_differences",
+            "../report/selectivity_differences.rst",
+            "Dictionaries",
+        ),
+        verdicts=table_files(
+            f"{DS}/tables/selectivity_verdicts",
+            "../report/selectivity_verdicts.rst",
+            "Dictionaries",
+        ),
+        claim=table_files(
+            f"{DS}/tables/claim",
+            "../report/claim.rst",
+            "Headline",
+        ),
+    log:
+        f"{LOGS}/compare_variants.log",
+    benchmark:
+        f"{BENCH}/compare_variants.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    params:
+        variants=variant_names,
+        tasks=lambda wc: dataset_section(wc, "tasks"),
+        probe=probe_settings(),
+        bootstrap=config["evaluate"]["bootstrap"],
+        resample_unit=lambda wc: dataset_section(wc, "resample_unit"),
+        min_label_size=config["evaluate"]["min_label_size"],
+    script:
+        "../scripts/compare_variants.py"
 
 
 rule group_detectability:
@@ -109,16 +159,6 @@ rule group_detectability:
         groups=table_files(
             f"{DS}/tables/group_detectability",
             "../report/group_detectability.rst",
-            "Dictionaries",
-        ),
-        intervals=table_files(
-            f"{DS}/tables/selectivity_intervals",
-            "../report/selectivity_intervals.rst",
-            "Dictionaries",
-        ),
-        differences=table_files(
-            f"{DS}/tables/selectivity_differences",
-            "../report/selectivity_differences.rst",
             "Dictionaries",
         ),
     log:
@@ -139,7 +179,7 @@ rule group_detectability:
         ),
         exclude=lambda wc: dataset_section(wc, "microscopy", "heatmaps", "exclude"),
         probe=probe_settings(),
-        folds=config["evaluate"]["ceilings"]["folds"],
+        folds=config["evaluate"]["references"]["folds"],
         bootstrap=config["evaluate"]["bootstrap"],
         resample_unit=lambda wc: dataset_section(wc, "resample_unit"),
         min_label_size=config["evaluate"]["min_label_size"],

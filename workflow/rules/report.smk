@@ -41,7 +41,6 @@ rule report_dataset:
         dataset=lambda wc: wc.dataset,
         variants=variant_names,
         tasks=lambda wc: [t["name"] for t in DATASETS[wc.dataset]["tasks"]],
-        min_ceiling=config["evaluate"]["ceilings"]["min_ceiling"],
     script:
         "../scripts/report_dataset.py"
 
@@ -74,7 +73,8 @@ rule atom_recovery_table:
 rule label_selectivity:
     input:
         best_selectivity=lambda wc: model_files(wc.dataset, "best_selectivity.csv"),
-        ceilings=f"{DS}/raw/ceilings.csv",
+        label_scores=lambda wc: model_files(wc.dataset, "label_scores.csv"),
+        references=f"{DS}/raw/references.csv",
     output:
         table=table_files(
             f"{DS}/tables/label_selectivity",
@@ -96,7 +96,6 @@ rule label_selectivity:
         variants=variant_names,
         task=lambda wc: dataset_section(wc, "microscopy", "heatmaps", "task"),
         exclude=lambda wc: dataset_section(wc, "microscopy", "heatmaps", "exclude"),
-        min_ceiling=config["evaluate"]["ceilings"]["min_ceiling"],
     script:
         "../scripts/label_selectivity.py"
 
@@ -122,7 +121,9 @@ rule feature_browser:
         kind=lambda wc: DATASETS[wc.dataset]["kind"],
         variants=variant_names,
         enriched=lambda wc: (
-            enrichment_variants(wc.dataset) if has_enrichment(wc.dataset) else []
+            enrichment_variants(config, wc.dataset)
+            if has_enrichment(wc.dataset)
+            else []
         ),
         tasks=lambda wc: dataset_section(wc, "tasks"),
         rgb=lambda wc: DATASETS[wc.dataset].get("microscopy", {}).get("browser_rgb"),

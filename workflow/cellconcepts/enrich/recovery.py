@@ -183,9 +183,10 @@ def _chance_rate(table: pd.DataFrame, term: str, fdr: float) -> float:
 
 
 def perfect_list_recovery(groups: pd.DataFrame, terms, fdr: float) -> pd.DataFrame:
-    """The GO-recovery ceiling of a simulated screen: per planted group, how its planted term
-    fares for the gene list a perfect feature would give, exactly the group's genes that are
-    in the background (``terms``: the library restricted to the screened genes). Columns
+    """The GO-recovery reference of a simulated screen (not a bound: other terms may tie):
+    per planted group, how its planted term fares for the gene list a perfect feature would
+    give, exactly the group's genes that are in the background (``terms``: the library
+    restricted to the screened genes). Columns
     group, perfect_list_size, perfect_rank, perfect_fdr, perfect_recovered,
     perfect_recovered_strict."""
     from cellconcepts.enrich.genesets import normalise_symbols

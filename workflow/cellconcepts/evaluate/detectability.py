@@ -1,10 +1,12 @@
-"""Per planted group of a screen: can the encoder (or CellProfiler) see it at all, and when it
-can, does a dictionary isolate it, with which encoder and whitening, and by how much more
-than the others (paired bootstrap intervals)?
+"""Per planted group of a screen: can the encoder (or CellProfiler) see it at all, and does a
+dictionary isolate it on held-out tokens, above what chance gives?
 
 "Sees" means the out-of-fold linear probe recalls the group above chance with its whole
-interval (`evaluate.ceilings.task_ceilings`); "isolates" is the best avg selectivity of any
-feature, read against the group's ceilings.
+interval (`evaluate.references.task_references`); "isolates" is the held-out best avg
+selectivity of each variant (mean over its seeds) and the fraction of its seeds whose
+held-out best feature is above the permutation null (`evaluate.label_scores`), read beside
+the group's oracle selectivity and linear reference. The comparisons between variants are
+`evaluate.variant_comparison`'s.
 """
 
 from __future__ import annotations
@@ -15,32 +17,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 from cellconcepts.config import Variant
-from cellconcepts.evaluate.ceilings import out_of_fold_scores, scored_recalls
 from cellconcepts.evaluate.probing import ProbeSettings
-from cellconcepts.evaluate.uncertainty import best_selectivity_samples
+from cellconcepts.evaluate.references import out_of_fold, scored_recalls
 
 log = logging.getLogger(__name__)
-
-# (first, second): the comparisons the demo must answer, as (method, whitening) pairs.
-COMPARISONS = ((("icfl", "pca"), ("topk", "pca")), (("icfl", "pca"), ("icfl", "none")))
-
-
-def comparisons(variants: Sequence[str]) -> list[tuple[str, str]]:
-    """Pairs of variant names of `COMPARISONS` with the same sparsity and seed."""
-    specs = {name: Variant.parse(name) for name in variants}
-    pairs = []
-    for first, second in COMPARISONS:
-        for a, sa in specs.items():
-            if (sa.method, sa.whitening) != first:
-                continue
-            for b, sb in specs.items():
-                same = (sb.sparsity, sb.seed) == (sa.sparsity, sa.seed)
-                if (sb.method, sb.whitening) == second and same:
-                    pairs.append((a, b))
-    return pairs
 
 
 def probe_recalls(
@@ -55,37 +37,25 @@ def probe_recalls(
 ) -> pd.DataFrame:
     """Out-of-fold probe recall per label with its bootstrap interval (label, recall, low,
     high; the 'BTA' row is the balanced accuracy)."""
-    rows, classes, scores = out_of_fold_scores(
-        features, labels, groups=groups, probe=probe, folds=folds
-    )
-    return scored_recalls(labels, rows, classes, scores, units, **bootstrap)
+    found = out_of_fold(features, labels, groups=groups, probe=probe, folds=folds)
+    return scored_recalls(labels, found, units, **bootstrap)
 
 
 def group_detectability(
-    labels: pd.Series,
-    codes: Mapping[str, sp.spmatrix],
-    ceilings: pd.DataFrame,
-    units: np.ndarray,
+    labels: Sequence[str],
+    scores: Mapping[str, pd.DataFrame],
+    references: pd.DataFrame,
+    task: str,
     *,
-    exclude: Sequence[str],
-    bootstrap: Mapping[str, Any],
     profile_recall: pd.DataFrame | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Three tables over the labels of one task (``exclude`` left out of the rows, not of the
-    selectivities):
-
-    - groups: per label, the raw-token probe's recall (from ``ceilings``) and CellProfiler's
-      (``profile_recall``) with intervals, whether each sees it, its oracle and probe
-      ceilings, and every model's best avg selectivity;
-    - intervals: per model and label, best avg selectivity with its interval;
-    - differences: per comparison pair and label, the paired difference, its interval, a
-      verdict, and whether the encoder sees the label.
-    """
-    samples = best_selectivity_samples(codes, labels, units, **bootstrap)
-    intervals = samples.table()
-    keep = ~np.isin(samples.labels, list(exclude))
-    shown = samples.labels[keep]
-    limits = ceilings.set_index(ceilings["label"].astype(str)).reindex(shown)
+) -> pd.DataFrame:
+    """Per label of ``labels`` (the task's labels to show): the raw-token probe's recall
+    (from ``references``) and CellProfiler's (``profile_recall``) with intervals, whether
+    each sees it, its oracle selectivity and linear reference, and per variant (method,
+    whitening, sparsity) the held-out best selectivity (mean over seeds) and the fraction of
+    seeds above null (``scores``: each model's `label_scores` table)."""
+    shown = list(labels)
+    limits = references.set_index(references["label"].astype(str)).reindex(shown)
     groups = pd.DataFrame({"label": shown, "n_tokens": limits["n_tokens"].to_numpy()})
     groups["chance"] = limits["chance"].to_numpy()
     groups["raw_probe_recall"] = limits["probe_recall"].to_numpy()
@@ -98,34 +68,44 @@ def group_detectability(
         groups["cp_probe_low"] = cp["low"].to_numpy()
         groups["cp_probe_high"] = cp["high"].to_numpy()
         groups["cellprofiler_sees"] = groups["cp_probe_low"] > groups["chance"]
-    groups["oracle_ceiling"] = limits["oracle_ceiling"].to_numpy()
-    groups["probe_ceiling"] = limits["probe_ceiling"].to_numpy()
-    for name, point in samples.point.items():
-        groups[f"best_{name}"] = point[keep]
-    sees = dict(zip(groups["label"], groups["encoder_sees"], strict=True))
-    differences = []
-    for first, second in comparisons(list(codes)):
-        table = samples.difference(first, second)
-        table = table[table["label"].isin(shown)].copy()
-        table["encoder_sees"] = table["label"].map(sees)
-        differences.append(table)
-    difference_table = (
-        pd.concat(differences, ignore_index=True)
-        if differences
-        else pd.DataFrame(columns=["label", "first", "second", "difference", "low", "high"])
-    )
-    return groups, intervals[intervals["label"].isin(shown)], difference_table
+    for column in ("oracle_selectivity", "linear_reference", "linear_reference_low"):
+        groups[column] = limits[column].to_numpy()
+    heldout = []
+    for name, table in scores.items():
+        spec = Variant.parse(name)
+        rows = table[(table["task"] == task) & (table["score"] == "heldout_avg")]
+        rows = rows.set_index(rows["label"].astype(str)).reindex(shown)
+        heldout.append(
+            pd.DataFrame(
+                {
+                    "variant": f"{spec.method}_{spec.whitening}_k{spec.sparsity}",
+                    "label": shown,
+                    "value": rows["value"].to_numpy(),
+                    "above": rows["above_null"].astype(float).to_numpy(),
+                }
+            )
+        )
+    per_variant = pd.concat(heldout).groupby(["variant", "label"], sort=False).mean()
+    for variant in per_variant.index.get_level_values("variant").unique():
+        part = per_variant.loc[variant].reindex(shown)
+        groups[f"heldout_{variant}"] = part["value"].to_numpy()
+        groups[f"above_null_{variant}"] = part["above"].to_numpy()
+    return groups
 
 
-def summary_lines(groups: pd.DataFrame, differences: pd.DataFrame) -> list[str]:
+def summary_lines(groups: pd.DataFrame) -> list[str]:
     """The demo's answer in plain sentences, one per group."""
     lines = []
-    for row in groups.itertuples(index=False):
-        seen = "the encoder sees it" if row.encoder_sees else "the encoder does not see it"
-        verdicts = differences.loc[differences["label"] == row.label, "verdict"].tolist()
+    variants = [c.removeprefix("heldout_") for c in groups.columns if c.startswith("heldout_")]
+    for row in groups.to_dict("records"):
+        seen = "the encoder sees it" if row["encoder_sees"] else "the encoder does not see it"
+        parts = [
+            f"{v} {row['heldout_' + v]:.2f} ({row['above_null_' + v]:.0%} of seeds above null)"
+            for v in variants
+        ]
         lines.append(
-            f"{row.label}: raw probe recall {row.raw_probe_recall:.2f} "
-            f"[{row.raw_probe_low:.2f}, {row.raw_probe_high:.2f}] vs chance {row.chance:.2f}, "
-            f"{seen}; " + ("; ".join(verdicts) if verdicts else "no pair to compare")
+            f"{row['label']}: raw probe recall {row['raw_probe_recall']:.2f} "
+            f"[{row['raw_probe_low']:.2f}, {row['raw_probe_high']:.2f}] vs chance "
+            f"{row['chance']:.2f}, {seen}; held-out best selectivity: " + "; ".join(parts)
         )
     return lines

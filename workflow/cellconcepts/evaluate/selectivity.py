@@ -45,6 +45,20 @@ def active_indicator(codes: sp.csr_matrix) -> sp.csr_matrix:
     return active
 
 
+def avg_from_counts(counts: np.ndarray, mass: np.ndarray) -> np.ndarray:
+    """Avg selectivity (..., C, M) from active counts (..., C, M) and label sizes (..., C),
+    counted or weighted: ``P(active | i)`` minus its mean over the other labels present. A
+    label without tokens (size 0) is not among the others, and its row is NaN."""
+    mass = np.asarray(mass, dtype=np.float64)
+    present = mass > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = np.where(present[..., None], counts / mass[..., None], np.nan)
+    n_present = present.sum(axis=-1)[..., None, None]
+    total = np.nansum(p, axis=-2, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return p - (total - p) / (n_present - 1)
+
+
 @dataclass
 class Selectivity:
     """Per-label activation probabilities and selectivity scores of every feature."""
@@ -99,9 +113,7 @@ def selectivity(
     counts = np.asarray((onehot.T @ active_indicator(csr)).toarray(), dtype=np.float64)
     n_per_label = np.bincount(inverse, minlength=n_labels).astype(np.int64)
     p_active = counts / n_per_label[:, None]
-
-    mean_others = (p_active.sum(axis=0, keepdims=True) - p_active) / (n_labels - 1)
-    avg = p_active - mean_others
+    avg = avg_from_counts(counts, n_per_label)
 
     # max over j != i: the column maximum, except on the arg-max row where it is the runner-up.
     top_idx = np.argmax(p_active, axis=0)

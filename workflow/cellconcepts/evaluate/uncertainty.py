@@ -1,5 +1,6 @@
 """Bootstrap intervals for the scores the reports compare: balanced accuracy and per-label
-recall of a probe, and the best selectivity per label of one or more dictionaries.
+recall of a probe, and the resampling units and token weights that the comparison of
+dictionaries over units and seeds uses (`evaluate.variant_comparison`).
 
 Resampling is by *unit*: tokens that share a unit (e.g. the sites of one well) are drawn
 together, since they are not independent; without units every token is its own unit. A
@@ -9,15 +10,14 @@ weighted version of its point estimate and no resampled copy of the data is buil
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
 from cellconcepts.evaluate.labels import label_series
-from cellconcepts.evaluate.selectivity import active_indicator, as_csr
+from cellconcepts.evaluate.selectivity import avg_from_counts
 
 
 def unit_codes(obs: pd.DataFrame, columns: list[str] | tuple[str, ...] | None) -> np.ndarray:
@@ -109,97 +109,4 @@ def avg_selectivity(
         (weights[rows], (label_index[rows], rows)), shape=(n_labels, active.shape[0])
     )
     mass = np.asarray(onehot.sum(axis=1)).ravel()
-    with np.errstate(invalid="ignore", divide="ignore"):
-        p = np.asarray((onehot @ active).toarray()) / mass[:, None]
-    present = mass > 0
-    others = (np.nansum(p[present], axis=0, keepdims=True) - p) / (present.sum() - 1)
-    avg = p - others
-    avg[~present] = np.nan
-    return avg
-
-
-@dataclass
-class SelectivitySamples:
-    """Best avg selectivity per label of several models: the point estimates and the
-    (replicates, labels) bootstrap samples, drawn on the same resamples for every model."""
-
-    labels: np.ndarray
-    point: dict[str, np.ndarray]
-    samples: dict[str, np.ndarray]
-    level: float
-
-    def table(self) -> pd.DataFrame:
-        """Long table: model, label, best_avg, low, high."""
-        rows = []
-        for name, point in self.point.items():
-            low, high = interval(self.samples[name], self.level)
-            rows.append(
-                pd.DataFrame(
-                    {
-                        "model": name,
-                        "label": self.labels,
-                        "best_avg": point,
-                        "low": low,
-                        "high": high,
-                    }
-                )
-            )
-        return pd.concat(rows, ignore_index=True)
-
-    def difference(self, first: str, second: str) -> pd.DataFrame:
-        """Model ``first`` minus ``second`` per label, with the percentile interval of the
-        paired differences and a verdict: an interval that holds 0 is no difference."""
-        low, high = interval(self.samples[first] - self.samples[second], self.level)
-        verdict = np.where(
-            low > 0, f"{first} higher", np.where(high < 0, f"{second} higher", "no difference")
-        )
-        return pd.DataFrame(
-            {
-                "label": self.labels,
-                "first": first,
-                "second": second,
-                "difference": self.point[first] - self.point[second],
-                "low": low,
-                "high": high,
-                "verdict": verdict,
-            }
-        )
-
-
-def best_selectivity_samples(
-    codes: Mapping[str, sp.spmatrix],
-    labels: np.ndarray | pd.Series,
-    units: np.ndarray,
-    *,
-    replicates: int = 1000,
-    seed: int = 0,
-    level: float = 0.95,
-) -> SelectivitySamples:
-    """Best avg selectivity per label of every model in ``codes``, bootstrapped over units
-    with the same resamples for every model (so differences are paired).
-
-    Each label's best feature is chosen once, on all tokens, and its selectivity is
-    recomputed on every resample: the interval is that of the chosen feature's score (choosing
-    again on every resample would bias the resamples upwards, so that the interval could miss
-    the estimate)."""
-    lab = label_series(labels, "labels")
-    keep = lab.notna().to_numpy()
-    classes, index = np.unique(lab[keep].astype(str).to_numpy(), return_inverse=True)
-    label_index = np.full(len(lab), -1, dtype=np.int64)
-    label_index[keep] = index
-    actives = {name: active_indicator(as_csr(c)) for name, c in codes.items()}
-    n = len(classes)
-    ones = np.ones(len(lab))
-    rows = np.arange(n)
-    best: dict[str, np.ndarray] = {}
-    point: dict[str, np.ndarray] = {}
-    for name, active in actives.items():
-        avg = avg_selectivity(active, label_index, n, ones)
-        best[name] = np.argmax(avg, axis=1)
-        point[name] = avg[rows, best[name]]
-    drawn: dict[str, list[np.ndarray]] = {name: [] for name in actives}
-    for w in unit_weights(units, replicates, seed):
-        for name, active in actives.items():
-            drawn[name].append(avg_selectivity(active, label_index, n, w)[rows, best[name]])
-    samples = {name: np.stack(s) for name, s in drawn.items()}
-    return SelectivitySamples(labels=classes, point=point, samples=samples, level=level)
+    return avg_from_counts(np.asarray((onehot @ active).toarray()), mass)

@@ -18,7 +18,8 @@ VARIANT_COLUMNS = ["method", "whitening", "sparsity", "seed"]
 # The per-dataset tables of rule report_dataset, by file stem under results/<dataset>/tables/.
 DATASET_TABLES = (
     "headline_seeds",
-    "ceilings",
+    "references",
+    "label_scores",
     "dead_features",
     "selectivity_counts",
     "best_selectivity",
@@ -66,14 +67,14 @@ def headline_table(
     probing: Mapping[str, PathLike],
     raw_probing: PathLike,
     atom_recovery: Mapping[str, PathLike] | None = None,
-    reached: Mapping[str, Mapping[str, float]] | None = None,
+    summaries: Mapping[str, Mapping[str, float]] | None = None,
 ) -> pd.DataFrame:
     """One row per model variant plus a 'raw' row (probing only), the issue's headline table.
 
     bta_<task> is the probe on reconstructions (paper Fig. 4A); bta_codes_<task> on the codes.
-    n_features_sel_* count features selective for at least one label of any task;
-    sel_reached_<task> (from ``reached``) is the mean over the task's labels of the best
-    selectivity divided by the label's ceiling (`evaluate.ceilings`).
+    n_features_sel_* count features selective for at least one label of any task (the
+    paper's thresholds), n_features_above_null those above the permutation null;
+    ``summaries`` adds per-model columns (`evaluate.references.reference_summary`).
     """
     rows = []
     for variant in dead:
@@ -92,10 +93,14 @@ def headline_table(
             "recon_cosine_original": reconstruction[variant]["recon_cosine_original"],
         }
         row.update(
-            {k: int(v) for k, v in counts.loc["any"].items() if k.startswith("n_features_sel_")}
+            {
+                k: int(v)
+                for k, v in counts.loc["any"].items()
+                if k.startswith("n_features_sel_") or k == "n_features_above_null"
+            }
         )
-        if reached is not None:
-            row.update(reached[variant])
+        if summaries is not None:
+            row.update(summaries[variant])
         for rep, prefix in (("reconstruction", "bta_"), ("codes", "bta_codes_")):
             chosen = probes[probes.representation == rep]
             row.update({prefix + t: b for t, b in zip(chosen.task, chosen.bta, strict=True)})
@@ -114,7 +119,9 @@ def headline_table(
     )
     table = pd.DataFrame(rows)
     integer_columns = ["sparsity", "seed", "n_features", "dead_features"]
-    integer_columns += [c for c in table.columns if c.startswith("n_features_sel_")]
+    integer_columns += [
+        c for c in table.columns if c.startswith("n_features_sel_") or c == "n_features_above_null"
+    ]
     table[integer_columns] = table[integer_columns].astype("Int64")
     return table.sort_values(["method", "whitening", "sparsity", "seed"], na_position="last")
 
@@ -156,16 +163,16 @@ def label_selectivity(
     task: str,
     exclude: Sequence[str],
     threshold: float = 0.5,
-    ceilings: pd.DataFrame | None = None,
-    min_ceiling: float = 0.1,
+    references: pd.DataFrame | None = None,
+    scores: Mapping[str, pd.DataFrame] | None = None,
 ) -> tuple[pd.DataFrame, pd.Series]:
-    """Best avg selectivity of any feature per label of ``task`` (rows) and model (columns),
-    with a row giving the fraction of labels at or above ``threshold`` per model; and that
-    fraction. With ``ceilings`` (`evaluate.ceilings.task_ceilings`), the labels' oracle and
-    probe ceilings as the first columns and a last row, ``fraction of ceiling``: per model,
-    the mean over labels whose ceiling is at least ``min_ceiling`` of best / ceiling (and,
-    where the ceiling is an oracle, ``fraction of probe ceiling``: the same against the probe's
-    ceiling, what the encoder makes reachable)."""
+    """Best avg selectivity of any feature per label of ``task`` (rows) and model (columns,
+    the paper's in-sample score), with a row giving the fraction of labels at or above
+    ``threshold`` per model; and that fraction. With ``references``
+    (`evaluate.references.task_references`), the labels' oracle selectivity and linear
+    reference as the first columns; with ``scores`` (each model's `label_scores`), a last
+    row, ``fraction above null (held out)``: the fraction of the labels whose held-out best
+    feature is above the permutation null."""
     columns = {}
     for variant, best in best_selectivity.items():
         best = best[(best["task"] == task) & ~best["label"].astype(str).isin(exclude)]
@@ -174,17 +181,17 @@ def label_selectivity(
     table.index.name = "label"
     fraction = (table >= threshold).mean(axis=0).rename(f"fraction >= {threshold:g}")
     summary = [fraction.to_frame().T]
-    if ceilings is not None:
-        limits = ceilings[ceilings["task"] == task]
+    if scores is not None:
+        above = {}
+        for variant, frame in scores.items():
+            rows = frame[(frame["task"] == task) & (frame["score"] == "heldout_avg")]
+            rows = rows.set_index(rows["label"].astype(str)).reindex(table.index)
+            above[variant] = float(rows["above_null"].astype(float).mean())
+        summary.append(pd.Series(above, name="fraction above null (held out)").to_frame().T)
+    if references is not None:
+        limits = references[references["task"] == task]
         limits = limits.set_index(limits["label"].astype(str)).reindex(table.index)
-        ceiling = limits["ceiling"].where(limits["ceiling"] >= min_ceiling)
-        reached = table.div(ceiling, axis=0).mean(axis=0).rename("fraction of ceiling")
-        summary.append(reached.to_frame().T)
-        if limits["oracle_ceiling"].notna().any():
-            probe = limits["probe_ceiling"].where(limits["probe_ceiling"] >= min_ceiling)
-            seen = table.div(probe, axis=0).mean(axis=0).rename("fraction of probe ceiling")
-            summary.append(seen.to_frame().T)
-        table.insert(0, "probe_ceiling", limits["probe_ceiling"])
-        table.insert(0, "oracle_ceiling", limits["oracle_ceiling"])
+        table.insert(0, "linear_reference", limits["linear_reference"])
+        table.insert(0, "oracle_selectivity", limits["oracle_selectivity"])
     table = pd.concat([table, *summary]).reset_index(names="label")
     return table, fraction

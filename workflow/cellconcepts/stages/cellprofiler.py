@@ -144,11 +144,17 @@ def cellprofiler_selectivity(
     codes: PathLike,
     counts: PathLike,
     best: PathLike,
+    label_scores: PathLike,
     tasks: Sequence[Mapping[str, Any]],
     thresholds: Sequence[float],
+    probe: Mapping[str, Any],
+    significance: Mapping[str, Any],
+    resample_unit: Sequence[str] = (),
     min_label_size: int = 1,
 ) -> None:
-    """Selectivity of the thresholded CellProfiler features, as for a dictionary's codes."""
+    """Selectivity of the thresholded CellProfiler features, as for a dictionary's codes: the
+    paper's best score per label, and the held-out scores against their nulls (a best of
+    ~800 measurements is a maximum too)."""
     from cellconcepts.stages.evaluate import selectivity
 
     selectivity(
@@ -156,8 +162,12 @@ def cellprofiler_selectivity(
         codes=codes,
         counts=counts,
         best=best,
+        label_scores=label_scores,
         tasks=tasks,
         thresholds=thresholds,
+        probe=probe,
+        significance=significance,
+        resample_unit=resample_unit,
         min_label_size=min_label_size,
     )
 

@@ -281,8 +281,8 @@ def go_recovery(
 ) -> None:
     """Simulated screens: is each planted GO term the top term of the feature most selective
     for its group (`enrich.recovery.go_recovery`)? With the token ``obs`` and the enrichment
-    ``settings``, also the ceiling: whether a perfect gene list (the group's own genes) would
-    recover it in this background (`enrich.recovery.perfect_list_recovery`)."""
+    ``settings``, also the perfect-list reference: whether a perfect gene list (the group's
+    own genes) would recover it in this background (`enrich.recovery.perfect_list_recovery`)."""
     from cellconcepts.enrich.gene_lists import screen_controls
     from cellconcepts.enrich.recovery import go_recovery as recovery
     from cellconcepts.enrich.recovery import perfect_list_recovery
@@ -307,8 +307,8 @@ def go_recovery(
         )
         perfect = perfect_list_recovery(planted, background, fdr)
         per_group = per_group.merge(perfect, on="group", how="left")
-        per_model["ceiling"] = float(perfect["perfect_recovered"].mean())
-        per_model["ceiling_strict"] = float(perfect["perfect_recovered_strict"].mean())
+        per_model["perfect_list"] = float(perfect["perfect_recovered"].mean())
+        per_model["perfect_list_strict"] = float(perfect["perfect_recovered_strict"].mean())
         log.info(
             "a perfect gene list recovers %d of %d planted terms (%d strictly)",
             int(perfect["perfect_recovered"].sum()),

@@ -28,18 +28,41 @@ def selectivity(
     codes: PathLike,
     counts: PathLike,
     best: PathLike,
+    label_scores: PathLike,
     tasks: Sequence[Mapping[str, Any]],
     thresholds: Sequence[float],
+    probe: Mapping[str, Any],
+    significance: Mapping[str, Any],
+    resample_unit: Sequence[str] = (),
     min_label_size: int = 1,
 ) -> None:
-    """Per task: features above each avg-selectivity threshold, and the best score per label
-    (`evaluate.selectivity.task_selectivity_tables`)."""
+    """Per task: features above each avg-selectivity threshold and above the permutation
+    null (counts), the paper's best score per label (best), and per label the held-out and
+    average-precision scores, each against its null (`evaluate.label_scores`)."""
+    from cellconcepts.evaluate.label_scores import SignificanceSettings, label_score_tables
+    from cellconcepts.evaluate.uncertainty import unit_codes
+
     table = pd.read_parquet(obs)
+    matrix = sp.load_npz(codes).tocsr()
     count_table, best_table = task_selectivity_tables(
-        sp.load_npz(codes).tocsr(), table, tasks, thresholds, min_label_size
+        matrix, table, tasks, thresholds, min_label_size
     )
+    scores, above = label_score_tables(
+        matrix,
+        table,
+        tasks,
+        ProbeSettings(**probe),
+        SignificanceSettings(**significance),
+        unit_codes(table, list(resample_unit)) if resample_unit else None,
+        min_label_size,
+    )
+    union = np.logical_or.reduce(list(above.values()))
+    count_table["n_features_above_null"] = [
+        int(above[t].sum()) if t in above else int(union.sum()) for t in count_table["task"]
+    ]
     write_frame(count_table, counts)
     write_frame(best_table, best)
+    write_frame(scores, label_scores)
 
 
 def probe_model(
@@ -122,11 +145,11 @@ def probe_raw(
     _probe(tokens, obs, None, probing, tasks, probe, min_label_size, bootstrap, resample_unit)
 
 
-def selectivity_ceilings(
+def selectivity_references(
     *,
     tokens: PathLike,
     obs: PathLike,
-    ceilings: PathLike,
+    references: PathLike,
     tasks: Sequence[Mapping[str, Any]],
     probe: Mapping[str, Any],
     settings: Mapping[str, Any],
@@ -135,11 +158,12 @@ def selectivity_ceilings(
     min_label_size: int = 1,
     threads: int | None = None,
 ) -> None:
-    """Per task and label, the selectivity a feature could reach: the oracle (tasks with an
-    ``oracle`` column) and the out-of-fold linear probe's (`evaluate.ceilings`), with the
-    probe's recall and its bootstrap interval over ``resample_unit``; report_dataset writes
-    it as tables/ceilings."""
-    from cellconcepts.evaluate.ceilings import task_ceilings
+    """Per task and label, what a best feature is read against (`evaluate.references`): the
+    linear reference (the out-of-fold probe thresholded on its training folds) and the probe's
+    recall, each with its bootstrap interval over ``resample_unit``, and the oracle
+    selectivity (tasks with an ``oracle`` column); report_dataset writes it as
+    tables/references."""
+    from cellconcepts.evaluate.references import task_references
     from cellconcepts.evaluate.uncertainty import unit_codes
 
     set_threads(threads)
@@ -147,7 +171,7 @@ def selectivity_ceilings(
     units = unit_codes(store.obs, list(resample_unit))
     result = pd.concat(
         [
-            task_ceilings(
+            task_references(
                 store.tokens,
                 store.obs,
                 task,
@@ -161,17 +185,109 @@ def selectivity_ceilings(
         ],
         ignore_index=True,
     )
-    write_frame(result, ceilings)
+    write_frame(result, references)
+
+
+def compare_variants(
+    *,
+    obs: PathLike,
+    codes: Sequence[PathLike],
+    label_scores: Sequence[PathLike],
+    intervals: Sequence[PathLike],
+    differences: Sequence[PathLike],
+    verdicts: Sequence[PathLike],
+    claim: Sequence[PathLike],
+    variants: Sequence[str],
+    tasks: Sequence[Mapping[str, Any]],
+    probe: Mapping[str, Any],
+    bootstrap: Mapping[str, Any],
+    resample_unit: Sequence[str] = (),
+    min_label_size: int = 1,
+) -> None:
+    """Every pair of variants (ICFL / TopK x PCA / none) per task, label and score, with
+    intervals over units and model seeds (`evaluate.variant_comparison`), the verdicts per
+    pair (the mean difference over labels and how many labels each verdict has), and the
+    paper's central claim (ICFL + PCA against TopK) under each metric."""
+    from cellconcepts.evaluate.label_scores import task_design
+    from cellconcepts.evaluate.uncertainty import unit_codes
+    from cellconcepts.evaluate.variant_comparison import (
+        chosen_and_points,
+        claim_table,
+        comparison_tables,
+        variant_samples,
+        verdict_counts,
+    )
+    from cellconcepts.report.tables import write_table
+
+    table = pd.read_parquet(obs)
+    units = unit_codes(table, list(resample_unit))
+    matrices = {v: sp.load_npz(p).tocsr() for v, p in zip(variants, codes, strict=True)}
+    scores = {v: pd.read_csv(p) for v, p in zip(variants, label_scores, strict=True)}
+    interval_tables, difference_tables = [], []
+    for task in tasks:
+        design = task_design(table, task, ProbeSettings(**probe), min_label_size=min_label_size)
+        chosen, points = {}, {}
+        for name, frame in scores.items():
+            chosen[name], points[name] = chosen_and_points(frame, task["name"], design.classes)
+        found = variant_samples(
+            matrices,
+            chosen,
+            points,
+            design,
+            units,
+            replicates=bootstrap["replicates"],
+            seed=bootstrap["seed"],
+        )
+        task_intervals, task_differences = comparison_tables(
+            found, level=bootstrap["level"], seed=bootstrap["seed"]
+        )
+        interval_tables.append(task_intervals)
+        difference_tables.append(task_differences)
+    difference_table = pd.concat(difference_tables, ignore_index=True)
+    verdict_table = verdict_counts(difference_table)
+    level = f"{100 * bootstrap['level']:g} %"
+    write_table(
+        pd.concat(interval_tables, ignore_index=True),
+        intervals[0],
+        caption=f"best-feature scores per variant (mean over seeds) with {level} intervals "
+        "over units and seeds",
+    )
+    write_table(
+        difference_table,
+        differences[0],
+        caption=f"paired differences between variants with {level} intervals over units and seeds",
+    )
+    write_table(verdict_table, verdicts[0], caption="verdicts per pair of variants")
+    write_table(
+        claim_table(verdict_table, scores),
+        claim[0],
+        caption="ICFL + PCA against TopK under each metric, over units and seeds",
+    )
+    for row in verdict_table.itertuples(index=False):
+        log.info(
+            "%s, %s, k%s: %s - %s = %.3f [%.3f, %.3f], %s; labels: %d / %d higher, %d no "
+            "difference",
+            row.task,
+            row.score,
+            row.sparsity,
+            row.first,
+            row.second,
+            row.mean_difference,
+            row.low,
+            row.high,
+            row.verdict,
+            row.labels_first_higher,
+            row.labels_second_higher,
+            row.labels_no_difference,
+        )
 
 
 def group_detectability(
     *,
     obs: PathLike,
-    codes: Sequence[PathLike],
-    ceilings: PathLike,
+    references: PathLike,
+    label_scores: Sequence[PathLike],
     groups: Sequence[PathLike],
-    intervals: Sequence[PathLike],
-    differences: Sequence[PathLike],
     variants: Sequence[str],
     task: Mapping[str, Any],
     exclude: Sequence[str],
@@ -184,9 +300,9 @@ def group_detectability(
     threads: int | None = None,
 ) -> None:
     """Per planted group of ``task``: does the encoder (raw-token probe) or CellProfiler (a
-    probe on the per-image profiles) see it, its ceilings, every model's best selectivity
-    with its interval, and the paired differences ICFL+PCA vs TopK+PCA and vs ICFL without
-    whitening (`evaluate.detectability`)."""
+    probe on the per-image profiles) see it, its oracle selectivity and linear reference, and
+    each variant's held-out best selectivity and seeds above null
+    (`evaluate.detectability`)."""
     from cellconcepts.evaluate.detectability import group_detectability as detect
     from cellconcepts.evaluate.detectability import probe_recalls, summary_lines
     from cellconcepts.evaluate.labels import task_labels
@@ -196,7 +312,6 @@ def group_detectability(
     set_threads(threads)
     table = pd.read_parquet(obs)
     labels = task_labels(table, task, min_label_size)
-    units = unit_codes(table, list(resample_unit))
     profile_recall = None
     if profiles is not None:
         from cellconcepts.cellprofiler.profiles import aligned_profiles
@@ -206,33 +321,30 @@ def group_detectability(
             matrix,
             labels,
             table[task["group_by"]] if task.get("group_by") else None,
-            units,
+            unit_codes(table, list(resample_unit)),
             probe=ProbeSettings(**probe),
             folds=folds,
             bootstrap=bootstrap,
         )
-    limits = pd.read_csv(ceilings, dtype={"label": str})
+    limits = pd.read_csv(references, dtype={"label": str})
+    shown = sorted(set(labels.dropna().astype(str)) - {str(v) for v in exclude})
     found = detect(
-        labels,
-        {v: sp.load_npz(p).tocsr() for v, p in zip(variants, codes, strict=True)},
+        shown,
+        {
+            v: pd.read_csv(p, dtype={"label": str})
+            for v, p in zip(variants, label_scores, strict=True)
+        },
         limits[limits["task"] == task["name"]],
-        units,
-        exclude=exclude,
-        bootstrap=bootstrap,
+        task["name"],
         profile_recall=profile_recall,
     )
-    level = f"{100 * bootstrap['level']:g} %"
-    captions = (
-        f"{task['name']}: which groups the encoder and CellProfiler see, ceilings, best "
-        "selectivity per model",
-        f"{task['name']}: best avg selectivity per model with {level} bootstrap intervals",
-        f"{task['name']}: paired differences in best selectivity with {level} intervals",
+    write_table(
+        found,
+        groups[0],
+        caption=f"{task['name']}: which groups the encoder and CellProfiler see, and which "
+        "the dictionaries isolate held out, above null",
     )
-    for result, path, caption in zip(
-        found, (groups, intervals, differences), captions, strict=True
-    ):
-        write_table(result, path[0], caption=caption)
-    for line in summary_lines(found[0], found[2]):
+    for line in summary_lines(found):
         log.info("%s", line)
 
 

@@ -181,7 +181,7 @@ def token_heatmaps(
     cell masks where the screen has them), summarised per label against the channel the
     label's change is known to live in (``groups``, simulated screens), beside the same for
     the ground-truth heatmap of each image's perturbed cells (``cells``), the attribution's
-    ceiling."""
+    reference (not a bound)."""
     from cellconcepts.microscopy.figures import plot_feature_heatmaps
     from cellconcepts.microscopy.heatmaps import (
         ControlReference,
@@ -219,7 +219,7 @@ def token_heatmaps(
     )
     attributions = [table, control_change_correlations(heats, changes, names)]
     if store.cells is not None and store.masks is not None:
-        # the same attribution for a heatmap that is exactly the perturbed cells: the ceiling
+        # the same attribution for a heatmap that is exactly the perturbed cells: the reference
         truth = _oracle_heats(store, rows, patch_size)
         attributions.append(
             control_change_correlations(truth, changes, names, suffix="_oracle_vs_control")
@@ -264,7 +264,7 @@ def single_cell_check(
     figure: Sequence[PathLike],
 ) -> None:
     """Paper Table 3 / Fig. 6E: per-cell alignment by true category, per selected label; with
-    the check's ceiling, the recall and precision it gives a heatmap that is exactly the
+    the check's oracle reference, the recall and precision it gives a heatmap that is exactly the
     perturbed cells (`microscopy.heatmaps.oracle_heats`) on the same images."""
     from cellconcepts.microscopy.figures import plot_single_cell_histograms
     from cellconcepts.microscopy.single_cell import single_cell_by_label
@@ -278,8 +278,8 @@ def single_cell_check(
     )
     truth = _oracle_heats(store, chosen["row"].to_numpy(), patch_size)
     _, _, oracle = single_cell_by_label(chosen, truth, store.masks, store.cells, patch_size)
-    ceiling = oracle.drop_duplicates("label").set_index("label")[["recall", "precision"]]
-    tests = tests.join(ceiling.add_prefix("oracle_"), on="label")
+    reference = oracle.drop_duplicates("label").set_index("label")[["recall", "precision"]]
+    tests = tests.join(reference.add_prefix("oracle_"), on="label")
     write_frame(per_cell, alignment)
     write_table(by_image, per_image[0], caption="single-cell check")
     write_table(tests, summary[0], caption="single-cell alignment tests per label")

@@ -42,14 +42,15 @@ def report_dataset(
     dataset: str,
     variants: Sequence[str],
     tasks: Sequence[str],
-    ceilings: PathLike,
-    min_ceiling: float,
+    label_scores: Sequence[PathLike],
+    references: PathLike,
     atom_recovery: Sequence[PathLike] | None = None,
 ) -> None:
     """Every table and figure of one dataset from the per-model outputs: the headline table
-    (one row per model and a 'raw' row, with the fraction of reachable selectivity per task),
+    (one row per model and a 'raw' row, with per task the fraction of labels whose held-out
+    best feature is above null and of those the fraction reaching the linear reference),
     `report.tables.DATASET_TABLES` and `report.figures.DATASET_FIGURES`."""
-    from cellconcepts.evaluate.ceilings import fraction_reached, mean_reached
+    from cellconcepts.evaluate.references import reference_summary
     from cellconcepts.report import figures as plots
 
     def by_variant(paths: Sequence[PathLike]) -> dict[str, PathLike]:
@@ -57,12 +58,14 @@ def report_dataset(
 
     table_paths, figure_paths = _by_stem(tables, ".csv"), _by_stem(figures, ".png")
     reconstruction = {v: reconstruction_summary(p) for v, p in by_variant(cosine).items()}
-    best = fraction_reached(
-        collect(by_variant(best_selectivity)).astype({"label": str}),
-        pd.read_csv(ceilings, dtype={"label": str}),
-        min_ceiling=min_ceiling,
+    limits = pd.read_csv(references, dtype={"label": str})
+    scores = {v: pd.read_csv(p, dtype={"label": str}) for v, p in by_variant(label_scores).items()}
+    best = collect(by_variant(best_selectivity)).astype({"label": str})
+    best = best.merge(
+        limits[["task", "label", "oracle_selectivity", "linear_reference"]],
+        on=["task", "label"],
+        how="left",
     )
-    reached = {v: mean_reached(best[best["variant"] == v], tasks) for v in variants}
     top = headline_table(
         dead=by_variant(dead),
         reconstruction=reconstruction,
@@ -70,13 +73,20 @@ def report_dataset(
         probing=by_variant(probing),
         raw_probing=raw_probing,
         atom_recovery=by_variant(atom_recovery) if atom_recovery else None,
-        reached=reached,
+        summaries={v: reference_summary(scores[v], limits, tasks) for v in variants},
     )
     write_table(top, headline[0], caption=f"{dataset}: model variants at a glance")
     write_table(
-        pd.read_csv(ceilings, dtype={"label": str}),
-        table_paths["ceilings"],
-        caption=f"{dataset}: selectivity ceilings per label (oracle and probe)",
+        limits,
+        table_paths["references"],
+        caption=f"{dataset}: per label, the linear reference, the probe's recall and the "
+        "oracle selectivity",
+    )
+    write_table(
+        collect(by_variant(label_scores)),
+        table_paths["label_scores"],
+        caption=f"{dataset}: per model and label, the best feature in-sample and held out, "
+        "against its permutation null",
     )
     write_table(
         seed_summary(top),
@@ -91,7 +101,8 @@ def report_dataset(
     write_table(
         best,
         table_paths["best_selectivity"],
-        caption=f"{dataset}: best selectivity per label, its ceiling and the fraction reached",
+        caption=f"{dataset}: best selectivity per label (the paper's in-sample score) beside "
+        "the oracle selectivity and the linear reference",
     )
     probes = pd.concat(
         [
@@ -132,20 +143,22 @@ def atom_recovery_table(
 def label_selectivity(
     *,
     best_selectivity: Sequence[PathLike],
+    label_scores: Sequence[PathLike],
     table: Sequence[PathLike],
     variants: Sequence[str],
     task: str,
     exclude: Sequence[str],
-    ceilings: PathLike | None = None,
-    min_ceiling: float = 0.1,
+    references: PathLike | None = None,
 ) -> None:
-    """Best avg selectivity per label of ``task`` and model beside the label's ceilings, with
-    the fraction of labels at or above 0.5 and the mean fraction of the ceiling per model."""
+    """Best avg selectivity per label of ``task`` and model beside the label's oracle
+    selectivity and linear reference, with the fraction of labels at or above 0.5 and the
+    fraction above the permutation null held out, per model."""
     from cellconcepts.report.tables import label_selectivity as per_label
 
     best = {v: pd.read_csv(p) for v, p in zip(variants, best_selectivity, strict=True)}
-    limits = None if ceilings is None else pd.read_csv(ceilings, dtype={"label": str})
-    result, fraction = per_label(best, task, exclude, ceilings=limits, min_ceiling=min_ceiling)
+    scores = {v: pd.read_csv(p) for v, p in zip(variants, label_scores, strict=True)}
+    limits = None if references is None else pd.read_csv(references, dtype={"label": str})
+    result, fraction = per_label(best, task, exclude, references=limits, scores=scores)
     write_table(result, table[0], caption=f"best avg selectivity per {task} label")
     for variant, value in fraction.items():
         log.info("%s: %.0f%% of %s labels at >= %g", variant, 100 * value, task, 0.5)

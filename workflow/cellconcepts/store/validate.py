@@ -129,7 +129,7 @@ def check_task(
                 f"labelled rows have {groups} value(s) there; a grouped split needs 2"
             )
     if task.get("oracle"):
-        from cellconcepts.evaluate.ceilings import carriers
+        from cellconcepts.evaluate.references import carriers
 
         try:
             carriers(obs, task["oracle"])

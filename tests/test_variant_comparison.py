@@ -1,0 +1,157 @@
+"""Comparisons between dictionary variants over units and model seeds: resampled scores agree
+with the point scores and with scikit-learn, seeds widen the intervals, every pair is formed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from sklearn.metrics import average_precision_score
+
+from cellconcepts.evaluate.label_scores import (
+    SCORES,
+    TEST,
+    TRAIN,
+    SignificanceSettings,
+    TaskDesign,
+    task_scores,
+)
+from cellconcepts.evaluate.variant_comparison import (
+    MEAN_LABEL,
+    VariantSamples,
+    chosen_and_points,
+    comparison_tables,
+    score_samples,
+    verdict_counts,
+)
+
+
+def toy(seed: int = 0, n: int = 600) -> tuple[sp.csr_matrix, TaskDesign]:
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 4
+    codes = (rng.random((n, 12)) < 0.15) * rng.random((n, 12))
+    codes[:, 0] += (labels == 1) * (rng.random(n) < 0.7)
+    side = np.where(rng.random(n) < 0.3, TEST, TRAIN)
+    design = TaskDesign(
+        "t", np.array(["a", "b", "c", "d"]), labels, side, np.zeros(n, np.int64), None
+    )
+    return sp.csr_matrix(codes), design
+
+
+def test_unit_weights_reproduce_the_label_scores():
+    codes, design = toy()
+    settings = SignificanceSettings(permutations=9, seed=0, fdr=0.05, matched_frequency=2.0)
+    table = task_scores(codes, design, settings).table
+    chosen, points = chosen_and_points(table, "t", design.classes)
+    ones = np.ones((2, codes.shape[0]))
+    for score, values in score_samples(codes, design, chosen, ones).items():
+        np.testing.assert_allclose(values[0], points[score], atol=1e-12, err_msg=score)
+        np.testing.assert_allclose(values[1], points[score], atol=1e-12, err_msg=score)
+
+
+def test_weighted_average_precision_samples_equal_scikit_learn():
+    codes, design = toy(1)
+    rng = np.random.default_rng(2)
+    weights = rng.integers(0, 3, (3, codes.shape[0])).astype(float)
+    chosen = {"heldout_ap": np.array([3, 0, 5, -1])}
+    got = score_samples(codes, design, chosen, weights)["heldout_ap"]
+    test = design.side == TEST
+    for r in range(3):
+        for label, feature in enumerate([3, 0, 5]):
+            expected = average_precision_score(
+                design.label_index[test] == label,
+                abs(codes[:, feature].toarray().ravel()[test]),
+                sample_weight=weights[r, test],
+            )
+            assert got[r, label] == pytest.approx(expected, abs=1e-12)
+    assert np.isnan(got[:, 3]).all()  # no chosen feature
+
+
+def samples(values: dict[tuple[str, str, int], list[float]], replicates: int = 400):
+    """VariantSamples of one label whose seeds have fixed ``values`` (no sampling noise)."""
+    point = {
+        key: {s: np.array(v, dtype=float)[:, None] for s in SCORES} for key, v in values.items()
+    }
+    drawn = {
+        key: {s: np.repeat(np.array(v, dtype=float)[:, None, None], replicates, 1) for s in SCORES}
+        for key, v in values.items()
+    }
+    return VariantSamples("t", np.array(["a"]), point, drawn)
+
+
+def test_seeds_widen_the_interval_and_decide_the_verdict():
+    found = samples(
+        {
+            ("icfl", "pca", 8): [0.9, 0.1, 0.5],  # mean 0.5, seeds far apart
+            ("topk", "pca", 8): [0.5, 0.5, 0.5],
+            ("icfl", "none", 8): [0.2, 0.2, 0.2],
+        }
+    )
+    intervals, differences = comparison_tables(found, level=0.95, seed=0)
+    rows = differences[(differences.label == "a") & (differences.score == "insample_avg")]
+    rows = rows.set_index(["first", "second"])
+    spread = rows.loc[("icfl_pca", "topk_pca")]
+    assert spread["difference"] == pytest.approx(0.0)
+    assert spread["low"] < -0.1 and spread["high"] > 0.1  # training noise alone
+    assert spread["verdict"] == "no difference"
+    steady = rows.loc[("icfl_none", "topk_pca")]
+    assert steady["low"] == pytest.approx(-0.3) and steady["high"] == pytest.approx(-0.3)
+    assert steady["verdict"] == "topk_pca higher"
+    # seed sd of the variant, and the mean-over-labels row equals the only label
+    icfl = intervals[(intervals.method == "icfl") & (intervals.whitening == "pca")]
+    icfl = icfl[icfl.score == "insample_avg"].set_index("label")
+    assert icfl.loc["a", "seed_sd"] == pytest.approx(0.4)
+    assert icfl.loc[MEAN_LABEL, "value"] == pytest.approx(0.5)
+
+
+def test_every_pair_of_equal_sparsity_is_compared():
+    found = samples(
+        {
+            ("icfl", "pca", 8): [0.4],
+            ("icfl", "none", 8): [0.3],
+            ("topk", "pca", 8): [0.2],
+            ("topk", "none", 8): [0.1],
+            ("topk", "none", 16): [0.1],
+            ("icfl", "pca", 16): [0.1],
+        }
+    )
+    _, differences = comparison_tables(found, level=0.95, seed=0)
+    pairs = differences[differences.score == "heldout_ap"].drop_duplicates(
+        ["sparsity", "first", "second"]
+    )
+    by_sparsity = pairs.groupby("sparsity").apply(
+        lambda g: sorted(zip(g["first"], g["second"], strict=True)), include_groups=False
+    )
+    assert by_sparsity[8] == sorted(
+        [
+            ("icfl_pca", "icfl_none"),
+            ("icfl_pca", "topk_pca"),
+            ("icfl_pca", "topk_none"),
+            ("icfl_none", "topk_pca"),
+            ("icfl_none", "topk_none"),
+            ("topk_pca", "topk_none"),
+        ]
+    )
+    assert by_sparsity[16] == [("icfl_pca", "topk_none")]
+
+
+def test_verdict_counts_per_pair():
+    differences = pd.DataFrame(
+        {
+            "task": "t",
+            "score": "heldout_avg",
+            "sparsity": 8,
+            "first": "icfl_pca",
+            "second": "topk_pca",
+            "label": ["a", "b", "c", MEAN_LABEL],
+            "difference": [0.2, -0.1, 0.0, 0.03],
+            "low": [0.1, -0.2, -0.1, -0.01],
+            "high": [0.3, -0.05, 0.1, 0.07],
+            "verdict": ["icfl_pca higher", "topk_pca higher", "no difference", "no difference"],
+        }
+    )
+    row = verdict_counts(differences).iloc[0]
+    assert row["mean_difference"] == 0.03 and row["verdict"] == "no difference"
+    assert (row["labels_first_higher"], row["labels_second_higher"]) == (1, 1)
+    assert row["labels_no_difference"] == 1 and row["n_labels"] == 3
