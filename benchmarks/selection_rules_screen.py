@@ -8,11 +8,16 @@ workflow's stages, on the tokens and whitening fits of a finished demo run.
         --seeds 0 1 2 --out DIR
 
 Per whitening, seed and rule: ICFL trained as the config says (only `selection` differs),
-every token encoded, then the best avg selectivity per planted group (the heatmap task, its
-`exclude` left out) with bootstrap intervals over wells, the held-out reconstruction cosine in
-the model's space, and the dead features. Writes ``DIR/selection_rules_screen.csv`` (one row per
-model and group) and ``DIR/selection_rules_screen_differences.csv`` (signed minus absolute per
-group, paired intervals, per whitening and seed), and prints mean +/- sd over seeds.
+every token encoded, then each planted group's label scores as the workflow's `selectivity`
+rule computes them (`evaluate.label_scores`, on the heatmap task; its `exclude` left out of the
+tables): the paper's in-sample best avg selectivity, the held-out best, the held-out best at
+matched activation frequency and the held-out average precision, each against its permutation
+null (settings `evaluate.significance` and `evaluate.probe`, units the dataset's
+`resample_unit`); and the held-out reconstruction cosine in the model's space and the dead
+features. Writes ``DIR/selection_rules_screen.csv`` (one row per model, group and score) and
+``DIR/selection_rules_screen_summary.csv``: per whitening and rule, the mean and sd over seeds
+of each score's mean over the groups and of the number of groups above null (BH FDR
+`evaluate.significance.fdr`), which it prints.
 """
 
 from __future__ import annotations
@@ -20,14 +25,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
 DATASET = "cellpainting"
+MODEL_KEYS = ["whitening", "selection", "seed"]
 
 
 def train_and_encode(results: Path, model: Path, variant: str, settings: dict) -> sp.csr_matrix:
@@ -68,23 +74,24 @@ def train_and_encode(results: Path, model: Path, variant: str, settings: dict) -
 
 @dataclass
 class ScreenRun:
-    """What a screen benchmark reads from its command line and from a finished demo run: the
-    settings, the planted-group labels of the heatmap task (its `exclude` listed), the
-    resampling units, and where the run's tokens are and the outputs go."""
+    """What the benchmark reads from its command line and from a finished demo run: the
+    settings, the planted-group task of the heatmaps (its `exclude` listed), the scoring
+    settings, and where the run's tokens are and the outputs go."""
 
     args: argparse.Namespace
     config: dict
     sparsity: int
     results: Path
     out: Path
-    labels: pd.Series
+    obs: pd.DataFrame
+    task: dict
     exclude: list
-    units: np.ndarray
-    bootstrap: dict
+    score_settings: dict[str, Any]
 
     @classmethod
     def from_command_line(cls, description: str) -> ScreenRun:
-        from cellconcepts.evaluate.labels import task_labels
+        from cellconcepts.evaluate.label_scores import SignificanceSettings
+        from cellconcepts.evaluate.probing import ProbeSettings
         from cellconcepts.evaluate.uncertainty import unit_codes
 
         parser = argparse.ArgumentParser(description=description)
@@ -99,76 +106,102 @@ class ScreenRun:
         config = json.loads(Path(args.settings).read_text())
         dataset = config["datasets"][DATASET]
         heatmaps = dataset["microscopy"]["heatmaps"]
-        task = next(t for t in dataset["tasks"] if t["name"] == heatmaps["task"])
-        table = pd.read_parquet(Path(args.results) / "tokens" / "obs.parquet")
+        evaluate = config["evaluate"]
+        obs = pd.read_parquet(Path(args.results) / "tokens" / "obs.parquet")
+        resample_unit = dataset.get("resample_unit", [])
+        probe = {f.name: evaluate["probe"][f.name] for f in fields(ProbeSettings)}
         return cls(
             args=args,
             config=config,
             sparsity=dataset["dictionary"]["sparsity"][0],
             results=Path(args.results),
             out=Path(args.out),
-            labels=task_labels(table, task, config["evaluate"]["min_label_size"]),
+            obs=obs,
+            task=next(t for t in dataset["tasks"] if t["name"] == heatmaps["task"]),
             exclude=list(heatmaps["exclude"]),
-            units=unit_codes(table, dataset.get("resample_unit", [])),
-            bootstrap=config["evaluate"]["bootstrap"],
+            score_settings={
+                "probe": ProbeSettings(**probe),
+                "settings": SignificanceSettings(**evaluate["significance"]),
+                "units": unit_codes(obs, list(resample_unit)) if resample_unit else None,
+                "min_label_size": evaluate["min_label_size"],
+            },
         )
+
+    def label_scores(self, codes: sp.csr_matrix) -> pd.DataFrame:
+        """The planted groups' label scores of one model (`label_score_tables`)."""
+        from cellconcepts.evaluate.label_scores import label_score_tables
+
+        scores, _ = label_score_tables(codes, self.obs, [self.task], **self.score_settings)
+        return scores[~scores["label"].isin(self.exclude)]
+
+
+def summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per whitening and rule (rows) and quantity (columns): the mean over seeds and its sd
+    (``<quantity>_mean``, ``<quantity>_sd``) of each score's mean over the groups (``<score>``),
+    of its number of groups above null (``<score>_above_null``), of the reconstruction cosine
+    and of the dead features."""
+    from cellconcepts.evaluate.label_scores import SCORES
+
+    grouped = frame.groupby([*MODEL_KEYS, "score"])
+    per_model = pd.concat(
+        [
+            grouped["value"].mean().unstack("score")[list(SCORES)],
+            grouped["above_null"].sum().unstack("score")[list(SCORES)].add_suffix("_above_null"),
+            frame.groupby(MODEL_KEYS)[["recon_cosine", "dead"]].first(),
+        ],
+        axis=1,
+    )
+    by_rule = per_model.groupby(MODEL_KEYS[:2], sort=False)
+    stats = pd.concat({"mean": by_rule.mean(), "sd": by_rule.std()}, axis=1)
+    stats.columns = [f"{name}_{stat}" for stat, name in stats.columns]
+    order = [f"{name}_{stat}" for name in per_model.columns for stat in ("mean", "sd")]
+    return stats[order].assign(n_seeds=by_rule.size()).reset_index()
+
+
+def printed(table: pd.DataFrame) -> str:
+    """The summary as ``mean +/- sd``, one column per whitening and rule."""
+    names = [c.removesuffix("_mean") for c in table.columns if c.endswith("_mean")]
+    shown = pd.DataFrame(
+        {
+            f"{row.whitening} {row.selection}": [
+                f"{getattr(row, f'{n}_mean'):.3f} +/- {getattr(row, f'{n}_sd'):.3f}" for n in names
+            ]
+            for row in table.itertuples()
+        },
+        index=names,
+    )
+    return shown.to_string()
 
 
 def main() -> None:
     from cellconcepts.config import training_settings
-    from cellconcepts.evaluate.uncertainty import best_selectivity_samples
 
     run = ScreenRun.from_command_line(__doc__.splitlines()[0])
-    args, results, out, sparsity = run.args, run.results, run.out, run.sparsity
-    labels, units, boot = run.labels, run.units, run.bootstrap
     settings = training_settings(run.config, DATASET, "icfl")
-    rows, differences = [], []
+    frames = []
     for whitening in ("pca", "none"):
-        for seed in args.seeds:
-            codes = {}
+        for seed in run.args.seeds:
             for selection in ("signed", "absolute"):
-                model = out / f"{whitening}_seed{seed}_{selection}"
+                model = run.out / f"{whitening}_seed{seed}_{selection}"
                 own = {**settings, "icfl": {**settings["icfl"], "selection": selection}}
-                variant = f"icfl_{whitening}_k{sparsity}_seed{seed}"
-                codes[selection] = train_and_encode(results, model, variant, own)
-            samples = best_selectivity_samples(codes, labels, units, **boot)
-            shown = ~np.isin(samples.labels, run.exclude)
-            for selection in codes:
-                model = out / f"{whitening}_seed{seed}_{selection}"
+                variant = f"icfl_{whitening}_k{run.sparsity}_seed{seed}"
+                codes = train_and_encode(run.results, model, variant, own)
                 cosine = pd.read_parquet(model / "cosine.parquet")
-                recon = float(cosine.loc[cosine["split"] == "test", "cosine_model"].mean())
-                dead = int(pd.read_csv(model / "dead.csv")["dead"].sum())
-                for label, best in zip(
-                    samples.labels[shown], samples.point[selection][shown], strict=True
-                ):
-                    rows.append(
-                        {
-                            "whitening": whitening,
-                            "seed": seed,
-                            "selection": selection,
-                            "label": label,
-                            "best_avg": best,
-                            "recon_cosine": recon,
-                            "dead": dead,
-                        }
+                frames.append(
+                    run.label_scores(codes).assign(
+                        whitening=whitening,
+                        selection=selection,
+                        seed=seed,
+                        recon_cosine=float(
+                            cosine.loc[cosine["split"] == "test", "cosine_model"].mean()
+                        ),
+                        dead=int(pd.read_csv(model / "dead.csv")["dead"].sum()),
                     )
-            diff = samples.difference("signed", "absolute")
-            diff = diff[diff["label"].isin(samples.labels[shown])]
-            differences.append(diff.assign(whitening=whitening, seed=seed))
-            pd.DataFrame(rows).to_csv(out / "selection_rules_screen.csv", index=False)
-            pd.concat(differences).to_csv(
-                out / "selection_rules_screen_differences.csv", index=False
-            )
-            print(diff.round(3).to_string(index=False), flush=True)
-    frame = pd.DataFrame(rows)
-    per_model = frame.groupby(["whitening", "selection", "seed"]).agg(
-        mean_best=("best_avg", "mean"),
-        recon_cosine=("recon_cosine", "first"),
-        dead=("dead", "first"),
-    )
-    print(per_model.groupby(["whitening", "selection"]).agg(["mean", "std"]).round(3).to_string())
-    verdicts = pd.concat(differences).groupby(["whitening", "verdict"]).size()
-    print(verdicts.to_string())
+                )
+                pd.concat(frames).to_csv(run.out / "selection_rules_screen.csv", index=False)
+    table = summary(pd.concat(frames))
+    table.to_csv(run.out / "selection_rules_screen_summary.csv", index=False)
+    print(f"{table['n_seeds'].max()} seeds\n{printed(table)}")
 
 
 if __name__ == "__main__":
