@@ -11,7 +11,7 @@ seeds for every dataset, through the workflow itself:
 
     snakemake --cores all            # a finished demo run, e.g. in results/
     python benchmarks/deviations.py --results results --out DIR [--cores 2] \
-        [--seeds 0 1 2] [--aux-k 64] [--only paper b_pre_fixed ...]
+        [--seeds 0 1 2] [--aux-k 64] [--only paper b_pre_fixed ...] [--sparsity 8]
 
 The ``paper`` deviation is the finished run itself when its seeds are the demo's. Per other
 deviation, a config ``DIR/<name>/config.yaml`` is merged over config/config.yaml (Snakemake's
@@ -71,12 +71,16 @@ def deviations(aux_k: int) -> dict[str, dict]:
     }
 
 
-def deviation_config(demo: dict, keys: dict, results: Path, seeds: list[int]) -> dict:
+def deviation_config(
+    demo: dict, keys: dict, results: Path, seeds: list[int], sparsity: int | None = None
+) -> dict:
     """The config file of one deviation: its keys, its own results folder, and the model seeds
-    for every dataset (a dataset's own `dictionary.seeds` would override the global one)."""
+    (and, with ``sparsity``, the one sparsity) for every dataset (a dataset's own
+    `dictionary` keys would override the global ones)."""
     from cellconcepts.config import deep_merge
 
-    seeded = {name: {"dictionary": {"seeds": list(seeds)}} for name in demo["datasets"]}
+    own = {"seeds": list(seeds), **({"sparsity": [sparsity]} if sparsity else {})}
+    seeded = {name: {"dictionary": dict(own)} for name in demo["datasets"]}
     common = {"results": str(results), "dictionary": {"seeds": seeds}, "datasets": seeded}
     return deep_merge(common, keys)
 
@@ -159,6 +163,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--aux-k", type=int, default=64, help="AuxK latents of `topk_auxk`")
     parser.add_argument("--only", nargs="+", help="run these deviations only")
+    parser.add_argument(
+        "--sparsity", type=int, help="train this sparsity only (the demo's pbmc sweeps 4, 8, 16)"
+    )
     args = parser.parse_args()
     demo = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     datasets = list(demo["datasets"])
@@ -176,7 +183,7 @@ def main() -> None:
             continue
         out = (args.out / name).resolve()
         out.mkdir(parents=True, exist_ok=True)
-        config = deviation_config(demo, chosen[name], out / "results", args.seeds)
+        config = deviation_config(demo, chosen[name], out / "results", args.seeds, args.sparsity)
         seconds[name] = run_workflow(args.results.resolve(), out, config, args.cores)
         print(f"{name}: workflow {seconds[name]:.0f} s", flush=True)
         rows += headline_rows(out / "results", datasets, name)

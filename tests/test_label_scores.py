@@ -18,6 +18,7 @@ from cellconcepts.evaluate.label_scores import (
     benjamini_hochberg,
     features_above_null,
     label_score_tables,
+    task_design,
     task_scores,
 )
 from cellconcepts.evaluate.permutation import permutation_design, permuted_labels
@@ -210,26 +211,38 @@ def test_benjamini_hochberg_skips_missing_p_values():
     )
 
 
-def test_label_score_tables_use_the_probe_split_and_its_groups():
-    # group_by plate: the held-out split keeps whole plates on one side, and the permutation
-    # blocks are the plates, so a plate's label multiset never changes
-    rng = np.random.default_rng(3)
-    n = 640  # 160 tokens a plate, 40 of each gene
-    obs = pd.DataFrame(
-        {
-            "gene": np.array(["g1", "g2", "g3", "ctrl"])[np.arange(n) % 4],
-            "plate": np.repeat(["p1", "p2", "p3", "p4"], n // 4),
-        }
-    )
-    codes = sp.csr_matrix((rng.random((n, 20)) < 0.1).astype(float))
+def test_the_held_out_split_and_the_null_keep_plates_and_wells_whole():
+    # 4 plates x 8 wells x 5 sites; a well holds one gene. Grouped by plate, the test side is
+    # whole plates and a permutation never moves a gene between plates; without group_by but
+    # with wells as units, the test side is whole wells and wells move whole.
+    n_plates, n_wells, n_sites = 4, 8, 5
+    plate = np.repeat(np.arange(n_plates), n_wells * n_sites)
+    well = np.repeat(np.arange(n_plates * n_wells), n_sites)
+    gene = np.array(["g1", "g2", "g3", "ctrl"])[well % 4]
+    obs = pd.DataFrame({"gene": gene, "plate": plate.astype(str)})
     task = {"name": "gene", "column": "gene", "group_by": "plate", "exclude": ["ctrl"]}
-    table, above = label_score_tables(codes, obs, [task], ProbeSettings(), SETTINGS)
+    by_plate = task_design(obs, task, ProbeSettings(), well)
+    for p in range(n_plates):
+        sides = set(by_plate.side[(plate == p) & (by_plate.label_index >= 0)])
+        assert len(sides) == 1, p
+    assert {TRAIN, TEST} <= set(by_plate.side)
+    found = permutation_design(by_plate.label_index, by_plate.blocks, well)
+    assert found.by_unit
+    for labels in np.concatenate(list(permuted_labels(found, 20, seed=0))):
+        for p in range(n_plates):
+            in_plate = plate == p
+            expected = np.sort(by_plate.label_index[in_plate])
+            np.testing.assert_array_equal(np.sort(labels[in_plate]), expected)
+        assert (labels.reshape(-1, n_sites) == labels.reshape(-1, n_sites)[:, :1]).all()
+    by_well = task_design(obs, {**task, "group_by": None}, ProbeSettings(), well)
+    for w in range(n_plates * n_wells):
+        assert len(set(by_well.side[well == w])) == 1, w
+    assert {TRAIN, TEST} <= set(by_well.side)
+    codes = sp.csr_matrix((np.random.default_rng(3).random((len(obs), 20)) < 0.1) * 1.0)
+    table, above = label_score_tables(codes, obs, [task], ProbeSettings(), SETTINGS, well)
     assert sorted(table.label.unique()) == ["g1", "g2", "g3"]
     rows = table[table.score == "heldout_avg"]
     assert (rows.n_train + rows.n_test == rows.n_tokens).all()
-    assert (rows.n_test % 40 == 0).all() and (rows.n_test > 0).all()  # whole plates in test
-    assert (rows.n_test < 160).all()
-    assert above["gene"].shape == (20,)
 
 
 def test_selectivity_counts_and_the_paper_score_agree():

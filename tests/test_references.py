@@ -54,7 +54,8 @@ def test_best_threshold_maximises_the_training_selectivity():
     scores = np.array([0.9, 0.8, 0.7, 0.1, 0.2, 0.0])
     labels = np.array([0, 0, 1, 1, 2, 2])
     assert best_threshold(scores, labels, 0) == pytest.approx((0.8 + 0.7) / 2)
-    # label 1 (tokens 2 and 3, ranked 3rd and 5th): top 3 {a, a, b} gives 1/2 - 1 < 0, top 5
+    # label 1 (tokens 2 and 3, ranked 3rd and 5th): top 3 {a, a, b} gives 1/2 - (1 + 0)/2 = 0,
+    # top 4 {a, a, b, c} gives 1/2 - (1 + 1/2)/2 < 0, top 5
     # gives 1 - (1 + 1/2)/2 = 1/4 > 0, top 6 gives 0: the cut is after the 5th score (0.1),
     # halfway to the 6th (0.0)
     assert best_threshold(scores, labels, 1) == pytest.approx(0.05)
@@ -82,6 +83,8 @@ def test_out_of_fold_scores_ignore_the_labels_of_their_own_fold():
     relabelled[held] = rng.permutation(relabelled[held])
     again = out_of_fold(x, pd.Series(relabelled), groups=groups, probe=probe, folds=4)
     np.testing.assert_array_equal(again.scores[held], found.scores[held])
+    # and so are its activations: thresholds come from the training folds only
+    np.testing.assert_array_equal(again.active[held], found.active[held])
     assert not np.allclose(again.scores[~held], found.scores[~held])
     assert found.active.dtype == bool and found.active.shape == (n, 3)
 
@@ -213,10 +216,11 @@ def test_summaries_are_fractions_of_labels_even_where_a_feature_beats_every_refe
     scores = pd.DataFrame(
         {
             "task": "t",
-            "label": ["a", "b", "c", "d"],
+            "label": ["a", "b", "c", "d", "e"],
             "score": "heldout_avg",
-            "value": [1.0, 1.0, 0.3, 0.05],
-            "above_null": [True, True, True, False],
+            "value": [1.0, 1.0, 0.3, 0.05, np.nan],  # e: no test token, could not be scored
+            "p_value": [0.001, 0.001, 0.01, 0.4, np.nan],
+            "above_null": [True, True, True, False, False],
         }
     )
     references = pd.DataFrame(
@@ -240,21 +244,24 @@ def test_summaries_are_fractions_of_labels_even_where_a_feature_beats_every_refe
 
 
 def test_label_table_with_references_and_the_held_out_null():
-    best = pd.DataFrame({"task": "t", "label": ["a", "b", "ctrl"], "best_avg": [0.6, 0.3, 0.2]})
+    best = pd.DataFrame(
+        {"task": "t", "label": ["a", "b", "c", "ctrl"], "best_avg": [0.6, 0.3, 0.1, 0.2]}
+    )
     references = pd.DataFrame(
         {
             "task": "t",
-            "label": ["a", "b", "ctrl"],
-            "oracle_selectivity": [0.8, 0.6, 0.0],
-            "linear_reference": [0.5, 0.05, 0.1],
+            "label": ["a", "b", "c", "ctrl"],
+            "oracle_selectivity": [0.8, 0.6, 0.5, 0.0],
+            "linear_reference": [0.5, 0.05, 0.2, 0.1],
         }
     )
     scores = pd.DataFrame(
         {
             "task": "t",
-            "label": ["a", "b", "ctrl"],
+            "label": ["a", "b", "c", "ctrl"],
             "score": "heldout_avg",
-            "above_null": [True, False, True],
+            "p_value": [0.001, 0.3, np.nan, 0.001],  # c: no test token, not counted
+            "above_null": [True, False, False, True],
         }
     )
     table, fraction = label_selectivity(
@@ -262,8 +269,9 @@ def test_label_table_with_references_and_the_held_out_null():
     )
     rows = table.set_index("label")
     assert rows.loc["a", "oracle_selectivity"] == 0.8 and rows.loc["b", "linear_reference"] == 0.05
-    assert rows.loc["fraction >= 0.5", "m"] == 0.5 and fraction["m"] == 0.5
-    assert rows.loc["fraction above null (held out)", "m"] == 0.5  # ctrl is excluded
+    assert rows.loc["fraction >= 0.5", "m"] == pytest.approx(1 / 3) and fraction["m"] == 1 / 3
+    # of a and b (c could not be scored, ctrl is excluded), a is above null
+    assert rows.loc["fraction above null (held out)", "m"] == 0.5
     assert "ctrl" not in rows.index
 
 

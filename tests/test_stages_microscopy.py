@@ -137,6 +137,7 @@ def test_label_selectivity_table(tmp_path):
                 "task": "g",
                 "label": ["a", "b", "ctrl"],
                 "score": "heldout_avg",
+                "p_value": [0.001, 0.5, 0.001],
                 "above_null": [scores[0] > 0.6, False, True],
             }
         ).to_csv(tmp_path / f"{variant}_scores.csv", index=False)

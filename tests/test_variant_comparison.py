@@ -21,8 +21,10 @@ from cellconcepts.evaluate.variant_comparison import (
     MEAN_LABEL,
     VariantSamples,
     chosen_and_points,
+    claim_table,
     comparison_tables,
     score_samples,
+    variant_samples,
     verdict_counts,
 )
 
@@ -155,3 +157,74 @@ def test_verdict_counts_per_pair():
     assert row["mean_difference"] == 0.03 and row["verdict"] == "no difference"
     assert (row["labels_first_higher"], row["labels_second_higher"]) == (1, 1)
     assert row["labels_no_difference"] == 1 and row["n_labels"] == 3
+
+
+def test_the_same_unit_draws_serve_every_model():
+    # two variants with identical codes and choices: every replicate's difference is exactly
+    # 0, which holds only if both models are scored on the same unit draws
+    codes, design = toy(4)
+    settings = SignificanceSettings(permutations=9, seed=0, fdr=0.05, matched_frequency=2.0)
+    table = task_scores(codes, design, settings).table
+    chosen, points = chosen_and_points(table, "t", design.classes)
+    names = ["icfl_pca_k8_seed0", "topk_pca_k8_seed0"]
+    found = variant_samples(
+        dict.fromkeys(names, codes),
+        dict.fromkeys(names, chosen),
+        dict.fromkeys(names, points),
+        design,
+        np.arange(codes.shape[0]) // 3,  # units of three tokens
+        replicates=50,
+        seed=1,
+    )
+    _, differences = comparison_tables(found, level=0.95, seed=0)
+    assert (differences.low == 0).all() and (differences.high == 0).all()
+    assert (differences.verdict == "no difference").all()
+    intervals, _ = comparison_tables(found, level=0.95, seed=0)
+    assert (intervals.high > intervals.low).any()  # while each model's own interval is not 0
+
+
+def test_claim_table_keeps_the_papers_pairs_and_counts_labels_above_null():
+    verdicts = pd.DataFrame(
+        [
+            {"task": "t", "score": s, "sparsity": 8, "first": f, "second": g}
+            | {"mean_difference": 0.1, "low": 0.0, "high": 0.2, "verdict": "no difference"}
+            for s in ("insample_avg", "heldout_ap")
+            for f, g in (
+                ("icfl_pca", "topk_pca"),
+                ("icfl_pca", "icfl_none"),
+                ("icfl_pca", "topk_none"),
+            )
+        ]
+    )
+
+    def scores(above: list[bool]) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "task": "t",
+                "label": ["a", "b", "c", "a", "b", "c"],
+                "score": ["insample_avg"] * 3 + ["heldout_ap"] * 3,
+                "above_null": above + [False, False, False],
+            }
+        )
+
+    claim = claim_table(
+        verdicts,
+        {
+            "icfl_pca_k8_seed0": scores([True, True, False]),
+            "icfl_pca_k8_seed1": scores([True, False, False]),
+            "topk_pca_k8_seed0": scores([True, True, True]),
+            "topk_none_k8_seed0": scores([False, False, False]),
+            "icfl_none_k8_seed0": scores([True, True, True]),
+        },
+    )
+    assert set(zip(claim["first"], claim["second"], strict=True)) == {
+        ("icfl_pca", "topk_pca"),
+        ("icfl_pca", "topk_none"),
+    }
+    rows = claim.set_index(["score", "second"])
+    assert rows.loc[("insample_avg", "topk_pca"), "labels_above_null_first"] == 1.5  # 2, 1
+    assert rows.loc[("insample_avg", "topk_pca"), "labels_above_null_second"] == 3
+    assert rows.loc[("insample_avg", "topk_none"), "labels_above_null_second"] == 0
+    assert rows.loc[("heldout_ap", "topk_pca"), "labels_above_null_first"] == 0
+    assert (claim["n_labels_task"] == 3).all()
+    assert rows.loc[("heldout_ap", "topk_pca"), "metric"].startswith("average precision")

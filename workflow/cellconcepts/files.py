@@ -42,6 +42,19 @@ def write_frame(table: pd.DataFrame, path: PathLike) -> None:
             table.to_csv(tmp, index=False)
 
 
+def read_results_csv(path: PathLike) -> pd.DataFrame:
+    """A results table written by `write_frame`, its ``label`` column read as written: labels
+    that look like numbers ("01") or missing values ("NA", "None") stay strings; an empty cell
+    of any other column is missing."""
+    columns = pd.read_csv(path, nrows=0).columns
+    return pd.read_csv(
+        path,
+        dtype={"label": str},
+        keep_default_na=False,
+        na_values={c: [""] for c in columns if c != "label"},
+    )
+
+
 NPY_MAGIC = b"\x93NUMPY"
 
 

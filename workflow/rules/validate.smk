@@ -18,6 +18,7 @@ rule validate_dataset:
         tasks=lambda wc: dataset_section(wc, "tasks"),
         min_label_size=config["evaluate"]["min_label_size"],
         probe=probe_settings(),
+        resample_unit=lambda wc: dataset_section(wc, "resample_unit"),
         enrichment=validation_enrichment,
     script:
         "../scripts/validate_dataset.py"

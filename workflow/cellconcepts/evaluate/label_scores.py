@@ -112,7 +112,7 @@ def task_design(
 ) -> TaskDesign:
     """A task's labels (rare ones left out, as for selectivity), its held-out split (the
     probe's: `probing.task_split`) and its blocks (``group_by``, else one block)."""
-    keep, y, train, test, _ = task_split(obs, task, probe, min_label_size)
+    keep, y, train, test, _ = task_split(obs, task, probe, min_label_size, units)
     classes, index = np.unique(y, return_inverse=True)
     label_index = np.full(len(obs), -1, dtype=np.int64)
     label_index[keep] = index
@@ -338,13 +338,13 @@ def features_above_null(result: TaskScores, fdr: float) -> np.ndarray:
     if accepted.empty:
         return np.zeros(result.insample_avg.shape[1], dtype=bool)
     cutoff = float(accepted.max())
-    null = np.sort(result.insample_null, axis=0)  # (P, C)
-    n_perm = null.shape[0]
     selected = np.zeros(result.insample_avg.shape, dtype=bool)
-    for label in range(null.shape[1]):
+    for label in range(result.insample_null.shape[1]):
+        null = np.sort(result.insample_null[:, label])
+        null = null[~np.isnan(null)]  # as `null_summary`: only permutations with a value
         avg = result.insample_avg[label]
-        exceed = n_perm - np.searchsorted(null[:, label], avg - TOLERANCE, side="left")
-        p = (1.0 + exceed) / (1.0 + n_perm)
+        exceed = null.shape[0] - np.searchsorted(null, avg - TOLERANCE, side="left")
+        p = (1.0 + exceed) / (1.0 + null.shape[0])
         selected[label] = ~np.isnan(avg) & (p <= cutoff)
     return selected.any(axis=0)
 

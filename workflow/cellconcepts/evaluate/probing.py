@@ -330,28 +330,36 @@ def task_split(
     task: Mapping[str, Any],
     probe: ProbeSettings,
     min_label_size: int = 1,
+    units: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
     """A task's probe rows: (rows kept, their labels, train and test masks over the kept
-    rows, labels left out as rarer than ``min_label_size``). Depends only on the obs and the
-    seed, so every representation is probed on the same rows, and validate_dataset can try
-    the split before anything is trained."""
+    rows, labels left out as rarer than ``min_label_size``). Whole ``group_by`` groups go to
+    one side; for a task without one, whole ``units`` (one code per row: the dataset's
+    `resample_unit`, e.g. wells, whose rows are not independent) where given. Depends only on
+    the obs and the seed, so every representation is probed on the same rows, and
+    validate_dataset can try the split before anything is trained."""
     labels = task_labels(table, task)
     rare = rare_labels(labels, min_label_size)
     labels = labels.where(~labels.isin(list(rare)), np.nan)
     keep = labels.notna().to_numpy()
     kept = table.loc[keep].reset_index(drop=True)
     kept["_label"] = labels[keep].to_numpy()
+    group_column = task.get("group_by")
+    if group_column is None and units is not None:
+        kept["_unit"] = np.asarray(units)[keep]
+        group_column = "_unit"
     try:
         train, test = probe_split_masks(
             kept,
             "_label",
-            group_column=task.get("group_by"),
+            group_column=group_column,
             test_fraction=probe.test_fraction,
             seed=probe.seed,
         )
     except ValueError as err:
         where = f"task {task['name']!r} (column {task['column']!r})"
-        raise ValueError(f"{where}: {err}".replace("'_label'", "of labels")) from err
+        message = f"{where}: {err}".replace("'_label'", "of labels")
+        raise ValueError(message.replace("'_unit'", "of resample_unit")) from err
     return keep, kept["_label"].to_numpy(), train, test, rare
 
 
@@ -363,17 +371,19 @@ def probe_tasks(
     min_label_size: int = 1,
     bootstrap: Mapping[str, Any] | None = None,
     units: np.ndarray | None = None,
+    split_units: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
     """BTA rows (task, representation, bta, sizes, n_rare_labels) of every representation on
     every task; labels of fewer than ``min_label_size`` tokens are left out. With
     ``bootstrap``, each BTA's interval over the test rows, resampling whole ``units`` (one
     per obs row; default every row on its own).
 
-    The split per task (`task_split`) is the same for every representation.
+    The split per task (`task_split`, whole ``split_units`` for tasks without ``group_by``)
+    is the same for every representation.
     """
     rows = []
     for task in tasks:
-        keep, y, train, test, rare = task_split(table, task, probe, min_label_size)
+        keep, y, train, test, rare = task_split(table, task, probe, min_label_size, split_units)
         where = f"task {task['name']!r} (column {task['column']!r})"
         train_pos, test_pos = np.flatnonzero(train), np.flatnonzero(test)
         if probe.max_train is not None and len(train_pos) > probe.max_train:

@@ -205,6 +205,16 @@ def linear_reference(
     )
 
 
+def fold_groups(
+    table: pd.DataFrame, task: Mapping[str, Any], split_units: np.ndarray | None
+) -> pd.Series | None:
+    """What out-of-fold folds keep apart: the task's ``group_by`` column, else the dataset's
+    units (``resample_unit``) where it has them, else nothing (stratified folds)."""
+    if task.get("group_by"):
+        return table[task["group_by"]]
+    return None if split_units is None else pd.Series(split_units, index=table.index)
+
+
 def task_references(
     features,
     table: pd.DataFrame,
@@ -212,6 +222,7 @@ def task_references(
     *,
     probe: ProbeSettings,
     units: np.ndarray,
+    split_units: np.ndarray | None = None,
     min_label_size: int = 1,
     folds: int = 5,
     replicates: int = 1000,
@@ -220,9 +231,10 @@ def task_references(
 ) -> pd.DataFrame:
     """One row per label of ``task``: the linear reference with its interval, the
     out-of-fold probe's recall with its interval, chance, and the oracle selectivity where
-    the task names an ``oracle`` column (else NaN)."""
+    the task names an ``oracle`` column (else NaN). Folds keep whole ``group_by`` groups
+    apart, else whole ``split_units`` where given (`fold_groups`)."""
     labels = task_labels(table, task, min_label_size)
-    groups = table[task["group_by"]] if task.get("group_by") else None
+    groups = fold_groups(table, task, split_units)
     found = out_of_fold(features, labels, groups=groups, probe=probe, folds=folds)
     bootstrap = {"replicates": replicates, "seed": seed, "level": level}
     recall = scored_recalls(labels, found, units, **bootstrap).set_index("label")
@@ -258,13 +270,14 @@ def reference_summary(
     scores: pd.DataFrame, references: pd.DataFrame, tasks: Sequence[str]
 ) -> dict[str, float]:
     """Per-task summaries of one model's held-out best features (`label_scores`, score
-    ``heldout_avg``): ``heldout_avg_<task>``, their mean avg selectivity over the task's
-    labels; ``labels_above_null_<task>``, the fraction of the labels whose held-out best
-    feature is above its null (FDR); ``labels_reaching_reference_<task>``, the fraction of
+    ``heldout_avg``) over the task's labels that could be scored (a training token to choose
+    on, a test token to score on): ``heldout_avg_<task>``, their mean avg selectivity;
+    ``labels_above_null_<task>``, the fraction whose held-out best feature is above its null
+    (FDR); ``labels_reaching_reference_<task>``, the fraction of
     those whose held-out score is at least the low end of the linear reference's interval
     (NaN when no label is above null). The last two are fractions of labels, in [0, 1]
     whatever the scores."""
-    heldout = scores[scores["score"] == "heldout_avg"]
+    heldout = scores[(scores["score"] == "heldout_avg") & scores["p_value"].notna()]
     limits = references.set_index(["task", references["label"].astype(str)])
     out: dict[str, float] = {}
     for task in tasks:

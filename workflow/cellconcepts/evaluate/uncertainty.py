@@ -34,6 +34,14 @@ def unit_codes(obs: pd.DataFrame, columns: list[str] | tuple[str, ...] | None) -
     return codes.astype(np.int64)
 
 
+def split_units(
+    obs: pd.DataFrame, columns: list[str] | tuple[str, ...] | None
+) -> np.ndarray | None:
+    """`unit_codes` where the dataset names units (``resample_unit``), else None: what a
+    held-out split keeps together for a task without ``group_by``."""
+    return unit_codes(obs, columns) if columns else None
+
+
 def unit_weights(units: np.ndarray, replicates: int, seed: int) -> Iterator[np.ndarray]:
     """Token weights of ``replicates`` bootstrap resamples: units drawn with replacement, as
     many as there are, each token weighted by how often its unit was drawn."""

@@ -150,39 +150,51 @@ def _seed_draws(n_seeds: int, replicates: int, rng: np.random.Generator) -> np.n
     return rng.integers(0, n_seeds, size=(replicates, n_seeds))
 
 
-def _with_mean_row(values: np.ndarray) -> np.ndarray:
-    """(..., C) values with the mean over labels appended as a last column."""
+def _mean_over(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The mean over the chosen ``labels`` (a boolean mask over the last axis), NaN ignored."""
     with np.errstate(invalid="ignore"):
-        mean = np.nanmean(values, axis=-1, keepdims=True) if values.shape[-1] else values
-    return np.concatenate([values, mean], axis=-1)
+        return (
+            np.nanmean(np.where(labels, values, np.nan), axis=-1)
+            if labels.any()
+            else (np.full(values.shape[:-1], np.nan))
+        )
+
+
+def _seed_means(point: np.ndarray) -> np.ndarray:
+    """(C,) mean over seeds of (S, C) seed values (NaN where no seed has one)."""
+    with np.errstate(invalid="ignore"):
+        return np.nanmean(point, axis=0)
 
 
 def comparison_tables(
     found: VariantSamples, *, level: float, seed: int
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(intervals, differences) for one task: per variant, label (and the mean over
+    """(intervals, differences) for one task: per variant, label (and the mean over its
     labels) and score, the mean over seeds with its seed-and-unit interval and the seeds'
-    sd; per pair of variants of equal sparsity, the difference, its interval and verdict."""
+    sd; per pair of variants of equal sparsity, the difference per label and of the means
+    over the labels both variants score, its interval and verdict."""
     rng = np.random.default_rng(seed)
     labels = np.append(found.labels, MEAN_LABEL)
     resampled: dict[tuple[str, str, int], dict[str, np.ndarray]] = {}
     interval_rows = []
     for key, by_score in found.samples.items():
-        n_seeds = next(iter(by_score.values())).shape[0]
-        replicates = next(iter(by_score.values())).shape[1]
+        n_seeds, replicates = next(iter(by_score.values())).shape[:2]
         draws = _seed_draws(n_seeds, replicates, rng)
         resampled[key] = {}
         for score, samples in by_score.items():
             picked = samples[draws, np.arange(replicates)[:, None]]  # (R, S, C)
             with np.errstate(invalid="ignore"):
-                values = _with_mean_row(np.nanmean(picked, axis=1))
+                values = np.nanmean(picked, axis=1)  # (R, C)
             resampled[key][score] = values
-            point = _with_mean_row(found.point[key][score])  # (S, C + 1)
-            low, high = interval(values, level)
+            point = found.point[key][score]  # (S, C)
+            scored = np.isfinite(_seed_means(point))
+            per_seed = np.column_stack([point, _mean_over(point, scored)])
+            low, high = interval(np.column_stack([values, _mean_over(values, scored)]), level)
             with np.errstate(invalid="ignore"):
-                mean = np.nanmean(point, axis=0)
                 sd = (
-                    np.nanstd(point, axis=0, ddof=1) if n_seeds > 1 else np.full(mean.shape, np.nan)
+                    np.nanstd(per_seed, axis=0, ddof=1)
+                    if n_seeds > 1
+                    else np.full(per_seed.shape[1], np.nan)
                 )
             interval_rows.append(
                 pd.DataFrame(
@@ -194,7 +206,7 @@ def comparison_tables(
                         "task": found.task,
                         "label": labels,
                         "score": score,
-                        "value": mean,
+                        "value": _seed_means(per_seed),
                         "low": low,
                         "high": high,
                         "seed_sd": sd,
@@ -207,12 +219,10 @@ def comparison_tables(
         for first, second in itertools.combinations(present, 2):
             a, b = (*first, sparsity), (*second, sparsity)
             for score in SCORES:
+                point = _seed_means(found.point[a][score]) - _seed_means(found.point[b][score])
+                shared = np.isfinite(point)
                 diff = resampled[a][score] - resampled[b][score]
-                with np.errstate(invalid="ignore"):
-                    point = np.nanmean(_with_mean_row(found.point[a][score]), axis=0) - np.nanmean(
-                        _with_mean_row(found.point[b][score]), axis=0
-                    )
-                low, high = interval(diff, level)
+                low, high = interval(np.column_stack([diff, _mean_over(diff, shared)]), level)
                 names = group_name(*first), group_name(*second)
                 verdict = np.where(
                     low > 0,
@@ -229,7 +239,7 @@ def comparison_tables(
                             "sparsity": sparsity,
                             "first": names[0],
                             "second": names[1],
-                            "difference": point,
+                            "difference": np.append(point, _mean_over(point, shared)),
                             "low": low,
                             "high": high,
                             "verdict": verdict,

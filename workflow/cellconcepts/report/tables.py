@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from cellconcepts.config import Variant
-from cellconcepts.files import PathLike, atomic_path
+from cellconcepts.files import PathLike, atomic_path, read_results_csv
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def _with_variant(table: pd.DataFrame, variant: str) -> pd.DataFrame:
 def collect(paths: Mapping[str, PathLike]) -> pd.DataFrame:
     """Concatenate one CSV per model variant, tagging each row with its variant."""
     return pd.concat(
-        [_with_variant(pd.read_csv(path), variant) for variant, path in paths.items()],
+        [_with_variant(read_results_csv(path), variant) for variant, path in paths.items()],
         ignore_index=True,
     )
 
@@ -171,8 +171,8 @@ def label_selectivity(
     ``threshold`` per model; and that fraction. With ``references``
     (`evaluate.references.task_references`), the labels' oracle selectivity and linear
     reference as the first columns; with ``scores`` (each model's `label_scores`), a last
-    row, ``fraction above null (held out)``: the fraction of the labels whose held-out best
-    feature is above the permutation null."""
+    row, ``fraction above null (held out)``: the fraction of the labels (of those that could
+    be scored held out) whose held-out best feature is above the permutation null."""
     columns = {}
     for variant, best in best_selectivity.items():
         best = best[(best["task"] == task) & ~best["label"].astype(str).isin(exclude)]
@@ -186,7 +186,8 @@ def label_selectivity(
         for variant, frame in scores.items():
             rows = frame[(frame["task"] == task) & (frame["score"] == "heldout_avg")]
             rows = rows.set_index(rows["label"].astype(str)).reindex(table.index)
-            above[variant] = float(rows["above_null"].astype(float).mean())
+            scored = rows[rows["p_value"].notna()]
+            above[variant] = float(scored["above_null"].astype(float).mean())
         summary.append(pd.Series(above, name="fraction above null (held out)").to_frame().T)
     if references is not None:
         limits = references[references["task"] == task]

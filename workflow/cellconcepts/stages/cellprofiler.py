@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cellconcepts.files import PathLike, atomic_path, write_frame
+from cellconcepts.files import PathLike, atomic_path, read_results_csv, write_frame
 from cellconcepts.store.images import open_image_store
 from cellconcepts.store.layout import ImageFiles
 
@@ -192,8 +192,8 @@ def cellprofiler_comparison(
     from cellconcepts.cellprofiler import comparison as cmp
     from cellconcepts.report.tables import write_table
 
-    tables = {cmp.CP: pd.read_csv(cp_best)}
-    tables.update({v: pd.read_csv(p) for v, p in zip(variants, best, strict=True)})
+    tables = {cmp.CP: read_results_csv(cp_best)}
+    tables.update({v: read_results_csv(p) for v, p in zip(variants, best, strict=True)})
     labels = cmp.per_label_table(tables, task)
     correlations = cmp.correlation_table(labels)
     cp_sweep = pd.read_csv(sweep)

@@ -19,7 +19,7 @@ from cellconcepts.enrich import genesets, statistics
 from cellconcepts.enrich.annotation import annotate_features, selective_labels
 from cellconcepts.enrich.gene_lists import feature_gene_lists
 from cellconcepts.enrich.gseapy_check import gseapy_check
-from cellconcepts.files import PathLike, write_frame
+from cellconcepts.files import PathLike, read_results_csv, write_frame
 from cellconcepts.report.tables import write_table
 
 log = logging.getLogger(__name__)
@@ -237,7 +237,7 @@ def download_gene_sets(*, gmt: PathLike, library: str) -> None:
 def _per_variant(
     variants: Sequence[str], best_selectivity: Sequence[PathLike], enrichment: Sequence[PathLike]
 ) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
-    best = {v: pd.read_csv(p) for v, p in zip(variants, best_selectivity, strict=True)}
+    best = {v: read_results_csv(p) for v, p in zip(variants, best_selectivity, strict=True)}
     terms = {v: pd.read_parquet(p) for v, p in zip(variants, enrichment, strict=True)}
     return best, terms
 

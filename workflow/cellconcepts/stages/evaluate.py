@@ -15,7 +15,7 @@ import scipy.sparse as sp
 from cellconcepts.device import set_threads
 from cellconcepts.evaluate.probing import ProbeSettings, probe_tasks
 from cellconcepts.evaluate.selectivity import task_selectivity_tables
-from cellconcepts.files import PathLike, write_frame
+from cellconcepts.files import PathLike, read_results_csv, write_frame
 from cellconcepts.store.layout import TokenFiles
 from cellconcepts.store.tokens import TokenStore, read_block
 
@@ -40,7 +40,7 @@ def selectivity(
     null (counts), the paper's best score per label (best), and per label the held-out and
     average-precision scores, each against its null (`evaluate.label_scores`)."""
     from cellconcepts.evaluate.label_scores import SignificanceSettings, label_score_tables
-    from cellconcepts.evaluate.uncertainty import unit_codes
+    from cellconcepts.evaluate.uncertainty import split_units
 
     table = pd.read_parquet(obs)
     matrix = sp.load_npz(codes).tocsr()
@@ -53,7 +53,7 @@ def selectivity(
         tasks,
         ProbeSettings(**probe),
         SignificanceSettings(**significance),
-        unit_codes(table, list(resample_unit)) if resample_unit else None,
+        split_units(table, list(resample_unit)),
         min_label_size,
     )
     union = np.logical_or.reduce(list(above.values()))
@@ -112,7 +112,7 @@ def _probe(
 ) -> None:
     """Probe every representation (the raw tokens where None) on every task and write the
     BTA table."""
-    from cellconcepts.evaluate.uncertainty import unit_codes
+    from cellconcepts.evaluate.uncertainty import split_units, unit_codes
 
     store = TokenStore.open(TokenFiles(Path(tokens), Path(obs)))
     rows = probe_tasks(
@@ -123,6 +123,7 @@ def _probe(
         min_label_size,
         bootstrap,
         unit_codes(store.obs, list(resample_unit)),
+        split_units(store.obs, list(resample_unit)),
     )
     write_frame(pd.DataFrame(rows), probing)
 
@@ -164,11 +165,12 @@ def selectivity_references(
     selectivity (tasks with an ``oracle`` column); report_dataset writes it as
     tables/references."""
     from cellconcepts.evaluate.references import task_references
-    from cellconcepts.evaluate.uncertainty import unit_codes
+    from cellconcepts.evaluate.uncertainty import split_units, unit_codes
 
     set_threads(threads)
     store = TokenStore.open(TokenFiles(Path(tokens), Path(obs)))
     units = unit_codes(store.obs, list(resample_unit))
+    held_apart = split_units(store.obs, list(resample_unit))
     result = pd.concat(
         [
             task_references(
@@ -177,6 +179,7 @@ def selectivity_references(
                 task,
                 probe=ProbeSettings(**probe),
                 units=units,
+                split_units=held_apart,
                 min_label_size=min_label_size,
                 folds=settings["folds"],
                 **bootstrap,
@@ -209,7 +212,7 @@ def compare_variants(
     pair (the mean difference over labels and how many labels each verdict has), and the
     paper's central claim (ICFL + PCA against TopK) under each metric."""
     from cellconcepts.evaluate.label_scores import task_design
-    from cellconcepts.evaluate.uncertainty import unit_codes
+    from cellconcepts.evaluate.uncertainty import split_units, unit_codes
     from cellconcepts.evaluate.variant_comparison import (
         chosen_and_points,
         claim_table,
@@ -221,11 +224,12 @@ def compare_variants(
 
     table = pd.read_parquet(obs)
     units = unit_codes(table, list(resample_unit))
+    held_apart = split_units(table, list(resample_unit))
     matrices = {v: sp.load_npz(p).tocsr() for v, p in zip(variants, codes, strict=True)}
-    scores = {v: pd.read_csv(p) for v, p in zip(variants, label_scores, strict=True)}
+    scores = {v: read_results_csv(p) for v, p in zip(variants, label_scores, strict=True)}
     interval_tables, difference_tables = [], []
     for task in tasks:
-        design = task_design(table, task, ProbeSettings(**probe), min_label_size=min_label_size)
+        design = task_design(table, task, ProbeSettings(**probe), held_apart, min_label_size)
         chosen, points = {}, {}
         for name, frame in scores.items():
             chosen[name], points[name] = chosen_and_points(frame, task["name"], design.classes)
@@ -306,7 +310,8 @@ def group_detectability(
     from cellconcepts.evaluate.detectability import group_detectability as detect
     from cellconcepts.evaluate.detectability import probe_recalls, summary_lines
     from cellconcepts.evaluate.labels import task_labels
-    from cellconcepts.evaluate.uncertainty import unit_codes
+    from cellconcepts.evaluate.references import fold_groups
+    from cellconcepts.evaluate.uncertainty import split_units, unit_codes
     from cellconcepts.report.tables import write_table
 
     set_threads(threads)
@@ -320,20 +325,17 @@ def group_detectability(
         profile_recall = probe_recalls(
             matrix,
             labels,
-            table[task["group_by"]] if task.get("group_by") else None,
+            fold_groups(table, task, split_units(table, list(resample_unit))),
             unit_codes(table, list(resample_unit)),
             probe=ProbeSettings(**probe),
             folds=folds,
             bootstrap=bootstrap,
         )
-    limits = pd.read_csv(references, dtype={"label": str})
+    limits = read_results_csv(references)
     shown = sorted(set(labels.dropna().astype(str)) - {str(v) for v in exclude})
     found = detect(
         shown,
-        {
-            v: pd.read_csv(p, dtype={"label": str})
-            for v, p in zip(variants, label_scores, strict=True)
-        },
+        {v: read_results_csv(p) for v, p in zip(variants, label_scores, strict=True)},
         limits[limits["task"] == task["name"]],
         task["name"],
         profile_recall=profile_recall,
@@ -415,7 +417,7 @@ def feature_cosines(
     from cellconcepts.report.figures import plot_feature_cosines
     from cellconcepts.report.tables import write_table
 
-    best = pd.read_csv(best_selectivity, dtype={"label": str})
+    best = read_results_csv(best_selectivity)
     best = best[best["task"] == task["name"]].sort_values("best_avg", ascending=False)
     pairs = best.head(n_labels).rename(columns={"best_feature": "feature"})
     if pairs.empty:

@@ -14,7 +14,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from cellconcepts.device import resolve_device, set_threads
-from cellconcepts.files import PathLike, atomic_path, write_frame
+from cellconcepts.files import PathLike, atomic_path, read_results_csv, write_frame
 from cellconcepts.report.tables import write_table
 from cellconcepts.store.images import ImageStore, open_image_store, read_groups
 from cellconcepts.store.layout import ImageFiles
@@ -56,7 +56,7 @@ def heatmap_patch_tokens(
     chosen = select_heatmap_images(
         table,
         sp.load_npz(codes).tocsr(),
-        pd.read_csv(best_selectivity),
+        read_results_csv(best_selectivity),
         task=task,
         exclude=exclude,
         images_per_label=images_per_label,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cellconcepts.files import PathLike
+from cellconcepts.files import PathLike, read_results_csv
 from cellconcepts.report.tables import (
     VARIANT_COLUMNS,
     collect,
@@ -58,8 +58,8 @@ def report_dataset(
 
     table_paths, figure_paths = _by_stem(tables, ".csv"), _by_stem(figures, ".png")
     reconstruction = {v: reconstruction_summary(p) for v, p in by_variant(cosine).items()}
-    limits = pd.read_csv(references, dtype={"label": str})
-    scores = {v: pd.read_csv(p, dtype={"label": str}) for v, p in by_variant(label_scores).items()}
+    limits = read_results_csv(references)
+    scores = {v: read_results_csv(p) for v, p in by_variant(label_scores).items()}
     best = collect(by_variant(best_selectivity)).astype({"label": str})
     best = best.merge(
         limits[["task", "label", "oracle_selectivity", "linear_reference"]],
@@ -155,9 +155,9 @@ def label_selectivity(
     fraction above the permutation null held out, per model."""
     from cellconcepts.report.tables import label_selectivity as per_label
 
-    best = {v: pd.read_csv(p) for v, p in zip(variants, best_selectivity, strict=True)}
-    scores = {v: pd.read_csv(p) for v, p in zip(variants, label_scores, strict=True)}
-    limits = None if references is None else pd.read_csv(references, dtype={"label": str})
+    best = {v: read_results_csv(p) for v, p in zip(variants, best_selectivity, strict=True)}
+    scores = {v: read_results_csv(p) for v, p in zip(variants, label_scores, strict=True)}
+    limits = None if references is None else read_results_csv(references)
     result, fraction = per_label(best, task, exclude, references=limits, scores=scores)
     write_table(result, table[0], caption=f"best avg selectivity per {task} label")
     for variant, value in fraction.items():

@@ -24,6 +24,7 @@ def validate_dataset(
     tasks: Sequence[Mapping[str, Any]],
     min_label_size: int,
     probe: Mapping[str, Any],
+    resample_unit: Sequence[str] = (),
     enrichment: Mapping[str, Any] | None = None,
     gene_sets: PathLike | None = None,
     expression: PathLike | None = None,
@@ -38,7 +39,7 @@ def validate_dataset(
     from cellconcepts.store.validate import validate_dataset as validate
 
     store = TokenStore.open(TokenFiles(Path(tokens), Path(obs)))
-    report, warnings = validate(store, tasks, min_label_size, ProbeSettings(**probe))
+    report, warnings = validate(store, tasks, min_label_size, ProbeSettings(**probe), resample_unit)
     if enrichment is not None:
         if enrichment["labels"]:
             check_enrichment_labels(

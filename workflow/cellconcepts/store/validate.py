@@ -24,6 +24,7 @@ import pandas as pd
 
 from cellconcepts.evaluate.labels import rare_labels, task_labels
 from cellconcepts.evaluate.probing import ProbeSettings, task_split
+from cellconcepts.evaluate.uncertainty import split_units
 from cellconcepts.store.obs import check_split_values, parse_flags
 from cellconcepts.store.tokens import TokenStore
 
@@ -95,9 +96,11 @@ def check_task(
     min_label_size: int,
     where: str,
     probe: ProbeSettings,
+    units: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """A task's labels: enough labels of enough tokens, groups that can be kept apart, and a
-    probe split (the one the probes will use) that tests some labels."""
+    probe split (the one the probes and held-out scores will use: whole ``units`` for a task
+    without ``group_by``) that tests some labels."""
     name, column = task["name"], task["column"]
     if column not in obs.columns:
         raise ValueError(
@@ -136,7 +139,7 @@ def check_task(
         except ValueError as err:
             raise ValueError(f"{where}: task {name!r} (tasks[].oracle): {err}") from err
     try:
-        task_split(obs, task, probe, min_label_size)
+        task_split(obs, task, probe, min_label_size, units)
     except ValueError as err:
         raise ValueError(f"{where}: {err}") from err
     return {
@@ -167,6 +170,7 @@ def validate_dataset(
     tasks: Sequence[Mapping[str, Any]],
     min_label_size: int,
     probe: ProbeSettings | None = None,
+    resample_unit: Sequence[str] = (),
 ) -> tuple[dict[str, Any], list[str]]:
     """Every check of the module docstring but the enrichment's (``probe``: the probes'
     split settings, default `ProbeSettings()`); returns (a report, warnings)."""
@@ -174,7 +178,10 @@ def validate_dataset(
     probe = probe or ProbeSettings()
     check_values(store)
     report: dict[str, Any] = {"dim": store.dim, **check_annotations(store)}
-    report["tasks"] = [check_task(store.obs, task, min_label_size, where, probe) for task in tasks]
+    units = split_units(store.obs, list(resample_unit))
+    report["tasks"] = [
+        check_task(store.obs, task, min_label_size, where, probe, units) for task in tasks
+    ]
     warnings = []
     if report["n_controls"] <= store.dim:
         warnings.append(
