@@ -228,3 +228,18 @@ def test_claim_table_keeps_the_papers_pairs_and_counts_labels_above_null():
     assert rows.loc[("heldout_ap", "topk_pca"), "labels_above_null_first"] == 0
     assert (claim["n_labels_task"] == 3).all()
     assert rows.loc[("heldout_ap", "topk_pca"), "metric"].startswith("average precision")
+
+
+def test_a_pairs_mean_over_labels_is_over_the_labels_both_score():
+    # label b has no value for ICFL + PCA (e.g. no test token): the pair's mean difference is
+    # over label a alone, 0.8 - 0.2, not the difference of each variant's own mean, 0.8 - 0.3
+    values = {("icfl", "pca", 8): [0.8, np.nan], ("topk", "pca", 8): [0.2, 0.4]}
+    point = {k: {s: np.array([v]) for s in SCORES} for k, v in values.items()}
+    drawn = {k: {s: np.full((1, 50, 2), v) for s in SCORES} for k, v in values.items()}
+    found = VariantSamples("t", np.array(["a", "b"]), point, drawn)
+    intervals, differences = comparison_tables(found, level=0.95, seed=0)
+    mean = differences[(differences.label == MEAN_LABEL) & (differences.score == "heldout_avg")]
+    assert mean.difference.iloc[0] == pytest.approx(0.6)
+    assert mean.low.iloc[0] == pytest.approx(0.6) and mean.high.iloc[0] == pytest.approx(0.6)
+    own = intervals[(intervals.label == MEAN_LABEL) & (intervals.score == "heldout_avg")]
+    assert own.set_index("method").value.to_dict() == pytest.approx({"icfl": 0.8, "topk": 0.3})

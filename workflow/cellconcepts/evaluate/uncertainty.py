@@ -10,6 +10,7 @@ weighted version of its point estimate and no resampled copy of the data is buil
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 
 import numpy as np
@@ -56,7 +57,9 @@ def unit_weights(units: np.ndarray, replicates: int, seed: int) -> Iterator[np.n
 def interval(samples: np.ndarray, level: float = 0.95, axis: int = 0) -> tuple[np.ndarray, ...]:
     """Percentile interval of bootstrap ``samples`` along ``axis`` (NaN samples ignored)."""
     tail = 100 * (1 - level) / 2
-    low, high = np.nanpercentile(samples, [tail, 100 - tail], axis=axis)
+    with warnings.catch_warnings():  # an all-NaN column (nothing to resample) stays NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        low, high = np.nanpercentile(samples, [tail, 100 - tail], axis=axis)
     return low, high
 
 

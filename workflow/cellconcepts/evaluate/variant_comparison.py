@@ -14,6 +14,7 @@ ten distinct draws), so the intervals understate the training noise of few seeds
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -150,20 +151,23 @@ def _seed_draws(n_seeds: int, replicates: int, rng: np.random.Generator) -> np.n
     return rng.integers(0, n_seeds, size=(replicates, n_seeds))
 
 
-def _mean_over(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """The mean over the chosen ``labels`` (a boolean mask over the last axis), NaN ignored."""
-    with np.errstate(invalid="ignore"):
-        return (
-            np.nanmean(np.where(labels, values, np.nan), axis=-1)
-            if labels.any()
-            else (np.full(values.shape[:-1], np.nan))
-        )
+def nanmean(values: np.ndarray, axis: int) -> np.ndarray:
+    """The mean over ``axis`` ignoring NaN, NaN (without a warning) where all are NaN."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(values, axis=axis)
+
+
+def _mean_over_labels(values: np.ndarray) -> np.ndarray:
+    """The mean over the last axis (labels), NaN ignored: a label a variant could not score is
+    NaN in every replicate, so a pair's difference (taken per label first) averages over the
+    labels both variants score."""
+    return nanmean(values, axis=-1)
 
 
 def _seed_means(point: np.ndarray) -> np.ndarray:
     """(C,) mean over seeds of (S, C) seed values (NaN where no seed has one)."""
-    with np.errstate(invalid="ignore"):
-        return np.nanmean(point, axis=0)
+    return nanmean(point, axis=0)
 
 
 def comparison_tables(
@@ -183,19 +187,14 @@ def comparison_tables(
         resampled[key] = {}
         for score, samples in by_score.items():
             picked = samples[draws, np.arange(replicates)[:, None]]  # (R, S, C)
-            with np.errstate(invalid="ignore"):
-                values = np.nanmean(picked, axis=1)  # (R, C)
+            values = nanmean(picked, axis=1)  # (R, C)
             resampled[key][score] = values
             point = found.point[key][score]  # (S, C)
-            scored = np.isfinite(_seed_means(point))
-            per_seed = np.column_stack([point, _mean_over(point, scored)])
-            low, high = interval(np.column_stack([values, _mean_over(values, scored)]), level)
-            with np.errstate(invalid="ignore"):
-                sd = (
-                    np.nanstd(per_seed, axis=0, ddof=1)
-                    if n_seeds > 1
-                    else np.full(per_seed.shape[1], np.nan)
-                )
+            per_seed = np.column_stack([point, _mean_over_labels(point)])
+            low, high = interval(np.column_stack([values, _mean_over_labels(values)]), level)
+            with warnings.catch_warnings():  # fewer than two seeds with a value: NaN
+                warnings.simplefilter("ignore", RuntimeWarning)
+                sd = np.nanstd(per_seed, axis=0, ddof=1)
             interval_rows.append(
                 pd.DataFrame(
                     {
@@ -220,9 +219,8 @@ def comparison_tables(
             a, b = (*first, sparsity), (*second, sparsity)
             for score in SCORES:
                 point = _seed_means(found.point[a][score]) - _seed_means(found.point[b][score])
-                shared = np.isfinite(point)
                 diff = resampled[a][score] - resampled[b][score]
-                low, high = interval(np.column_stack([diff, _mean_over(diff, shared)]), level)
+                low, high = interval(np.column_stack([diff, _mean_over_labels(diff)]), level)
                 names = group_name(*first), group_name(*second)
                 verdict = np.where(
                     low > 0,
@@ -239,7 +237,7 @@ def comparison_tables(
                             "sparsity": sparsity,
                             "first": names[0],
                             "second": names[1],
-                            "difference": np.append(point, _mean_over(point, shared)),
+                            "difference": np.append(point, _mean_over_labels(point)),
                             "low": low,
                             "high": high,
                             "verdict": verdict,
