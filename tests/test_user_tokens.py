@@ -27,6 +27,8 @@ def test_parquet_embeddings_become_a_token_store_with_controls_and_split(tmp_pat
                 "control": {"column": "guide", "values": ["non-targeting"]},
                 "split": {"test_fraction": 0.2, "group_by": "plate"},
                 "tasks": [{"name": "guide", "column": "guide", "group_by": "plate"}],
+                # at most the 6 dimensions of the tokens (the default 8 is refused at parse)
+                "dictionary": {"sparsity": [4]},
             }
         }
     }
