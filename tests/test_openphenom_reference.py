@@ -1,12 +1,13 @@
 """OpenPhenom embeddings equal the reference implementation's (Recursion's maes_microscopy).
 
 The reference is rebuilt here in plain torch with its module tree and state-dict key names:
-``MAEModel.input_norm`` (pixels / 255, then ``InstanceNorm2d`` without affine or running
-statistics), ``encoder.vit_backbone``, a timm 0.9.7 ``VisionTransformer`` made channel-agnostic
-(one shared 1-channel patch projection, channel-major tokens, fixed sin-cos position embedding
-over ``max_in_chans``) with ``ParallelScalingBlock``s (qk-norm, LayerScale, and the fused input
-bias ``cat(qkv_bias zeros, mlp_bias)`` that timm 0.9.7 added in the wrong order), no final norm,
-and ``predict()``: the mean of the last block's tokens without CLS. It is saved the way the
+``MAEModel.input_norm`` (its ``Normalizer``, ``pixels.float() / 255`` whatever the dtype, then
+``InstanceNorm2d`` without affine or running statistics), ``encoder.vit_backbone``, a timm 0.9.7
+``VisionTransformer`` made channel-agnostic (one shared 1-channel patch projection,
+channel-major tokens, fixed sin-cos position embedding over ``max_in_chans``) with
+``ParallelScalingBlock``s (qk-norm, LayerScale, and the fused input bias
+``cat(qkv_bias zeros, mlp_bias)`` that timm 0.9.7 added in the wrong order), no final norm, and
+``predict()``: the mean of the last block's tokens without CLS. It is saved the way the
 reference saves it (a torch pickle ``{"state_dict": ...}`` named ``model.safetensors`` beside an
 HF ``config.json``) and loaded through the workflow's own loader.
 """
@@ -189,13 +190,36 @@ def crops() -> np.ndarray:
     return np.round(images).astype(np.uint8)
 
 
+# 16-bit crops (camera counts): (mean, std) of every channel.
+CROPS_16BIT = {
+    "bright": (20000.0, 6000.0),
+    "dim": (400.0, 60.0),  # background and little stain
+    "very_dim": (110.0, 8.0),  # near the camera offset
+}
+
+
+def crops_16bit(kind: str) -> np.ndarray:
+    """uint16 crops of one brightness, each channel with its own mean around the kind's."""
+    mean, std = CROPS_16BIT[kind]
+    rng = np.random.default_rng(2)
+    means = mean * rng.uniform(0.7, 1.3, (4, CHANNELS, 1, 1))
+    images = rng.normal(means, std, (4, CHANNELS, IMG, IMG))
+    return np.clip(np.round(images), 0, 65535).astype(np.uint16)
+
+
 def _relative(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a - b).max() / np.abs(b).max())
 
 
-def _ours(folder: Path, **overrides) -> np.ndarray:
+def _ours(folder: Path, images: np.ndarray | None = None, **overrides) -> np.ndarray:
     encoder = load_image_encoder(folder, {**ARCHITECTURE, **overrides}, "cpu")
-    return extract_crop_tokens(encoder, crops(), [DEPTH], batch_size=2, progress=False)[DEPTH]
+    images = crops() if images is None else images
+    return extract_crop_tokens(encoder, images, [DEPTH], batch_size=2, progress=False)[DEPTH]
+
+
+def _predict(model: ReferenceMAE, images: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return model.predict(torch.from_numpy(images)).numpy()
 
 
 def test_embeddings_equal_the_reference_predict(reference):
@@ -203,6 +227,28 @@ def test_embeddings_equal_the_reference_predict(reference):
     with torch.no_grad():
         expected = model.predict(torch.from_numpy(crops())).numpy()
     assert _relative(_ours(folder), expected) <= 1e-5
+
+
+@pytest.mark.parametrize("kind", sorted(CROPS_16BIT))
+def test_16bit_embeddings_equal_the_reference_predict(reference, kind):
+    """16-bit crops go through the reference's pixels / 255 too: dividing by 65535 instead
+    lets the epsilon dominate the variance of dim channels (embeddings off by up to 65%)."""
+    model, folder = reference
+    images = crops_16bit(kind)
+    assert images.dtype == np.uint16
+    assert _relative(_ours(folder, images), _predict(model, images)) <= 1e-5
+
+
+@pytest.mark.parametrize(("kind", "at_least"), [("dim", 0.05), ("very_dim", 0.05)])
+def test_fullscale_norm_is_not_the_reference_on_dim_16bit(reference, kind, at_least):
+    """The named alternative `instance_norm_fullscale` (/ 65535 for 16-bit) is documented as
+    differing from the reference on dim 16-bit images, and equal on 8-bit ones."""
+    model, folder = reference
+    images = crops_16bit(kind)
+    fullscale = _ours(folder, images, input_norm="instance_norm_fullscale")
+    assert _relative(fullscale, _predict(model, images)) > at_least
+    fullscale_8bit = _ours(folder, input_norm="instance_norm_fullscale")
+    assert _relative(fullscale_8bit, _predict(model, crops())) <= 1e-5
 
 
 def test_the_demo_standardisation_would_differ_on_dim_channels(reference):

@@ -372,24 +372,85 @@ def test_openphenom_config_has_the_published_layout():
     }
 
 
+def _torch_instance_norm(raw: np.ndarray, scale: float) -> torch.Tensor:
+    """pixels / scale, then torch's own InstanceNorm2d (biased variance, eps 1e-5)."""
+    norm = torch.nn.InstanceNorm2d(raw.shape[1], affine=False, track_running_stats=False)
+    return norm(torch.from_numpy(raw.astype(np.float32)).float() / scale)
+
+
+def _raw(dtype, high: int = 200) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    raw = rng.integers(0, high, size=(2, 3, 8, 8)).astype(dtype)
+    raw[0, 1] = 1 + (rng.random((8, 8)) < 0.3)  # a near-blank channel: values 1 and 2
+    return raw
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_instance_normalize_is_openphenoms_input_norm(dtype):
+    """OpenPhenom's predict(): pixels / 255 whatever the dtype (maes_microscopy's Normalizer),
+    then torch's InstanceNorm2d."""
+    raw = _raw(dtype)
+    expected = _torch_instance_norm(raw, 255.0)
+    torch.testing.assert_close(vit.instance_normalize(raw), expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(vit.normalize_images(raw, "instance_norm"), expected)
+    torch.testing.assert_close(vit.instance_normalize(torch.from_numpy(raw)), expected)
+    # A near-blank channel (std 0.45 grey levels) stays well below unit variance, where the
+    # demo's standardisation blows its noise up to 1.
+    assert float(vit.instance_normalize(raw)[0, 1].std()) < 0.6
+    assert float(vit.self_standardize(raw)[0, 1].std()) > 0.99
+
+
 @pytest.mark.parametrize(
     ("dtype", "scale"), [(np.uint8, 255.0), (np.uint16, 65535.0), (np.float32, 1.0)]
 )
-def test_instance_normalize_is_openphenoms_input_norm(dtype, scale):
-    """pixels / full scale, then torch's InstanceNorm2d (biased variance, eps 1e-5)."""
-    rng = np.random.default_rng(0)
-    raw = rng.integers(0, 200, size=(2, 3, 8, 8)).astype(dtype)
-    raw[0, 1] = 1 + (rng.random((8, 8)) < 0.3)  # a near-blank channel: values 1 and 2
-    expected = torch.nn.InstanceNorm2d(3, affine=False, track_running_stats=False)(
-        torch.from_numpy(raw.astype(np.float32) / scale)
+def test_instance_norm_fullscale_divides_by_the_dtypes_full_scale(dtype, scale):
+    """The named alternative: the same InstanceNorm2d after dividing by the dtype's full scale;
+    equal to the reference's on 8-bit images only."""
+    raw = _raw(dtype)
+    expected = _torch_instance_norm(raw, scale)
+    torch.testing.assert_close(
+        vit.normalize_images(raw, "instance_norm_fullscale"), expected, rtol=1e-5, atol=1e-5
     )
-    torch.testing.assert_close(vit.instance_normalize(raw), expected, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(vit.normalize_images(raw, "instance_norm"), expected)
+    reference = vit.instance_normalize(raw)
     if dtype is np.uint8:
-        # A near-blank 8-bit channel (std 0.45 grey levels) stays well below unit variance,
-        # where the demo's standardisation blows its noise up to 1.
-        assert float(vit.instance_normalize(raw)[0, 1].std()) < 0.6
-        assert float(vit.self_standardize(raw)[0, 1].std()) > 0.99
+        torch.testing.assert_close(vit.instance_normalize_fullscale(raw), reference)
+    else:
+        # On a near-blank 16-bit channel the epsilon dominates after / 65535, not after / 255.
+        assert float((vit.instance_normalize_fullscale(raw) - reference).abs().max()) > 0.1
+    with pytest.raises(ValueError, match="int32"):
+        vit.instance_normalize_fullscale(np.zeros((1, 1, 4, 4), dtype=np.int32))
+
+
+def test_dim_16bit_images_follow_the_reference():
+    """A dim 16-bit channel (std ~3 counts): / 65535 lets the epsilon shrink its std to ~0.015;
+    the reference's / 255 keeps it near 1, as instance_normalize does."""
+    rng = np.random.default_rng(3)
+    raw = np.clip(rng.normal(110, 3, (1, 2, 16, 16)), 0, None).astype(np.uint16)
+    ours = vit.instance_normalize(raw)
+    torch.testing.assert_close(ours, _torch_instance_norm(raw, 255.0), rtol=1e-5, atol=1e-5)
+    assert float(ours.std()) > 0.9
+    assert float(vit.instance_normalize_fullscale(raw).std()) < 0.1
+
+
+def test_saved_directory_keeps_the_input_norm_it_was_trained_with(tmp_path):
+    """A directory saved now names the revision of its input normalisation; one saved with
+    "instance_norm" before "instance_norm" followed the reference for every dtype was trained
+    with the full-scale division, and is read that way."""
+    encoder = tiny_encoder(input_norm="instance_norm")
+    vit.save_pretrained(encoder, tmp_path / "now")
+    meta = json.loads((tmp_path / "now" / "config.json").read_text())
+    assert meta["input_norm"] == "instance_norm"
+    assert meta[vit.INPUT_NORM_REVISION_KEY] == vit.INPUT_NORM_REVISION
+    assert vit.load_encoder(tmp_path / "now").config.input_norm == "instance_norm"
+
+    vit.save_pretrained(encoder, tmp_path / "before")
+    config_path = tmp_path / "before" / "config.json"
+    del meta[vit.INPUT_NORM_REVISION_KEY]
+    config_path.write_text(json.dumps(meta))
+    assert vit.load_encoder(tmp_path / "before").config.input_norm == "instance_norm_fullscale"
+    for kept in ("standardize", "instance_norm_fullscale"):
+        config_path.write_text(json.dumps({**meta, "input_norm": kept}))
+        assert vit.load_encoder(tmp_path / "before").config.input_norm == kept
 
 
 def test_input_norm_is_part_of_the_architecture():
@@ -398,7 +459,8 @@ def test_input_norm_is_part_of_the_architecture():
     assert vit.ViTConfig.from_dict({"input_norm": None}).input_norm == "standardize"
     # The schema's null is resolved on construction, so a saved config.json names it.
     assert vit.ViTConfig(input_norm=None).to_dict()["input_norm"] == "standardize"
+    assert vit.ViTConfig(input_norm="instance_norm_fullscale").input_norm == (
+        "instance_norm_fullscale"
+    )
     with pytest.raises(ValueError, match="input_norm"):
         vit.ViTConfig(input_norm="zscore")
-    with pytest.raises(ValueError, match="int32"):
-        vit.instance_normalize(np.zeros((1, 1, 4, 4), dtype=np.int32))

@@ -32,6 +32,8 @@ from cellconcepts.dictionary.checkpoint import load_checkpoint, save_checkpoint
 from cellconcepts.dictionary.sampling import BatchSampler
 from cellconcepts.files import PathLike
 from cellconcepts.microscopy.vit import (
+    INPUT_NORM_REVISION,
+    INPUT_NORM_REVISION_KEY,
     LN_EPS,
     Block,
     ViTConfig,
@@ -334,9 +336,14 @@ def _signature(
     settings: Mapping[str, Any],
 ) -> dict[str, Any]:
     """What a resumed run must share with the checkpoint's: architecture, every optimisation
-    setting (the learning-rate schedule depends on ``steps``) and the images."""
+    setting (the learning-rate schedule depends on ``steps``) and the images. An
+    "instance_norm" run carries the input normalisation's revision: a checkpoint saved when it
+    meant the full-scale division does not resume under the reference's."""
+    vit = vit_config.to_dict()
+    if vit["input_norm"] == "instance_norm":
+        vit[INPUT_NORM_REVISION_KEY] = INPUT_NORM_REVISION
     return {
-        "vit": vit_config.to_dict(),
+        "vit": vit,
         "mae": mae_config.to_dict(),
         **settings,
         "images": _images_fingerprint(images),

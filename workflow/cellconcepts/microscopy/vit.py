@@ -51,9 +51,18 @@ DROPPED_PREFIXES = ("decoder", "mask_token", "head.", "fc_norm.")
 BLOCK_TYPES = ("standard", "parallel", "parallel_legacy")
 LN_EPS = 1e-6  # timm's ViT LayerNorm epsilon
 # How images are normalised before the encoder (ViTConfig.input_norm): "standardize" is the
-# workflow's own MAE's; "instance_norm" is OpenPhenom's (maes_microscopy: pixels / 255, then
-# torch's InstanceNorm2d without affine or running statistics).
-INPUT_NORMS = ("standardize", "instance_norm")
+# workflow's own MAE's; "instance_norm" is OpenPhenom's predict() (maes_microscopy's Normalizer:
+# pixels / 255 whatever their dtype, then torch's InstanceNorm2d without affine or running
+# statistics); "instance_norm_fullscale" divides by the dtype's full scale instead (255 for
+# 8-bit, 65535 for 16-bit, floats as they are) before the same InstanceNorm2d: not the
+# reference's on 16-bit or float images (docs/openphenom.md), and what "instance_norm" meant
+# in a directory saved before INPUT_NORM_REVISION.
+INPUT_NORMS = ("standardize", "instance_norm", "instance_norm_fullscale")
+REFERENCE_PIXEL_SCALE = 255.0  # maes_microscopy's Normalizer: pixels.float() / 255.0
+# Written to config.json by save_pretrained: a saved directory without it predates "instance_norm"
+# following the reference for every dtype, and its "instance_norm" is read as the full-scale one.
+INPUT_NORM_REVISION_KEY = "input_norm_revision"
+INPUT_NORM_REVISION = 2
 # What the schema's input_norm null stands for: the normalisation of the MAE trained here.
 SELF_TRAINED_INPUT_NORM = "standardize"
 STANDARDIZE_EPS = 1e-6
@@ -71,8 +80,9 @@ class ViTConfig:
     routing, see :class:`ParallelBlock`), ``final_norm``, and for channel-agnostic models whether a
     learned ``channel_embed`` is added (OpenPhenom has none) and ``max_in_chans``, the number of
     channels the position embedding covers (``None`` = ``in_chans``). ``input_norm`` says how
-    the model's input images are normalised (:func:`normalize_images`). OpenPhenom's ViT-S/16
-    is ``openphenom_config()``.
+    the model's input images are normalised (:func:`normalize_images`: "standardize",
+    "instance_norm" as OpenPhenom's ``predict()``, or "instance_norm_fullscale"). OpenPhenom's
+    ViT-S/16 is ``openphenom_config()``.
 
     Every default is the config schema's (``datasets.<name>.microscopy.model.architecture``),
     read by :func:`~cellconcepts.defaults.schema_default`. ``input_norm=None`` (the schema's
@@ -213,7 +223,7 @@ def self_standardize(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     return (x - mean) / (std + STANDARDIZE_EPS)
 
 
-def _pixel_scale(dtype: Any) -> float:
+def _full_scale(dtype: Any) -> float:
     """The value of a full-scale pixel: 255 (8-bit), 65535 (16-bit), 1 (floats)."""
     name = str(dtype).removeprefix("torch.")
     if name == "uint8":
@@ -223,24 +233,43 @@ def _pixel_scale(dtype: Any) -> float:
     if name.startswith(("float", "bfloat")):
         return 1.0
     raise ValueError(
-        f"instance_normalize: images of dtype {name}; expected 8-bit or 16-bit unsigned "
-        "integers, or floats already scaled to [0, 1]"
+        f"instance_normalize_fullscale: images of dtype {name}; expected 8-bit or 16-bit "
+        "unsigned integers, or floats already scaled to [0, 1]"
     )
 
 
+def _instance_norm(x: torch.Tensor) -> torch.Tensor:
+    """torch's InstanceNorm2d without affine or running statistics: per image and channel
+    ``(x - mean_HW) / sqrt(var_HW + 1e-5)`` with the biased variance."""
+    var, mean = torch.var_mean(x, dim=(2, 3), keepdim=True, correction=0)
+    return (x - mean) / torch.sqrt(var + INSTANCE_NORM_EPS)
+
+
 def instance_normalize(images: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """OpenPhenom's input normalisation: pixels scaled to [0, 1], then per image and channel
+    """OpenPhenom's input normalisation, as its ``predict()`` does it: pixels / 255 whatever
+    their dtype (maes_microscopy's ``Normalizer``), then per image and channel
     ``(x - mean_HW) / sqrt(var_HW + 1e-5)`` with the biased variance (torch's InstanceNorm2d
     without affine or running statistics), float32.
 
-    The scale is the reference's ``x / 255`` for 8-bit input. 16-bit input is divided by 65535,
-    so that the epsilon weighs on a 16-bit image as it does on its 8-bit export (the reference
-    itself divides any input by 255, which would leave a 16-bit channel's noise unscaled).
-    Float input is taken as already scaled to [0, 1]. A tensor stays on its device.
+    Only the epsilon makes the scale matter: a 16-bit image is divided by 255 too, so its
+    channels are ~257 times larger than its 8-bit export's and the epsilon weighs less on them;
+    floats are divided by 255 too (a store normalised per plate, median 1, then lets the
+    epsilon dominate). :func:`instance_normalize_fullscale` is the alternative. A tensor stays
+    on its device.
     """
-    x = _as_float_images(images, "instance_normalize") / _pixel_scale(images.dtype)
-    var, mean = torch.var_mean(x, dim=(2, 3), keepdim=True, correction=0)
-    return (x - mean) / torch.sqrt(var + INSTANCE_NORM_EPS)
+    return _instance_norm(_as_float_images(images, "instance_normalize") / REFERENCE_PIXEL_SCALE)
+
+
+def instance_normalize_fullscale(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """The instance norm of :func:`instance_normalize` after dividing by the dtype's full
+    scale, not by 255: 255 for 8-bit (the same as the reference), 65535 for 16-bit, and
+    floats taken as already in [0, 1]. Not OpenPhenom's ``predict()`` on 16-bit or float
+    images: the epsilon weighs on a 16-bit image as on its 8-bit export, which on dim channels
+    moves the embeddings far from the reference's (docs/openphenom.md). What "instance_norm"
+    meant before :data:`INPUT_NORM_REVISION`. A tensor stays on its device.
+    """
+    x = _as_float_images(images, "instance_normalize_fullscale") / _full_scale(images.dtype)
+    return _instance_norm(x)
 
 
 def check_finite_pixels(images: np.ndarray, rows: np.ndarray | range, where: str) -> None:
@@ -262,6 +291,8 @@ def normalize_images(images: np.ndarray | torch.Tensor, method: str) -> torch.Te
         return self_standardize(images)
     if method == "instance_norm":
         return instance_normalize(images)
+    if method == "instance_norm_fullscale":
+        return instance_normalize_fullscale(images)
     raise ValueError(f"input_norm: expected one of {INPUT_NORMS}, got {method!r}")
 
 
@@ -651,10 +682,15 @@ def save_pretrained(
     Each file is written under a temporary name and renamed into place, the weights first, so a
     crash never leaves a config beside weights it does not describe. ``extra_meta``
     (JSON-serialisable) is stored in ``config.json`` next to the architecture and must not
-    reuse its keys.
+    reuse its keys. ``config.json`` also carries :data:`INPUT_NORM_REVISION`, so that a later
+    reader knows what its ``input_norm`` meant.
     """
     directory = Path(directory)
-    config = {"model_type": MODEL_TYPE, **encoder.config.to_dict()}
+    config = {
+        "model_type": MODEL_TYPE,
+        **encoder.config.to_dict(),
+        INPUT_NORM_REVISION_KEY: INPUT_NORM_REVISION,
+    }
     extra = dict(extra_meta or {})
     clash = sorted(set(extra) & set(config))
     if clash:
@@ -737,7 +773,17 @@ def _config_from_directory(path: Path) -> ViTConfig:
             "architecture (config) explicitly to load these weights"
         )
     names = {f.name for f in fields(ViTConfig)}
-    return ViTConfig.from_dict({k: v for k, v in meta.items() if k in names})
+    config = {k: v for k, v in meta.items() if k in names}
+    if config.get("input_norm") == "instance_norm" and INPUT_NORM_REVISION_KEY not in meta:
+        # Saved when "instance_norm" divided 16-bit images by 65535 and took floats as they
+        # were: the weights were trained and their tokens made that way.
+        config["input_norm"] = "instance_norm_fullscale"
+        log.info(
+            "%s: saved before input_norm 'instance_norm' followed OpenPhenom's pixels / 255 for "
+            "every dtype; read as 'instance_norm_fullscale', as it was trained",
+            config_path,
+        )
+    return ViTConfig.from_dict(config)
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
