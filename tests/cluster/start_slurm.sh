@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # A real single-node SLURM cluster for the workflow tests: munge, MariaDB, slurmdbd (accounting,
 # which the Snakemake SLURM executor queries with sacct), slurmctld and slurmd, with two
-# partitions, `cpu` and `gpu`. Everything comes from Debian's apt; nothing else is downloaded.
+# partitions `cpu`, `long` and `gpu` with the limits of profiles/slurm/partitions.yaml (finite
+# MaxTime, MaxMemPerNode, MaxCPUsPerNode; tests/test_slurm_partitions.py checks that the two
+# agree). Everything comes from Debian's apt; nothing else is downloaded.
 #
 #   eval "$(bash tests/cluster/start_slurm.sh)"     # starts it, exports SLURM_CONF
 #   bash tests/cluster/stop_slurm.sh                # stops every daemon it started
 #
-# The node has no real GPU: it declares one generic resource `gpu` whose device file is
-# /dev/null (gres.conf), so a job that asks for `--gpus=1` is scheduled and accounted
-# (AllocTRES gres/gpu=1) but finds no CUDA device and runs on CPU. The tests check where GPU jobs were sent and what
+# The node has no real GPU: it declares one generic resource `gpu` of type `a100` whose device
+# file is /dev/null (gres.conf), so a job that asks for `--gpus=1`, `--gpus=a100:1` or
+# `--gres=gpu:a100:1` is scheduled and accounted (AllocTRES gres/gpu=1) but finds no CUDA
+# device and runs on CPU. The tests check where GPU jobs were sent and what
 # they asked for, not that a GPU computed them.
 #
 # The configuration goes where SLURM looks by default, /etc/slurm (the executor's job steps
@@ -147,7 +150,7 @@ GresTypes=gpu
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 AccountingStoragePort=6819
-AccountingStorageTRES=gres/gpu
+AccountingStorageTRES=gres/gpu,gres/gpu:a100
 AccountingStorageEnforce=associations
 JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=task=1
@@ -161,14 +164,20 @@ MinJobAge=600
 KillWait=5
 InactiveLimit=0
 SlurmdTimeout=60
-NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb Gres=gpu:1 State=UNKNOWN
-PartitionName=cpu Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
-PartitionName=gpu Nodes=$HOST MaxTime=INFINITE State=UP
+# sbatch refuses a job that exceeds its partition's limits instead of leaving it pending
+# forever (Reason=PartitionTimeLimit), as many sites do.
+EnforcePartLimits=ALL
+NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb Gres=gpu:a100:1 State=UNKNOWN
+# The partitions of profiles/slurm/partitions.yaml with its limits (the one node is smaller than
+# they say; SLURM allows a limit above the node's size).
+PartitionName=cpu Nodes=$HOST Default=YES MaxTime=12:00:00 MaxMemPerNode=128000 MaxCPUsPerNode=32 State=UP
+PartitionName=long Nodes=$HOST MaxTime=3-00:00:00 MaxMemPerNode=128000 MaxCPUsPerNode=32 State=UP
+PartitionName=gpu Nodes=$HOST MaxTime=2-00:00:00 MaxMemPerNode=256000 MaxCPUsPerNode=32 State=UP
 EOF
 
 cat >"$ETC/gres.conf" <<EOF
 $MARK
-NodeName=$HOST Name=gpu File=/dev/null
+NodeName=$HOST Name=gpu Type=a100 File=/dev/null
 EOF
 
 export SLURM_CONF="$ETC/slurm.conf"
@@ -214,6 +223,6 @@ if [[ $(sacct -n -X -j "$job" -o State%20 | tr -d ' ') != COMPLETED ]]; then
     exit 1
 fi
 
-say "cluster '$CLUSTER' up in $(($(date +%s) - started)) s (node $HOST: $cpus CPUs, $mem_mb MB, gres gpu:1; account $ACCOUNT)"
+say "cluster '$CLUSTER' up in $(($(date +%s) - started)) s (node $HOST: $cpus CPUs, $mem_mb MB, gres gpu:a100:1; partitions cpu, long, gpu; account $ACCOUNT)"
 echo "export SLURM_CONF=$SLURM_CONF"
 echo "export CELLCONCEPTS_SLURM_ACCOUNT=$ACCOUNT"
