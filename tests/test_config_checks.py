@@ -104,14 +104,19 @@ def _tiny_user_dataset(path: str) -> dict:
 
 
 def test_repeated_embedding_columns_are_refused(tmp_path: Path, demo_config):
+    import pandas as pd
+
     config = _validated(demo_config)
-    (tmp_path / "emb.parquet").touch()
+    pd.DataFrame({"e0": [0.5], "e1": [1.5], "cell_type": ["T"]}).to_parquet(
+        tmp_path / "emb.parquet"
+    )
     config["datasets"] = {"mine": _tiny_user_dataset("emb.parquet")}
     config["datasets"]["mine"]["tokens"]["embedding_columns"] = ["e0", "e1", "e0"]
     config = _validated(config)
     with pytest.raises(ConfigError, match=r"mine\.tokens\.embedding_columns: 'e0' listed more"):
         check_config(config, tmp_path, SCHEMA)
     config["datasets"]["mine"]["tokens"]["embedding_columns"] = ["e0", "e1"]
+    config["dictionary"]["sparsity"] = [2]  # at most the 2 dimensions
     check_config(config, tmp_path, SCHEMA)
 
 
@@ -189,7 +194,7 @@ def test_scrna_obsm_example_config_is_valid_and_names_its_input(tmp_path):
     with pytest.raises(ConfigError, match=r"datasets\.atlas\.scrna\.source"):
         check_config(config, tmp_path, SCHEMA)
     (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "atlas.h5ad").touch()
+    (tmp_path / "data" / "atlas.h5ad").write_bytes(b"\x89HDF\r\n")  # read by the embed job
     check_config(config, tmp_path, SCHEMA)
 
 
@@ -273,7 +278,7 @@ def test_user_images_without_the_gene_column_fail_at_config_time(demo_config, tm
 
     config = _validated(demo_config)
     (tmp_path / "imgs").mkdir()
-    np.save(tmp_path / "imgs" / "images.npy", np.zeros((2, 6, 8, 8), dtype=np.float32))
+    np.save(tmp_path / "imgs" / "images.npy", np.zeros((2, 6, 64, 64), dtype=np.float32))
     pd.DataFrame({"image_id": ["a", "b"], "sirna": ["s1", "s2"]}).to_parquet(
         tmp_path / "imgs" / "obs.parquet"
     )
@@ -309,7 +314,14 @@ def test_a_checkpoint_must_say_how_its_images_are_normalised(tmp_path):
 def test_sizes_are_checked_at_parse_time(demo_config):
     config = _validated(copy.deepcopy(demo_config))
     config["dictionary"]["sparsity"] = [600]  # synthetic: M = 512
-    with pytest.raises(ConfigError, match=r"datasets\.synthetic: dictionary\.sparsity 600 exceeds"):
+    with pytest.raises(
+        ConfigError,
+        match=r"datasets\.synthetic: dictionary\.sparsity 600 is not below dictionary\.n_features",
+    ):
+        check_config(config, REPO, SCHEMA)
+    config = _validated(copy.deepcopy(demo_config))
+    config["datasets"]["pbmc"]["dictionary"]["sparsity"] = [128]  # as many as M = 128: dense
+    with pytest.raises(ConfigError, match=r"datasets\.pbmc: dictionary\.sparsity 128 is not below"):
         check_config(config, REPO, SCHEMA)
     config = _validated(copy.deepcopy(demo_config))
     config["whitening"]["n_components"] = 100  # synthetic: 64 dimensions
@@ -317,8 +329,86 @@ def test_sizes_are_checked_at_parse_time(demo_config):
         check_config(config, REPO, SCHEMA)
     config = _validated(copy.deepcopy(demo_config))
     config["datasets"]["synthetic"]["synthetic"]["n_dims"] = 6  # sparsity 8 > 6 dimensions
-    warnings = check_config(config, REPO, SCHEMA)
-    assert any(
-        "datasets.synthetic: dictionary.sparsity 8 exceeds the embedding" in w for w in warnings
-    )
+    with pytest.raises(
+        ConfigError,
+        match=r"datasets\.synthetic: dictionary\.sparsity 8 exceeds the embedding dimension 6",
+    ):
+        check_config(config, REPO, SCHEMA)
     assert check_config(_validated(copy.deepcopy(demo_config)), REPO, SCHEMA) == []
+
+
+def test_a_key_given_twice_in_a_config_file_is_refused_naming_it(tmp_path):
+    from cellconcepts.config import check_unique_keys
+
+    text = (
+        "datasets:\n"
+        "  mine:\n"
+        "    kind: tokens\n"
+        "    tasks: [{name: a, column: a}]\n"
+        "  mine:\n"
+        "    kind: tokens\n"
+        "whitening: &w {methods: [none]}\n"
+        "other: {<<: *w, methods: [pca]}\n"  # a merge key may be overridden
+    )
+    (tmp_path / "c.yaml").write_text(text)
+    with pytest.raises(
+        ConfigError,
+        match=r"c\.yaml, line 5: key 'mine' of datasets is given twice \(first on line 2\)",
+    ):
+        check_unique_keys(tmp_path / "c.yaml")
+    (tmp_path / "t.yaml").write_text("a: 1\nb: [{x: 1, y: 2, x: 3}]\n")
+    with pytest.raises(ConfigError, match=r"line 2: key 'x' of b\[0\] is given twice"):
+        check_unique_keys(tmp_path / "t.yaml")
+    (tmp_path / "c.json").write_text('{"results": "r", "results": "s"}')
+    with pytest.raises(ConfigError, match=r"c\.json: key 'results' is given twice"):
+        check_unique_keys(tmp_path / "c.json")
+    check_unique_keys(REPO / "config" / "config.yaml")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", r"datasets\.mine\.tokens\.path: 'emb\.npy' is empty \(0 bytes\)"),
+        (b"garbage" * 10, r"datasets\.mine\.tokens\.path: cannot read 'emb\.npy' as an \.npy"),
+    ],
+    ids=["empty", "not-npy"],
+)
+def test_an_empty_or_unreadable_input_file_is_named_at_parse(tmp_path, content, message):
+    (tmp_path / "emb.npy").write_bytes(content)
+    (tmp_path / "obs.csv").write_text("cell_type\nT\n")
+    dataset = _tiny_user_dataset("emb.npy")
+    dataset["tokens"]["obs_path"] = "obs.csv"
+    config = _validated({"datasets": {"mine": dataset}, "whitening": {"methods": ["none"]}})
+    with pytest.raises(ConfigError, match=message):
+        check_config(config, tmp_path, SCHEMA)
+
+
+def test_a_screen_whose_channels_do_not_fit_the_model_is_refused_at_parse(demo_config, tmp_path):
+    channels = ["DNA", "ER", "RNA", "AGP", "Mito"]
+    columns = [f"{p}_{c}" for c in channels for p in ("FileName", "PathName")]
+    (tmp_path / "load_data.csv").write_text(",".join(["Metadata_gene", *columns]) + "\n")
+    config = copy.deepcopy(demo_config)
+    microscopy = config["datasets"]["cellpainting"]["microscopy"]
+    microscopy["images"] = {"load_data": "load_data.csv", "channels": channels}
+    with pytest.raises(
+        ConfigError,
+        match=r"cellpainting\.microscopy\.images\.channels: 5 channels .* but the model takes 6 "
+        r"\(datasets\.cellpainting\.microscopy\.model\.architecture: in_chans",
+    ):
+        check_config(_validated(config), tmp_path, SCHEMA)
+    microscopy["images"]["channels"] = [*channels, "Brightfield"]
+    with pytest.raises(
+        ConfigError, match=r"load_data\.csv: no column FileName_Brightfield for channel"
+    ):
+        check_config(_validated(config), tmp_path, SCHEMA)
+
+
+def test_browser_channels_must_exist(demo_config):
+    config = _validated(demo_config)
+    config["datasets"]["cellpainting"]["microscopy"]["browser_rgb"] = [0, 1, 7]
+    with pytest.raises(
+        ConfigError,
+        match=r"cellpainting\.microscopy\.browser_rgb: \[0, 1, 7\] names channel 7, but the "
+        r"images have 6 channels",
+    ):
+        check_config(config, REPO, SCHEMA)

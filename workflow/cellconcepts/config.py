@@ -11,13 +11,14 @@ import copy
 import fnmatch
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from cellconcepts.files import npy_header
 from cellconcepts.store import layout
 
 VARIANT_PATTERN = re.compile(
@@ -118,6 +119,27 @@ def variants(config: Mapping[str, Any], dataset: str) -> list[Variant]:
     ]
 
 
+def input_source(config: Mapping[str, Any], dataset: str) -> str:
+    """The user's file a dataset's token annotations come from, for messages about the token
+    store made of it: the obs table or embedding file, the .h5ad, the image store's obs table
+    or the screen's listing CSV (the simulated and synthetic datasets have none)."""
+    section = config["datasets"][dataset]
+    kind = section["kind"]
+    if kind == "tokens":
+        tokens = section["tokens"]
+        return str(tokens.get("obs_path") or tokens["path"])
+    if kind == "scrna":
+        return str(section["scrna"]["source"])
+    if kind == "microscopy":
+        images = section["microscopy"]["images"]
+        if isinstance(images, Mapping):
+            return str(images.get("load_data") or images["metadata"])
+        if images != "simulate":
+            return f"{images}/{layout.IMAGE_OBS}"
+        return f"the simulated screen of datasets.{dataset}"
+    return f"the {kind} data of datasets.{dataset}"
+
+
 def enrichment_variants(config: Mapping[str, Any], dataset: str) -> list[str]:
     """The models whose features GO enrichment annotates: those matching a pattern of
     `enrich.variants` (names or shell-style patterns such as ``*_seed0``), else every model."""
@@ -196,17 +218,107 @@ def execution_settings(config: Mapping[str, Any], rule: str, dataset: str | None
     return dict(by_rule.get(rule, {}))
 
 
+# --------------------------------------------------------------------------- config files
+
+
+def check_unique_keys(path: Path | str) -> None:
+    """A config file (YAML or JSON) names no key twice in one mapping: YAML and JSON loaders
+    keep the last of the two and silently drop the first (a whole dataset, say). Raises
+    ConfigError naming the file, the key, where it sits and both lines."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):  # Snakemake itself names an unreadable config file
+        return
+    try:
+        json.loads(text, object_pairs_hook=_unique_json_pairs)
+        return
+    except _DuplicateKeyError as err:
+        raise ConfigError(
+            f"{path}: key {err.key!r} is given twice in one mapping; JSON keeps only the last, "
+            "the first is silently lost: rename one or merge them"
+        ) from None
+    except ValueError:  # not JSON: YAML, as Snakemake reads it next
+        pass
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:  # Snakemake itself refuses a config file that does not parse
+        return
+    for where, key, first, again in _repeated_keys(root, ""):
+        inside = where or "the top level"
+        raise ConfigError(
+            f"{path}, line {again}: key {key!r} of {inside} is given twice (first on line "
+            f"{first}); YAML keeps only the last, so the first is silently lost: rename one "
+            "or merge them"
+        )
+
+
+class _DuplicateKeyError(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_json_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _DuplicateKeyError(key)
+        seen[key] = value
+    return seen
+
+
+def _repeated_keys(node: yaml.Node | None, where: str) -> Iterator[tuple[str, str, int, int]]:
+    """(where, key, first line, repeated line) of each key given twice in a mapping of a
+    composed YAML document, outermost first (merge keys ``<<`` may override, by design)."""
+    if isinstance(node, yaml.MappingNode):
+        lines: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else "?"
+            line = key_node.start_mark.line + 1
+            if key in lines:
+                yield where, key, lines[key], line
+            lines.setdefault(key, line)
+            yield from _repeated_keys(value_node, f"{where}.{key}" if where else key)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            yield from _repeated_keys(item, f"{where}[{i}]")
+
+
+def check_readable(path: Path, key: str, value: Any) -> None:
+    """An input file given by config ``key`` is not empty and can be opened (a folder passes:
+    the stage that reads it says what it expected)."""
+    if not path.is_file():
+        return
+    try:
+        with open(path, "rb") as handle:
+            handle.read(1)
+    except OSError as err:
+        raise ConfigError(f"{key}: cannot read {value!r} ({err.strerror or err})") from None
+    if path.stat().st_size == 0:
+        raise ConfigError(f"{key}: {value!r} is empty (0 bytes); expected the input file itself")
+
+
 def check_config(
-    config: Mapping[str, Any], base_dir: Path | str = ".", schema_path: Path | str | None = None
+    config: Mapping[str, Any],
+    base_dir: Path | str = ".",
+    schema_path: Path | str | None = None,
+    config_files: Sequence[Path | str] = (),
 ) -> list[str]:
-    """Check what the schema alone cannot: input files exist, per-dataset dictionary overrides
-    are valid once merged, ICFL sparsity is a multiple of L, task names are unique.
+    """Check what the schema alone cannot: no key of the ``config_files`` given twice, input
+    files exist and can be read, per-dataset dictionary overrides are valid once merged, ICFL
+    sparsity is a multiple of L and below the dictionary size and the token dimension, task
+    names are unique, images fit the model.
 
     Raises ConfigError naming the config key, before any job runs; returns warnings (settings
     that run but are probably not what was meant), each naming its key.
     """
     base_dir = Path(base_dir)
     warnings: list[str] = []
+    for config_file in config_files:
+        check_unique_keys(config_file)
     dictionary_schema = _dictionary_schema(schema_path) if schema_path else None
     for name, dataset in config["datasets"].items():
         key = f"datasets.{name}"
@@ -221,6 +333,8 @@ def check_config(
                         f"{key}.tokens.{path_key}: input file {value!r} does not exist "
                         f"(relative paths are resolved from {base_dir.resolve()})"
                     )
+                if value is not None:
+                    check_readable(base_dir / value, f"{key}.tokens.{path_key}", value)
             columns = dataset["tokens"].get("embedding_columns")
             if isinstance(columns, list):
                 repeated = sorted({c for c in columns if columns.count(c) > 1})
@@ -236,6 +350,8 @@ def check_config(
                     f"{key}.scrna.source: expected 'pbmc68k_reduced' or an existing .h5ad file, "
                     f"got {source!r}"
                 )
+            if source != "pbmc68k_reduced":
+                check_readable(base_dir / source, f"{key}.scrna.source", source)
         task_names = [task["name"] for task in dataset["tasks"]]
         duplicated = sorted({t for t in task_names if task_names.count(t) > 1})
         if duplicated:
@@ -278,16 +394,19 @@ def _check_sizes(
     n_features = settings["n_features"]
     dim = embedding_dim(config, name, base_dir)
     for sparsity in settings["sparsity"]:
-        if sparsity > n_features:
+        if sparsity >= n_features:
             raise ConfigError(
-                f"{key}: dictionary.sparsity {sparsity} exceeds dictionary.n_features "
-                f"{n_features}; a token cannot use more features than the dictionary has"
+                f"{key}: dictionary.sparsity {sparsity} is not below dictionary.n_features "
+                f"{n_features}: a code with as many non-zeros as the dictionary has features is "
+                "not sparse, and the encoders cannot reach it (the tables would report the "
+                "configured sparsity, not the codes' real number of non-zeros)"
             )
         if dim is not None and sparsity > dim:
-            warnings.append(
+            raise ConfigError(
                 f"{key}: dictionary.sparsity {sparsity} exceeds the embedding dimension {dim}: "
-                "codes with more non-zeros than the tokens have dimensions are not sparser than "
-                "the tokens, and ICFL's least-squares steps become rank-deficient"
+                "a code with more non-zeros than the tokens have dimensions is not sparser than "
+                "the tokens, ICFL's least-squares steps become rank-deficient and the codes "
+                f"fall short of the configured sparsity; choose a sparsity of at most {dim}"
             )
         if "icfl" in settings["methods"]:
             per_iteration = settings["icfl"]["atoms_per_iteration"]
@@ -324,26 +443,28 @@ def embedding_dim(config: Mapping[str, Any], name: str, base_dir: Path) -> int |
     if kind == "microscopy":
         return int(dataset["microscopy"]["model"]["architecture"]["embed_dim"])
     if kind == "tokens":
-        return _file_dim(dataset["tokens"], base_dir)
+        return _file_dim(dataset["tokens"], base_dir, f"datasets.{name}")
     return None
 
 
-def _file_dim(tokens: Mapping[str, Any], base_dir: Path) -> int | None:
-    """Columns of a user's .npy (its header) or .parquet (its schema) embeddings."""
+def _file_dim(tokens: Mapping[str, Any], base_dir: Path, key: str) -> int | None:
+    """Columns of a user's .npy (its header) or .parquet (its schema) embeddings; a file whose
+    header cannot be read is refused naming ``key`` (a folder is left to the import stage)."""
     path = base_dir / tokens["path"]
+    if not path.is_file():
+        return None
+    suffix = path.suffix.lower()
     try:
-        if path.suffix.lower() == ".npy":
-            import numpy as np
-
-            shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
+        if suffix == ".npy":
+            shape, _ = npy_header(path)
             return int(shape[1]) if len(shape) == 2 else None
-        if path.suffix.lower() == ".parquet":
+        if suffix == ".parquet":
             import pyarrow.parquet as pq
 
             columns = tokens.get("embedding_columns")
+            schema = pq.read_schema(path)
             if isinstance(columns, list):
                 return len(columns)
-            schema = pq.read_schema(path)
             if isinstance(columns, str):
                 return sum(1 for n in schema.names if n.startswith(columns))
             if tokens.get("obs_path") is not None:
@@ -351,8 +472,12 @@ def _file_dim(tokens: Mapping[str, Any], base_dir: Path) -> int | None:
             return sum(
                 1 for f in schema if str(f.type).startswith(("float", "double", "halffloat"))
             )
-    except (OSError, ValueError):  # unreadable: the import stage names the file
-        return None
+    except Exception as err:  # numpy and pyarrow raise their own kinds for a damaged file
+        what = "an .npy array" if suffix == ".npy" else "a Parquet table"
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConfigError(
+            f"{key}.tokens.path: cannot read {tokens['path']!r} as {what} ({first})"
+        ) from None
     return None
 
 
@@ -382,9 +507,17 @@ def _check_microscopy(
                     f"{key}.images: expected 'simulate' or a directory holding images.npy and "
                     f"obs.parquet; {section['images']!r} has no {required}"
                 )
+            check_readable(
+                base_dir / section["images"] / required,
+                f"{key}.images",
+                f"{section['images']}/{required}",
+            )
     checkpoint = section["model"]["checkpoint"]
     if checkpoint is not None and not (base_dir / checkpoint).exists():
         raise ConfigError(f"{key}.model.checkpoint: {checkpoint!r} does not exist")
+    if checkpoint is not None:
+        check_readable(base_dir / checkpoint, f"{key}.model.checkpoint", checkpoint)
+    _check_images_fit_model(section, key, base_dir)
     if (
         checkpoint is not None
         and section["model"]["architecture"].get("input_norm") is None
@@ -421,6 +554,83 @@ def _check_microscopy(
             raise ConfigError(f"{key}.cellprofiler.pipeline: {cp['pipeline']!r} does not exist")
 
 
+def _model_input(section: Mapping[str, Any], key: str, base_dir: Path) -> tuple[int, int, str]:
+    """(channels, image size) the model takes, and where that is said: the config.json of a
+    checkpoint this workflow saved, else ``microscopy.model.architecture``."""
+    architecture = section["model"]["architecture"]
+    checkpoint = section["model"]["checkpoint"]
+    if checkpoint is not None and _saved_by_this_workflow(base_dir / checkpoint):
+        saved = json.loads((base_dir / checkpoint / layout.ENCODER_CONFIG).read_text())
+        return (
+            int(saved.get("in_chans", architecture["in_chans"])),
+            int(saved.get("img_size", architecture["img_size"])),
+            f"{checkpoint}/{layout.ENCODER_CONFIG}: in_chans, img_size",
+        )
+    return (
+        int(architecture["in_chans"]),
+        int(architecture["img_size"]),
+        f"{key}.model.architecture: in_chans, img_size",
+    )
+
+
+def _check_images_fit_model(section: Mapping[str, Any], key: str, base_dir: Path) -> None:
+    """What the config and the files' headers tell before any job: a user image store's
+    images.npy is (n, C, H, W) of the model's channels and size; a screen's LoadData CSV or
+    file pattern lists as many channels as the model takes (and the CSV has their columns);
+    `browser_rgb` picks channels that exist."""
+    channels, size, said = _model_input(section, key, base_dir)
+    images = section["images"]
+    if isinstance(images, Mapping):
+        listed = [str(c) for c in images["channels"]]
+        if len(listed) != channels:
+            raise ConfigError(
+                f"{key}.images.channels: {len(listed)} channels {listed}, but the model takes "
+                f"{channels} ({said}); list one channel per model input channel, in the "
+                "model's order"
+            )
+        if "load_data" in images:
+            _check_load_data_columns(base_dir / images["load_data"], listed, f"{key}.images")
+    elif images != "simulate":
+        path = base_dir / images / layout.IMAGES
+        try:
+            shape, _ = npy_header(path)
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"{key}.images: {err}") from None
+        if len(shape) != 4:
+            raise ConfigError(f"{path}: expected shape (n, C, H, W), got {shape} ({key}.images)")
+        if shape[1:] != (channels, size, size):
+            raise ConfigError(
+                f"{path}: images are {shape[1]}x{shape[2]}x{shape[3]} but the model expects "
+                f"{channels}x{size}x{size} ({said})"
+            )
+    rgb = section.get("browser_rgb")
+    if rgb is not None and max(rgb) >= channels:
+        raise ConfigError(
+            f"{key}.browser_rgb: {list(rgb)} names channel {max(rgb)}, but the images have "
+            f"{channels} channels (indices 0 to {channels - 1}; {said})"
+        )
+
+
+def _check_load_data_columns(path: Path, channels: Sequence[str], key: str) -> None:
+    """A LoadData CSV has FileName_<channel> and PathName_<channel> for every channel."""
+    if not path.is_file():
+        return  # said by _check_image_source
+    import pandas as pd
+
+    try:
+        columns = list(pd.read_csv(path, nrows=0).columns)
+    except Exception as err:  # pandas raises its own kinds for a file that is not a CSV
+        raise ConfigError(f"{key}.load_data: cannot read {path} as a CSV table ({err})") from None
+    found = sorted(c.removeprefix("FileName_") for c in columns if c.startswith("FileName_"))
+    for channel in channels:
+        for prefix in ("FileName_", "PathName_"):
+            if prefix + channel not in columns:
+                raise ConfigError(
+                    f"{path}: no column {prefix + channel} for channel {channel!r} "
+                    f"({key}.channels); the CSV has channels {found}"
+                )
+
+
 def _check_image_source(images: Mapping[str, Any], key: str, base_dir: Path) -> None:
     """A screen in its microscope layout: one listing (a LoadData CSV, or a pattern with a
     metadata table), and the listing exists."""
@@ -434,6 +644,7 @@ def _check_image_source(images: Mapping[str, Any], key: str, base_dir: Path) -> 
     listing = "load_data" if "load_data" in images else "metadata"
     if not (base_dir / images[listing]).is_file():
         raise ConfigError(f"{key}.{listing}: {images[listing]!r} does not exist")
+    check_readable(base_dir / images[listing], f"{key}.{listing}", images[listing])
 
 
 def _saved_by_this_workflow(checkpoint: Path) -> bool:
@@ -504,6 +715,7 @@ def _check_enrichment(
                 f"{key}.gene_sets: {spec!r} is neither {GO_BP_2023!r}, an existing GMT file "
                 "nor 'enrichr:<library>'"
             )
+        check_readable(base_dir / spec, f"{key}.gene_sets", spec)
 
 
 def _definition(schema_path: Path | str, name: str) -> dict[str, Any]:

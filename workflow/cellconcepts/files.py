@@ -75,6 +75,30 @@ def load_npy(path: PathLike, mmap_mode: str | None = None) -> np.ndarray:
         raise ValueError(f"{path}: a damaged or cut-short .npy array ({err})") from err
 
 
+def npy_header(path: PathLike) -> tuple[tuple[int, ...], np.dtype]:
+    """The shape and dtype of an .npy file, from its header alone (nothing else is read); a
+    file that is not one, or whose header is damaged, is refused naming it."""
+    path = Path(path)
+    with open(path, "rb") as handle:
+        try:
+            version = np.lib.format.read_magic(handle)
+        except ValueError as err:
+            raise ValueError(
+                f"{path}: not a readable .npy array (it does not start with the .npy header; "
+                "expected a file written by numpy.save)"
+            ) from err
+        try:
+            read = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, _, dtype = read(handle)
+        except (ValueError, EOFError, SyntaxError) as err:
+            raise ValueError(f"{path}: a damaged .npy header ({err})") from err
+    return tuple(int(n) for n in shape), dtype
+
+
 class NpyRowWriter:
     """Writes an (n, ...) .npy file block of rows by block, in order, through plain file writes:
     unlike a writable memmap, the written pages are not kept mapped into the process, so its

@@ -22,6 +22,7 @@ from cellconcepts.config import (
     enrichment_mode,
     enrichment_settings,
     enrichment_variants,
+    input_source,
     resolve_shipped,
     training_settings,
     variants,
@@ -47,8 +48,12 @@ if "gpu" in workflow.global_resources and not gpu_present():
 
 # Input paths in the config are relative to the working directory, as Snakemake resolves them.
 # Settings that run but are probably not what was meant are said once, in the main log.
+# Every config file read (the Snakefile's and --configfile ones) is checked for keys given twice.
 for warning in check_config(
-    config, Path.cwd(), workflow.source_path("../schemas/config.schema.yaml")
+    config,
+    Path.cwd(),
+    workflow.source_path("../schemas/config.schema.yaml"),
+    workflow.configfiles,
 ):
     logger.warning(f"config: {warning}")
 
