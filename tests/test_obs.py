@@ -128,3 +128,65 @@ def test_split_values_are_named_with_a_hint():
         annotate_obs(obs, control="all", split={"test_fraction": 0.5}, label_columns=["label"])
     with pytest.raises(ValueError, match="no rows"):
         annotate_obs(obs.iloc[:0], control="all", split={"test_fraction": 0.5}, label_columns=[])
+
+
+def test_an_obs_csv_is_read_as_written(tmp_path):
+    """ids with leading zeros and labels such as "None" or "NA" stay the strings they are;
+    only an empty cell is missing (pandas' defaults made 0..299 of "00000".."00299" and
+    missing values of "None")."""
+    from cellconcepts.store.readers import read_embeddings
+
+    np.save(tmp_path / "emb.npy", np.arange(12, dtype=np.float32).reshape(6, 2))
+    (tmp_path / "obs.csv").write_text(
+        "token_id,label,is_control,score\n"
+        "00000,None,1.0,0.5\n00001,NA,0.0,1\n00002,null,0.0,\n"
+        "00003,A,1.0,2\n00004,,0.0,3\n00005,007,0.0,4\n"
+    )
+    _, obs = read_embeddings(tmp_path / "emb.npy", obs_path=tmp_path / "obs.csv")
+    assert obs["token_id"].tolist() == [f"{i:05d}" for i in range(6)]
+    assert obs["label"].tolist()[:4] == ["None", "NA", "null", "A"]
+    assert pd.isna(obs["label"][4]) and obs["label"][5] == "007"
+    annotated = annotate_obs(
+        obs, control=None, split={"test_fraction": 0.5, "seed": 0}, label_columns=["label"]
+    )
+    assert annotated["is_control"].tolist() == [True, False, False, True, False, False]
+    assert annotated["token_id"].tolist() == obs["token_id"].tolist()
+
+
+@pytest.mark.parametrize(
+    ("columns", "message"),
+    [
+        ({"token_id": ["a", "b", "a", "c", "d", "e"]}, r"column 'token_id' must be unique.*'a'"),
+        ({"token_id": ["a", None, "b", "c", "d", "e"]}, r"column 'token_id' has a missing .*row 1"),
+        (
+            {"obs_name": ["c0", "c1", "c2", "c2", "c4", "c5"]},
+            r"the row names \(obs index, read as token_id\) must be unique.*'c2' is on rows "
+            r"\[2, 3\]",
+        ),
+    ],
+    ids=["repeated", "missing", "repeated-names"],
+)
+def test_token_ids_are_checked_where_they_come_from(columns, message):
+    table = _table().assign(**columns)
+    with pytest.raises(ValueError, match=message):
+        annotate_obs(
+            table,
+            control={"column": "guide", "values": ["NT"]},
+            split={"test_fraction": 0.5, "seed": 0},
+            label_columns=["guide"],
+        )
+
+
+def test_embeddings_that_are_not_finite_are_named_by_file_row_and_column(tmp_path):
+    from cellconcepts.store.readers import read_embeddings
+
+    table = pd.DataFrame({"e0": [0.0, 1.0, 2.0], "e1": [0.0, 1e300, 2.0], "g": ["a", "b", "c"]})
+    table.to_parquet(tmp_path / "emb.parquet")
+    with pytest.raises(
+        ValueError, match=r"emb\.parquet: row 1, column 'e1': inf as float32 \(beyond its range"
+    ):
+        read_embeddings(tmp_path / "emb.parquet", embedding_columns="e")
+    table.loc[2, "e0"] = np.nan
+    table.assign(token_id=["x", "y", "z"]).to_parquet(tmp_path / "emb.parquet")
+    with pytest.raises(ValueError, match=r"emb\.parquet: row 1 \(token_id 'y'\), column 'e1'"):
+        read_embeddings(tmp_path / "emb.parquet", embedding_columns="e")

@@ -95,9 +95,12 @@ def embed_scrna(
         values = np.asarray(adata.obsm[key], dtype=np.float32)
     table = adata.obs.copy()
     table["obs_name"] = adata.obs_names.astype(str)
-    annotated = token_obs.annotate_obs(
-        table, control=control, split=split, label_columns=label_columns
-    )
+    try:
+        annotated = token_obs.annotate_obs(
+            table, control=control, split=split, label_columns=label_columns
+        )
+    except ValueError as err:
+        raise ValueError(f"{source}: {err}") from err
     write_token_store(TokenFiles(tokens, obs), values, annotated)
 
 
@@ -256,9 +259,12 @@ def choose_layer(
     set_threads(threads)
     images_obs = pd.read_parquet(image_obs)
     images_obs["token_id"] = images_obs["image_id"].astype(str)
-    annotated = token_obs.annotate_obs(
-        images_obs, control=control, split=split, label_columns=[t["column"] for t in tasks]
-    )
+    try:
+        annotated = token_obs.annotate_obs(
+            images_obs, control=control, split=split, label_columns=[t["column"] for t in tasks]
+        )
+    except ValueError as err:
+        raise ValueError(f"{image_obs}: {err}") from err
     stacked = np.load(layer_tokens, mmap_mode="r")
     if stacked.shape[0] != len(layers):
         raise ValueError(f"{layer_tokens}: {stacked.shape[0]} layers, expected {list(layers)}")

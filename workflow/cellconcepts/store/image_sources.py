@@ -86,9 +86,32 @@ def _names(value: str | Sequence[str]) -> str | tuple[str, ...]:
 
 
 def _read_table(path: Path, key: str) -> pd.DataFrame:
+    """A listing CSV with every cell read as written (`readers.read_csv_as_written`): plate
+    "01", gene "None" and folder "007" stay what they are."""
+    from cellconcepts.store.readers import read_csv_as_written
+
     if not path.is_file():
         raise FileNotFoundError(f"microscopy.images.{key}: {path} does not exist")
-    return pd.read_csv(path)
+    return read_csv_as_written(path)
+
+
+def _file_name(pattern: str, record: Mapping[str, Any], **more: Any) -> str:
+    """``pattern`` filled with a metadata row; a number format such as ``{site:02d}`` gets the
+    number its cell holds."""
+    try:
+        return pattern.format(**record, **more)
+    except ValueError:
+        return pattern.format(**{k: _number(v) for k, v in record.items()}, **more)
+
+
+def _number(value: Any) -> Any:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return value
 
 
 def _load_data_files(source: ImageSource) -> tuple[pd.DataFrame, list[list[Path]]]:
@@ -134,9 +157,11 @@ def _pattern_files(source: ImageSource) -> tuple[pd.DataFrame, list[list[Path]]]
     rows = []
     for record in table.to_dict("records"):
         if per_channel:
-            rows.append([root / source.files.format(**record, channel=c) for c in source.channels])
+            rows.append(
+                [root / _file_name(source.files, record, channel=c) for c in source.channels]
+            )
         else:
-            rows.append([root / source.files.format(**record)])
+            rows.append([root / _file_name(source.files, record)])
     return table.reset_index(drop=True), rows
 
 

@@ -35,11 +35,32 @@ def parse_flags(values: pd.Series, where: str) -> np.ndarray:
         known = words.isin(TRUE_WORDS + FALSE_WORDS).fillna(False).to_numpy(dtype=bool)
         if known.all():
             return words.isin(TRUE_WORDS).to_numpy(dtype=bool)
+        numbers = pd.to_numeric(words, errors="coerce")  # "1.0" / "0.0" as a CSV writes floats
+        if not numbers.isna().any() and set(np.unique(numbers.to_numpy(dtype=float))) <= {0, 1}:
+            return numbers.to_numpy(dtype=float) == 1
     found = sorted({repr(v) for v in values.drop_duplicates().head(20).tolist()})
     raise ValueError(
         f"{where}: expected booleans (True/False, 1/0, or 'true'/'false'/'yes'/'no'), "
         f"found {', '.join(found)}"
     )
+
+
+def check_ids(ids: pd.Series, what: str) -> None:
+    """Token ids (``what`` says where they come from): none missing, none repeated; the first
+    offender named with its rows (counted from 0)."""
+    ids = ids.reset_index(drop=True)
+    missing = ids.isna().to_numpy()
+    if missing.any():
+        raise ValueError(f"{what} has a missing value at row {int(np.flatnonzero(missing)[0])}")
+    text = ids.astype(str)
+    repeated = text.duplicated(keep=False).to_numpy()
+    if repeated.any():
+        first = text[repeated].iloc[0]
+        rows = np.flatnonzero((text == first).to_numpy())[:5].tolist()
+        raise ValueError(
+            f"{what} must be unique (one token per id): {first!r} is on rows {rows}; "
+            f"{int(repeated.sum())} rows share ids, e.g. {text[repeated].unique()[:5].tolist()}"
+        )
 
 
 def control_mask(obs: pd.DataFrame, control: str | Mapping[str, Any]) -> np.ndarray:
@@ -143,6 +164,9 @@ def annotate_obs(
     if "token_id" not in obs.columns:
         source = obs["obs_name"] if "obs_name" in obs.columns else pd.Series(range(len(obs)))
         obs["token_id"] = source.astype(str).to_numpy()
+        check_ids(source, "the row names (obs index, read as token_id)")
+    else:
+        check_ids(obs["token_id"], "column 'token_id'")
     if control is not None:
         obs["is_control"] = control_mask(obs, control)
     elif "is_control" in obs.columns:

@@ -34,8 +34,16 @@ def _reading(path: PathLike, what: str) -> Iterator[None]:
         ) from err
 
 
+def read_csv_as_written(path: PathLike) -> pd.DataFrame:
+    """A user's CSV table with every cell read as the text written in it: ids and labels such
+    as "00012", "1e5" or "None" stay strings (pandas would make numbers of the first two and
+    a missing value of the last); only an empty cell is missing. Numbers are parsed where a
+    stage needs them (`store.obs.parse_flags`, the oracle column)."""
+    return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+
+
 def _read_obs_table(obs_path: Path) -> pd.DataFrame:
-    """Read per-row metadata from .parquet or .csv."""
+    """Read per-row metadata from .parquet or .csv (every CSV cell read as written)."""
     obs_path = Path(obs_path)
     if not obs_path.is_file():
         raise FileNotFoundError(f"obs file not found: {obs_path}")
@@ -45,7 +53,13 @@ def _read_obs_table(obs_path: Path) -> pd.DataFrame:
             return pd.read_parquet(obs_path)
     if suffix == ".csv":
         with _reading(obs_path, "a UTF-8 CSV table"):
-            return pd.read_csv(obs_path)
+            table = read_csv_as_written(obs_path)
+        logger.info(
+            "%s: %d rows, every cell read as written (text; only empty cells are missing)",
+            obs_path,
+            len(table),
+        )
+        return table
     raise ValueError(f"{obs_path}: obs file must be .parquet or .csv, got {suffix!r}")
 
 
@@ -55,7 +69,8 @@ def _to_dense_float32(matrix: object, where: str) -> np.ndarray:
         matrix = matrix.toarray()
     elif isinstance(matrix, pd.DataFrame):
         matrix = matrix.to_numpy()
-    array = np.asarray(matrix, dtype=np.float32)
+    with np.errstate(over="ignore"):  # a value beyond float32's range is named later
+        array = np.asarray(matrix, dtype=np.float32)
     if array.ndim != 2:
         raise ValueError(f"{where}: expected a 2-D embedding matrix, got shape {array.shape}")
     return array
@@ -75,9 +90,10 @@ def _index_to_column(obs: pd.DataFrame, where: str) -> pd.DataFrame:
 
 def _read_h5ad(
     path: Path, obsm_key: str | None, obs_path: PathLike | None
-) -> tuple[np.ndarray, pd.DataFrame | None]:
-    """``X`` (dense or sparse) or ``obsm[obsm_key]`` of an AnnData file as float32, and its obs
-    with the original index kept as ``obs_name`` (None when ``obs_path`` supplies obs)."""
+) -> tuple[np.ndarray, pd.DataFrame | None, list[str]]:
+    """``X`` (dense or sparse) or ``obsm[obsm_key]`` of an AnnData file as float32, its obs
+    with the original index kept as ``obs_name`` (None when ``obs_path`` supplies obs), and
+    what each column is called in messages."""
     import anndata
 
     with _reading(path, "an AnnData .h5ad file"):
@@ -89,14 +105,16 @@ def _read_h5ad(
                 f"{sorted(adata.obsm.keys())}"
             )
         embeddings = _to_dense_float32(adata.obsm[obsm_key], f"{path} obsm[{obsm_key!r}]")
+        names = [f"obsm[{obsm_key!r}] column {j}" for j in range(embeddings.shape[1])]
     else:
         if adata.X is None:
             raise ValueError(
                 f"{path}: X is empty; pass obsm_key (available: {sorted(adata.obsm.keys())})"
             )
         embeddings = _to_dense_float32(adata.X, f"{path} X")
+        names = [f"X column {j} ({name!r})" for j, name in enumerate(adata.var_names)]
     obs = _index_to_column(adata.obs, str(path)) if obs_path is None else None
-    return embeddings, obs
+    return embeddings, obs, names
 
 
 def _parquet_dimensions(
@@ -145,9 +163,10 @@ def _parquet_dimensions(
 
 def _read_parquet(
     path: Path, embedding_columns: str | list[str] | None, obs_path: PathLike | None
-) -> tuple[np.ndarray, pd.DataFrame | None]:
-    """The embedding columns of a parquet table as float32 and the other columns as obs (None
-    when ``obs_path`` supplies obs); see :func:`_parquet_dimensions` for which are which."""
+) -> tuple[np.ndarray, pd.DataFrame | None, list[str]]:
+    """The embedding columns of a parquet table as float32, the other columns as obs (None
+    when ``obs_path`` supplies obs) and the embedding columns' names; see
+    :func:`_parquet_dimensions` for which are which."""
     with _reading(path, "a Parquet table"):
         table = pd.read_parquet(path)
     dims = _parquet_dimensions(table, path, embedding_columns, obs_path)
@@ -162,15 +181,35 @@ def _read_parquet(
             f"{sorted({str(table[c].dtype) for c in not_numbers})}); expected float embeddings"
         )
     obs = _index_to_column(table.drop(columns=dims), str(path)) if obs_path is None else None
-    return table[dims].to_numpy(dtype=np.float32), obs
+    with np.errstate(over="ignore"):  # a value beyond float32's range is named just after
+        values = table[dims].to_numpy(dtype=np.float32)
+    return values, obs, [f"column {c!r}" for c in dims]
 
 
-def _read_npy(path: Path, obs_path: PathLike | None) -> tuple[np.ndarray, None]:
+def _read_npy(path: Path, obs_path: PathLike | None) -> tuple[np.ndarray, None, list[str]]:
     """A 2-D .npy array as float32; its obs must come from ``obs_path`` (refused without)."""
     if obs_path is None:
         raise ValueError(f"{path}: an .npy embedding needs obs_path (.parquet or .csv)")
     array = load_npy(path)
-    return _to_dense_float32(array, str(path)), None
+    values = _to_dense_float32(array, str(path))
+    return values, None, [f"column {j}" for j in range(values.shape[1])]
+
+
+def _check_finite(embeddings: np.ndarray, obs: pd.DataFrame, path: Path, names: list[str]) -> None:
+    """Every embedding value finite as float32 (the token store's type), the first bad one
+    named by its row (and the row's id), its column and the value."""
+    finite = np.isfinite(embeddings)
+    if finite.all():
+        return
+    row, column = (int(i) for i in np.argwhere(~finite)[0])
+    ids = next((c for c in ("token_id", "obs_name") if c in obs.columns), None)
+    named = f" ({ids} {str(obs[ids].iloc[row])!r})" if ids else ""
+    value = embeddings[row, column]
+    said = "NaN" if np.isnan(value) else f"{value} as float32 (beyond its range of +-3.4e38)"
+    raise ValueError(
+        f"{path}: row {row}{named}, {names[column]}: {said}; embeddings must be finite numbers "
+        f"({int((~finite).any(axis=1).sum())} of {len(embeddings)} rows are not)"
+    )
 
 
 def read_embeddings(
@@ -191,17 +230,18 @@ def read_embeddings(
     - ``.npy``: a 2-D array; ``obs_path`` (.parquet or .csv) is required.
 
     When ``obs_path`` is given, obs is read from it (for any input format) and must have n rows.
+    Every value must be finite as float32: the first that is not is named by row and column.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Embedding file not found: {path}")
     suffix = path.suffix.lower()
     if suffix == ".h5ad":
-        embeddings, obs = _read_h5ad(path, obsm_key, obs_path)
+        embeddings, obs, names = _read_h5ad(path, obsm_key, obs_path)
     elif suffix == ".parquet":
-        embeddings, obs = _read_parquet(path, embedding_columns, obs_path)
+        embeddings, obs, names = _read_parquet(path, embedding_columns, obs_path)
     elif suffix == ".npy":
-        embeddings, obs = _read_npy(path, obs_path)
+        embeddings, obs, names = _read_npy(path, obs_path)
     else:
         raise ValueError(
             f"{path}: unsupported embedding format {suffix!r}; use .h5ad, .parquet, .npy"
@@ -217,5 +257,6 @@ def read_embeddings(
             f"{source}: obs has {len(obs)} rows but the embeddings in {path} have "
             f"{embeddings.shape[0]} rows"
         )
+    _check_finite(embeddings, obs, path, names)
     logger.info("Read embeddings %s: %d x %d", path, *embeddings.shape)
     return embeddings, obs
