@@ -43,8 +43,14 @@ def test_non_finite_tokens_name_the_row(tmp_path):
     tokens = np.load(store.files.tokens, mmap_mode="r+")
     tokens[7, 2] = np.nan
     tokens.flush()
-    with pytest.raises(ValueError, match=r"tokens\.npy: row 7 \(token_id 't7'\) holds NaN"):
-        validate_dataset(TokenStore.open(store.files), TASKS, min_label_size=10)
+    with pytest.raises(
+        ValueError,
+        match=r"^emb\.parquet \(token store \S+tokens\.npy\): row 7 \(token_id 't7'\), "
+        r"embedding dimension 2 holds NaN",
+    ):
+        validate_dataset(
+            TokenStore.open(store.files), TASKS, min_label_size=10, source="emb.parquet"
+        )
 
 
 def test_a_rare_label_is_left_out_with_a_warning(tmp_path):
@@ -85,10 +91,66 @@ def test_few_controls_are_refused_or_warned(tmp_path):
     one[0] = True
     with pytest.raises(ValueError, match=r"1 control rows"):
         validate_dataset(_store(tmp_path, is_control=one), TASKS, min_label_size=10)
+
+
+PCA = {"methods": ["pca", "none"], "n_components": None, "allow_dropped_dimensions": False}
+
+
+def test_pca_whitening_on_fewer_controls_than_dimensions_is_refused_unless_accepted(tmp_path):
     three = np.zeros(120, dtype=bool)
     three[:3] = True
-    _, warnings = validate_dataset(_store(tmp_path, is_control=three), TASKS, min_label_size=10)
-    assert any("3 control rows for 4-dimensional tokens" in w for w in warnings)
+    store = _store(tmp_path, is_control=three)
+    with pytest.raises(
+        ValueError,
+        match=r"3 control rows for 4-dimensional tokens: the PCA whitening fitted on them keeps "
+        r"at most 2 of the 4 dimensions and drops the other 2 .*allow_dropped_dimensions: true",
+    ):
+        validate_dataset(store, TASKS, min_label_size=10, whitening=PCA)
+    _, warnings = validate_dataset(
+        store, TASKS, min_label_size=10, whitening={**PCA, "allow_dropped_dimensions": True}
+    )
+    (said,) = [w for w in warnings if "control rows" in w]
+    assert "drops the other 2" in said and "unwhitened" not in said
+    # fewer components than controls by choice, or no PCA: nothing to say
+    for whitening in ({**PCA, "n_components": 2}, {**PCA, "methods": ["none"]}):
+        _, warnings = validate_dataset(store, TASKS, min_label_size=10, whitening=whitening)
+        assert not [w for w in warnings if "control rows" in w]
+    # 5 controls span the 4 dimensions
+    five = np.zeros(120, dtype=bool)
+    five[:5] = True
+    validate_dataset(_store(tmp_path, is_control=five), TASKS, min_label_size=10, whitening=PCA)
+
+
+def test_an_exclude_value_that_is_not_a_label_is_refused_naming_the_nearest(tmp_path):
+    store = _store(tmp_path)
+    typo = [{**TASKS[0], "exclude": ["ctlr"]}]
+    with pytest.raises(
+        ValueError,
+        match=r"task 'gene' excludes 'ctlr' \(tasks\[\]\.exclude\), which is not a label of "
+        r"column 'gene'.*nearest label: 'ctrl'",
+    ):
+        validate_dataset(store, typo, min_label_size=10)
+    with pytest.raises(ValueError, match=r"excludes 'zzz'.*labels: \['ctrl', 'g1', 'g2'\]"):
+        validate_dataset(store, [{**TASKS[0], "exclude": ["zzz"]}], min_label_size=10)
+
+
+def test_labels_differing_only_in_surrounding_whitespace_are_warned(tmp_path):
+    gene = np.where(np.arange(120) % 4 == 0, "ctrl", np.where(np.arange(120) % 2, "g1", "g2"))
+    gene = gene.astype(object)
+    gene[1::8] = "g1 "
+    _, warnings = validate_dataset(_store(tmp_path, gene=gene), TASKS, min_label_size=10)
+    assert any(
+        "task 'gene' (column 'gene'): 1 label(s) differ only in surrounding whitespace" in w
+        and "'g1' and 'g1 '" in w
+        for w in warnings
+    ), warnings
+
+
+def test_a_sparsity_above_the_dimension_is_refused(tmp_path):
+    store = _store(tmp_path)
+    validate_dataset(store, TASKS, min_label_size=10, sparsity=[4])
+    with pytest.raises(ValueError, match=r"dictionary\.sparsity 6 exceeds the tokens' dimension 4"):
+        validate_dataset(store, TASKS, min_label_size=10, sparsity=[2, 6])
 
 
 def test_identical_tokens_are_refused_naming_the_file(tmp_path):

@@ -20,5 +20,11 @@ rule validate_dataset:
         probe=probe_settings(),
         resample_unit=lambda wc: dataset_section(wc, "resample_unit"),
         enrichment=validation_enrichment,
+        source=lambda wc: input_source(config, wc.dataset),
+        whitening=pick(
+            config["whitening"],
+            ["methods", "n_components", "allow_dropped_dimensions"],
+        ),
+        sparsity=lambda wc: dictionary_settings(config, wc.dataset)["sparsity"],
     script:
         "../scripts/validate_dataset.py"

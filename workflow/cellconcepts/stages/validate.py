@@ -28,8 +28,12 @@ def validate_dataset(
     enrichment: Mapping[str, Any] | None = None,
     gene_sets: PathLike | None = None,
     expression: PathLike | None = None,
+    source: str | None = None,
+    whitening: Mapping[str, Any] | None = None,
+    sparsity: Sequence[int] = (),
 ) -> None:
-    """Check the token store against the dataset's tasks (`store.validate`) and, for datasets
+    """Check the token store against the dataset's tasks, the whitening and the sparsity
+    (`store.validate`; ``source`` names the user's input in every message) and, for datasets
     with GO enrichment (``enrichment``: mode, gene column, source, controls, term sizes, label
     task and labels), that the gene sets parse and overlap the background and that the labels
     exist; write the report (with its warnings) as
@@ -39,13 +43,25 @@ def validate_dataset(
     from cellconcepts.store.validate import validate_dataset as validate
 
     store = TokenStore.open(TokenFiles(Path(tokens), Path(obs)))
-    report, warnings = validate(store, tasks, min_label_size, ProbeSettings(**probe), resample_unit)
+    report, warnings = validate(
+        store,
+        tasks,
+        min_label_size,
+        ProbeSettings(**probe),
+        resample_unit,
+        source=source,
+        whitening=whitening,
+        sparsity=sparsity,
+    )
     if enrichment is not None:
         if enrichment["labels"]:
-            check_enrichment_labels(
-                store.obs, enrichment["label_task"], enrichment["labels"], min_label_size
-            )
-        report["gene_sets"] = _check_gene_sets(store, enrichment, gene_sets)
+            try:
+                check_enrichment_labels(
+                    store.obs, enrichment["label_task"], enrichment["labels"], min_label_size
+                )
+            except ValueError as err:
+                raise ValueError(f"{source or obs}: {err}") from err
+        report["gene_sets"] = _check_gene_sets(store, enrichment, gene_sets, source)
     report["warnings"] = warnings
     for warning in warnings:
         log.warning(warning)
@@ -56,7 +72,10 @@ def validate_dataset(
 
 
 def _check_gene_sets(
-    store: TokenStore, enrichment: Mapping[str, Any], gene_sets: PathLike | None
+    store: TokenStore,
+    enrichment: Mapping[str, Any],
+    gene_sets: PathLike | None,
+    source: str | None = None,
 ) -> dict[str, Any]:
     """The gene sets parse and enough of their genes are in the background."""
     from cellconcepts.config import EXPRESSION
@@ -71,8 +90,8 @@ def _check_gene_sets(
         column = enrichment["gene_column"]
         if column not in store.obs.columns:
             raise ValueError(
-                f"{store.files.obs}: no column {column!r} (enrich.screen.gene_column, the "
-                f"perturbed gene of each row); columns: {list(store.obs.columns)}"
+                f"{source or store.files.obs}: no column {column!r} (enrich.screen.gene_column, "
+                f"the perturbed gene of each row); columns: {list(store.obs.columns)}"
             )
         controls = set(screen_controls(enrichment["control"], store.obs, column))
         values = store.obs[column].dropna().astype(str).unique()
@@ -82,7 +101,7 @@ def _check_gene_sets(
         background,
         min_size=enrichment["min_term_size"],
         max_size=enrichment["max_term_size"],
-        where=f"{path} over the background of {store.files.obs}",
+        where=f"{path} over the background of {source or store.files.obs}",
     )
     return {
         "file": str(path),

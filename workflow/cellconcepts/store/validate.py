@@ -2,19 +2,23 @@
 and before any whitening, training or probing, so that bad input fails early and never gives a
 silently wrong result.
 
-Errors (raised, naming the file, column, task or row): tokens that are not finite or that are
-all one vector, token ids that repeat, an `is_control` or `split` column that does not parse, a
-split without train or test rows, fewer than 2 controls, a task whose column is missing or that
-has fewer than 2 labels of at least `evaluate.min_label_size` tokens, a `group_by` column that
-is missing or has a single value among the labelled rows or a probe split that cannot test any
-label (labels confounded with the groups), an `oracle` column that is missing or not
-numeric/boolean, `enrich.labels` that are not labels of the enrichment's task. Warnings
-(returned and logged): fewer controls than dimensions (the whitening's covariance is then
-rank-deficient), labels left out as too rare.
+Errors (raised, naming the user's input file, the column, task or row, and the token store):
+tokens that are not finite or that are all one vector, token ids that repeat, an `is_control`
+or `split` column that does not parse, a split without train or test rows, fewer than 2
+controls, a task whose column is missing, whose `exclude` names a value that is not one of its
+labels, or that has fewer than 2 labels of at least `evaluate.min_label_size` tokens, a
+`group_by` column that is missing or has a single value among the labelled rows or a probe
+split that cannot test any label (labels confounded with the groups), an `oracle` column that
+is missing or not numeric/boolean, `enrich.labels` that are not labels of the enrichment's
+task, a sparsity above the tokens' dimension, PCA whitening fitted on fewer controls than
+dimensions (unless `whitening.allow_dropped_dimensions` accepts it). Warnings (returned and
+logged): labels that differ only in surrounding whitespace, labels left out as too rare, PCA
+whitening that drops dimensions because it is accepted.
 """
 
 from __future__ import annotations
 
+import difflib
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -34,34 +38,37 @@ log = logging.getLogger(__name__)
 _CHUNK_ROWS = 65536
 
 
-def check_values(store: TokenStore) -> None:
+def check_values(store: TokenStore, source: str | None = None) -> None:
     """Every token value finite, the first bad row named with its token id; and not every
-    token the same vector (a broken export), from which nothing can be learned. Streamed."""
+    token the same vector (a broken export), from which nothing can be learned. Streamed.
+    ``source``: the user's input the store was made from, named first in the messages."""
     tokens = store.tokens
+    where = f"{source} (token store {store.files.tokens})" if source else str(store.files.tokens)
     low = np.full(store.dim, np.inf, dtype=np.float32)
     high = np.full(store.dim, -np.inf, dtype=np.float32)
     for start in range(0, len(tokens), _CHUNK_ROWS):
         chunk = np.asarray(tokens[start : start + _CHUNK_ROWS], dtype=np.float32)
-        finite = np.isfinite(chunk).all(axis=1)
+        finite = np.isfinite(chunk)
         if not finite.all():
-            row = start + int(np.flatnonzero(~finite)[0])
+            row, column = (int(i) for i in np.argwhere(~finite)[0])
             raise ValueError(
-                f"{store.files.tokens}: row {row} (token_id "
-                f"{store.obs['token_id'].iloc[row]!r}) holds NaN or inf"
+                f"{where}: row {start + row} (token_id "
+                f"{store.obs['token_id'].iloc[start + row]!r}), embedding dimension {column} "
+                "holds NaN or inf"
             )
         np.minimum(low, chunk.min(axis=0), out=low)
         np.maximum(high, chunk.max(axis=0), out=high)
     if len(tokens) > 1 and (low == high).all():
         raise ValueError(
-            f"{store.files.tokens}: all {len(tokens)} tokens are identical (no variance in any "
-            "of its dimensions): nothing can be learned from them; check the export of the "
-            "embedding"
+            f"{where}: all {len(tokens)} tokens are identical (no variance in any of its "
+            "dimensions): nothing can be learned from them; check the export of the embedding"
         )
 
 
-def check_annotations(store: TokenStore) -> dict[str, int]:
-    """Unique ids, boolean controls (at least 2), train and test rows; returns the counts."""
-    obs, where = store.obs, str(store.files.obs)
+def check_annotations(store: TokenStore, where: str | None = None) -> dict[str, int]:
+    """Unique ids, boolean controls (at least 2), train and test rows; returns the counts.
+    ``where`` names the input in messages (default: the store's obs table)."""
+    obs, where = store.obs, where or str(store.files.obs)
     repeated = obs["token_id"].astype(str).duplicated(keep=False)
     if repeated.any():
         raise ValueError(
@@ -117,6 +124,7 @@ def check_task(
             f"{min_label_size} tokens (evaluate.min_label_size); selectivity and probes need 2. "
             f"Labels found: {counts.head(10).to_dict() or 'none (all missing or excluded)'}"
         )
+    check_exclude(obs, task, where)
     group = task.get("group_by")
     if group is not None:
         if group not in obs.columns:
@@ -150,6 +158,74 @@ def check_task(
     }
 
 
+def check_exclude(obs: pd.DataFrame, task: Mapping[str, Any], where: str) -> None:
+    """Each value of a task's ``exclude`` is one of its column's labels: a typo would exclude
+    nothing, silently. The nearest label is named."""
+    present = obs[task["column"]].dropna().astype(str).unique().tolist()
+    for value in task.get("exclude", []):
+        if str(value) in present:
+            continue
+        near = difflib.get_close_matches(str(value), present, n=1, cutoff=0.6)
+        hint = (
+            f"nearest label: {near[0]!r}"
+            if near
+            else f"labels: {sorted(present)[:10]}{' ...' if len(present) > 10 else ''}"
+        )
+        raise ValueError(
+            f"{where}: task {task['name']!r} excludes {str(value)!r} (tasks[].exclude), which "
+            f"is not a label of column {task['column']!r}, so nothing would be excluded; {hint}"
+        )
+
+
+def whitespace_twins(obs: pd.DataFrame, task: Mapping[str, Any], where: str) -> list[str]:
+    """Warnings for labels of a task that differ only in surrounding whitespace ("Mono" and
+    "Mono "): they count as different labels."""
+    labels = pd.Series(obs[task["column"]].dropna().astype(str).unique())
+    stripped = labels.str.strip()
+    twins = labels[stripped.duplicated(keep=False).to_numpy()]
+    if twins.empty:
+        return []
+    groups = [
+        sorted(twins[stripped[twins.index] == key].tolist())
+        for key in sorted(set(stripped[twins.index]))
+    ]
+    shown = "; ".join(" and ".join(repr(v) for v in group) for group in groups[:5])
+    return [
+        f"{where}: task {task['name']!r} (column {task['column']!r}): {len(groups)} label(s) "
+        f"differ only in surrounding whitespace and are counted as different labels: {shown}"
+        f"{' ...' if len(groups) > 5 else ''}; strip the spaces in the input if they are one"
+    ]
+
+
+def check_whitening(
+    n_controls: int, dim: int, whitening: Mapping[str, Any], where: str
+) -> list[str]:
+    """PCA whitening fitted on n controls spans at most n - 1 directions: with n <= dim it keeps
+    at most n - 1 of the dim dimensions and drops the others from every token (the dictionaries
+    never see them; their reconstruction is measured in the kept dimensions only). Refused
+    unless ``whitening.allow_dropped_dimensions`` accepts it (then a warning) or
+    ``whitening.n_components`` is below n (fewer kept by choice)."""
+    components = whitening.get("n_components")
+    if (
+        "pca" not in whitening.get("methods", ())
+        or n_controls > dim
+        or (components is not None and components < n_controls)
+    ):
+        return []
+    said = (
+        f"{where}: {n_controls} control rows for {dim}-dimensional tokens: the PCA whitening "
+        f"fitted on them keeps at most {n_controls - 1} of the {dim} dimensions and drops the "
+        f"other {dim - n_controls + 1} from every token (the dictionaries never see them, and "
+        "their reconstruction is measured in the kept dimensions only)"
+    )
+    if whitening.get("allow_dropped_dimensions"):
+        return [f"{said}; accepted by whitening.allow_dropped_dimensions"]
+    raise ValueError(
+        f"{said}. Add controls, set whitening.n_components below {n_controls}, use "
+        "whitening.methods: [none], or accept it with whitening.allow_dropped_dimensions: true"
+    )
+
+
 def check_enrichment_labels(
     obs: pd.DataFrame, task: Mapping[str, Any], labels: Sequence[str], min_label_size: int
 ) -> None:
@@ -171,25 +247,32 @@ def validate_dataset(
     min_label_size: int,
     probe: ProbeSettings | None = None,
     resample_unit: Sequence[str] = (),
+    *,
+    source: str | None = None,
+    whitening: Mapping[str, Any] | None = None,
+    sparsity: Sequence[int] = (),
 ) -> tuple[dict[str, Any], list[str]]:
     """Every check of the module docstring but the enrichment's (``probe``: the probes'
-    split settings, default `ProbeSettings()`); returns (a report, warnings)."""
-    where = str(store.files.obs)
+    split settings, default `ProbeSettings()`; ``source``: the user's input the store was made
+    from, named in every message beside the store; ``whitening``: the `whitening` section;
+    ``sparsity``: the dataset's `dictionary.sparsity`); returns (a report, warnings)."""
+    where = f"{source} (token store {store.files.obs})" if source else str(store.files.obs)
     probe = probe or ProbeSettings()
-    check_values(store)
-    report: dict[str, Any] = {"dim": store.dim, **check_annotations(store)}
+    check_values(store, source)
+    report: dict[str, Any] = {"dim": store.dim, **check_annotations(store, where)}
+    too_dense = [int(k) for k in sparsity if int(k) > store.dim]
+    if too_dense:
+        raise ValueError(
+            f"{where}: dictionary.sparsity {too_dense[0]} exceeds the tokens' dimension "
+            f"{store.dim}: codes with more non-zeros than the tokens have dimensions are not "
+            "sparser than the tokens and fall short of the configured sparsity"
+        )
     units = split_units(store.obs, list(resample_unit))
     report["tasks"] = [
         check_task(store.obs, task, min_label_size, where, probe, units) for task in tasks
     ]
-    warnings = []
-    if report["n_controls"] <= store.dim:
-        warnings.append(
-            f"{where}: {report['n_controls']} control rows for {store.dim}-dimensional tokens: "
-            "the PCA whitening's control covariance is rank-deficient (directions the controls "
-            "do not span are left unwhitened); more controls, or whitening.n_components below "
-            "the number of controls, make it well-posed"
-        )
+    warnings = [w for task in tasks for w in whitespace_twins(store.obs, task, where)]
+    warnings += check_whitening(report["n_controls"], store.dim, whitening or {}, where)
     for task in report["tasks"]:
         if task["rare_labels"]:
             warnings.append(
