@@ -123,6 +123,38 @@ def test_description_field_is_detected(second, described):
     assert genesets.gmt_has_descriptions(rows) is described
 
 
+@pytest.mark.parametrize(
+    ("second", "described"),
+    [
+        (["ACTB", "LYZ"], False),  # gene symbols like the rest of their line
+        (["na", "na"], True),  # one placeholder for every term
+        (["TERM_A", "TERM_B"], True),  # the term name repeated
+        (["about_a", "about_b"], True),  # lower case among upper-case genes
+        (["GO:0001", "GO:0002"], True),  # not a gene symbol
+    ],
+)
+def test_description_field_is_detected_when_terms_share_no_gene(second, described):
+    """Terms that share no gene say nothing through overlap: the field's look decides."""
+    rows = [
+        (1, ["TERM_A", second[0], "GAPDH", "CD3E", "CD19", "MS4A1", "CD14"]),
+        (2, ["TERM_B", second[1], "NKG7", "GNLY", "CD8A", "IL7R", "CCR7"]),
+    ]
+    assert genesets.gmt_has_descriptions(rows) is described
+
+
+def test_disjoint_terms_without_description_keep_their_first_gene(tmp_path):
+    path = _write_lines(
+        tmp_path / "disjoint.gmt",
+        [
+            "TERM_A\tACTB\tGAPDH\tCD3E\tCD19\tMS4A1\tCD14",
+            "TERM_B\tLYZ\tNKG7\tGNLY\tCD8A\tIL7R\tCCR7",
+        ],
+    )
+    library = read_gmt(path)
+    assert library["TERM_A"][0] == "ACTB" and library["TERM_B"][0] == "LYZ"
+    assert [len(genes) for genes in library.values()] == [6, 6]
+
+
 def test_binary_and_non_utf8_gene_sets_are_refused_by_name(tmp_path):
     binary = tmp_path / "lib.gmt"
     binary.write_bytes(b"PK\x03\x04\x00\x00binary")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,18 +109,46 @@ def _gmt_rows(path: Path) -> list[tuple[int, list[str]]]:
     return rows
 
 
-def gmt_has_descriptions(rows: Sequence[tuple[int, Sequence[str]]]) -> bool:
-    """Whether the second field of a GMT is a description (the standard) or already a gene.
+GENE_SYMBOL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")
 
-    It is taken as a gene when no second field is empty or looks like text or a URL, and most
-    of them are also listed as genes of some term: a description is rarely a gene symbol. When
-    in doubt, the standard layout."""
-    second = [fields[1].strip() for _, fields in rows if len(fields) > 1]
-    if not second or any(not v or " " in v or "://" in v for v in second):
+
+def gmt_has_descriptions(rows: Sequence[tuple[int, Sequence[str]]]) -> bool:
+    """Whether the second field of a GMT is a description (the standard) or already a gene,
+    judged by the file's content:
+
+    1. a description where any second field is empty, holds a space or a URL, repeats its term
+       name, or where every term has the same second field (a placeholder such as "na");
+    2. a gene where at least half the second fields are also listed as genes of some term;
+    3. a description where the terms share genes with each other (so a gene in second place
+       would be listed elsewhere too, and it is not);
+    4. terms that share no gene give no such evidence: the second field is a gene when every
+       one looks like the genes of its line (a gene symbol, in the same letter case as the
+       file's genes), else a description.
+    """
+    rows = [(n, fields) for n, fields in rows if len(fields) > 1]
+    if not rows:
         return True
-    genes = {g.strip().upper() for _, fields in rows for g in fields[2:] if g.strip()}
-    listed = sum(v.upper() in genes for v in second)
-    return listed < 0.5 * len(second)
+    second = [fields[1].strip() for _, fields in rows]
+    if any(not v or " " in v or "://" in v for v in second):
+        return True
+    if any(v == fields[0].strip() for v, (_, fields) in zip(second, rows, strict=True)):
+        return True
+    if len(second) > 1 and len(set(second)) == 1:
+        return True
+    terms = [{g.strip().upper() for g in fields[2:] if g.strip()} for _, fields in rows]
+    genes = set().union(*terms)
+    if sum(v.upper() in genes for v in second) >= 0.5 * len(second):
+        return False
+    counts: dict[str, int] = {}
+    for term in terms:
+        for gene in term:
+            counts[gene] = counts.get(gene, 0) + 1
+    sharing = sum(any(counts[g] > 1 for g in term) for term in terms)
+    if len(terms) > 1 and sharing >= 0.5 * len(terms):
+        return True
+    listed = [g.strip() for _, fields in rows for g in fields[2:] if g.strip()]
+    upper = sum(g == g.upper() for g in listed) >= 0.9 * len(listed) if listed else True
+    return not all(GENE_SYMBOL.match(v) and (v == v.upper() or not upper) for v in second)
 
 
 def download_enrichr_library(library: str) -> dict[str, list[str]]:
