@@ -417,6 +417,26 @@ def test_control_reference_takes_out_what_cells_bring_to_every_channel() -> None
         reference.change(images[5], "q", 4, masks[5])
 
 
+def test_plates_without_controls_are_compared_with_every_plates_controls() -> None:
+    """Controls on plate p only: with the pooled fallback, plate q's images are compared with
+    the mean of every control image (here p's), and `source` says so; without it, refused."""
+    rng = np.random.default_rng(1)
+    images = rng.normal(size=(6, 2, 8, 8))
+    plates = np.array(["p", "p", "p", "q", "q", "q"])
+    controls = np.array([0, 1])
+    pooled = heatmaps.ControlReference.fit(images, plates, controls, 4, pooled_fallback=True)
+    mean = np.mean([heatmaps.pool_to_patches(images[r], 4) for r in controls], axis=0)
+    for row in range(6):
+        np.testing.assert_allclose(
+            pooled.change(images[row], plates[row], 4),
+            heatmaps.pool_to_patches(images[row], 4) - mean,
+        )
+    assert [pooled.source(p) for p in plates] == ["p"] * 3 + ["all plates"] * 3
+    strict = heatmaps.ControlReference.fit(images, plates, controls, 4)
+    with pytest.raises(ValueError, match="plate 'q': no control image"):
+        strict.source("q")
+
+
 def test_channel_summary_ranks_the_expected_channel_per_attribution() -> None:
     names = ["a", "b"]
     table = pd.DataFrame(

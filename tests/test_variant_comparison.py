@@ -3,6 +3,8 @@ with the point scores and with scikit-learn, seeds widen the intervals, every pa
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -105,6 +107,22 @@ def test_seeds_widen_the_interval_and_decide_the_verdict():
     icfl = icfl[icfl.score == "insample_avg"].set_index("label")
     assert icfl.loc["a", "seed_sd"] == pytest.approx(0.4)
     assert icfl.loc[MEAN_LABEL, "value"] == pytest.approx(0.5)
+
+
+def test_one_variant_gives_tables_with_their_columns_and_no_rows():
+    """A dataset with one method and one whitening has no pair: its difference, verdict and
+    claim tables are written with their header, so reading them back works."""
+    _, differences = comparison_tables(
+        samples({("icfl", "pca", 8): [0.4, 0.5]}), level=0.95, seed=0
+    )
+    assert differences.empty and {"first", "second", "verdict"} <= set(differences.columns)
+    verdicts = verdict_counts(differences)
+    assert verdicts.empty and {"mean_difference", "labels_no_difference"} <= set(verdicts.columns)
+    claim = claim_table(verdicts, {})
+    assert claim.empty and {"metric", "labels_above_null_first"} <= set(claim.columns)
+    assert pd.read_csv(io.StringIO(claim.to_csv(index=False))).columns.tolist() == list(
+        claim.columns
+    )
 
 
 def test_every_pair_of_equal_sparsity_is_compared():

@@ -347,6 +347,11 @@ def cellprofiler_section(dataset):
     return DATASETS[dataset]["microscopy"]["cellprofiler"]
 
 
+def has_heatmaps(dataset):
+    ds = DATASETS[dataset]
+    return ds["kind"] == "microscopy" and ds["microscopy"]["heatmaps"]["enabled"]
+
+
 def has_cellprofiler(dataset):
     ds = DATASETS[dataset]
     return ds["kind"] == "microscopy" and ds["microscopy"]["cellprofiler"]["enabled"]
@@ -554,9 +559,10 @@ def all_targets():
                 f"{R}/{dataset}/tables/layer_probe.csv",
                 f"{R}/{dataset}/tables/label_selectivity.csv",
                 f"{R}/{dataset}/tables/group_detectability.csv",
-                f"{R}/{dataset}/tables/heatmap_channels.csv",
             ]
-        if is_simulated_screen(dataset):
+            if has_heatmaps(dataset):
+                targets.append(f"{R}/{dataset}/tables/heatmap_channels.csv")
+        if is_simulated_screen(dataset) and has_heatmaps(dataset):
             targets.append(f"{R}/{dataset}/tables/single_cell_summary.csv")
         if has_cellprofiler(dataset):
             targets += [

@@ -44,6 +44,7 @@ rule token_heatmaps:
         unpack(heatmap_groups),
         model=lambda wc: heatmap_model(wc)["model"],
         whitening=lambda wc: heatmap_model(wc)["whitening"],
+        obs=TOKEN_OBS,
         patch_tokens=f"{HEATMAPS}/patch_tokens.npy",
         selected=f"{HEATMAPS}/selected.csv",
     output:

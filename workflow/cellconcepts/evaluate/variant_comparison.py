@@ -248,17 +248,53 @@ def comparison_tables(
                 )
     intervals = pd.concat(interval_rows, ignore_index=True)
     differences = (
-        pd.concat(difference_rows, ignore_index=True) if difference_rows else pd.DataFrame()
+        pd.concat(difference_rows, ignore_index=True)
+        if difference_rows
+        else pd.DataFrame(columns=DIFFERENCE_COLUMNS)
     )
     return intervals, differences
+
+
+# The tables' columns, written even when a dataset has one variant and so no pair.
+DIFFERENCE_COLUMNS = [
+    "task",
+    "label",
+    "score",
+    "sparsity",
+    "first",
+    "second",
+    "difference",
+    "low",
+    "high",
+    "verdict",
+    "n_seeds_first",
+    "n_seeds_second",
+]
+PAIR_KEYS = ["task", "score", "sparsity", "first", "second"]
+VERDICT_COLUMNS = [
+    *PAIR_KEYS,
+    "mean_difference",
+    "low",
+    "high",
+    "verdict",
+    "n_labels",
+    "labels_first_higher",
+    "labels_second_higher",
+    "labels_no_difference",
+]
+CLAIM_COLUMNS = [
+    *VERDICT_COLUMNS,
+    "metric",
+    "labels_above_null_first",
+    "labels_above_null_second",
+    "n_labels_task",
+]
 
 
 def verdict_counts(differences: pd.DataFrame) -> pd.DataFrame:
     """Per task, score, sparsity and pair: the mean difference over labels with its
     interval and verdict, and how many labels each verdict has."""
-    if differences.empty:
-        return differences
-    keys = ["task", "score", "sparsity", "first", "second"]
+    keys = PAIR_KEYS
     per_label = differences[differences["label"] != MEAN_LABEL]
     mean = differences[differences["label"] == MEAN_LABEL].set_index(keys)
     rows = []
@@ -278,7 +314,7 @@ def verdict_counts(differences: pd.DataFrame) -> pd.DataFrame:
                 "labels_no_difference": int((verdicts == "no difference").sum()),
             }
         )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=VERDICT_COLUMNS)
 
 
 def chosen_and_points(
@@ -313,7 +349,7 @@ def claim_table(verdicts: pd.DataFrame, scores: Mapping[str, pd.DataFrame]) -> p
     `CLAIM_PAIRS` (`verdict_counts`), beside the mean over seeds of how many labels each
     variant has above null with that score (``scores``: each model's `label_scores`)."""
     if verdicts.empty:
-        return verdicts
+        return pd.DataFrame(columns=CLAIM_COLUMNS)
     above = []
     for name, table in scores.items():
         spec = Variant.parse(name)
@@ -339,4 +375,4 @@ def claim_table(verdicts: pd.DataFrame, scores: Mapping[str, pd.DataFrame]) -> p
                 "n_labels_task": int(first["size"]),
             }
         )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=CLAIM_COLUMNS)

@@ -142,6 +142,9 @@ class ControlReference:
     position is the reference.
     """
 
+    # The key of the fit over every plate's controls, for plates without controls of their own.
+    POOLED = "all plates"
+
     def __init__(self, fits: Mapping[str, np.ndarray], with_masks: bool) -> None:
         self.fits = dict(fits)
         self.with_masks = with_masks
@@ -154,32 +157,49 @@ class ControlReference:
         control_rows: np.ndarray,
         patch_size: int,
         masks: np.ndarray | None = None,
+        *,
+        pooled_fallback: bool = False,
     ) -> ControlReference:
-        """Fit on ``images[control_rows]`` plate by plate (``plates``: one per image row)."""
-        fits = {}
-        for plate in np.unique(plates[control_rows]):
-            rows = control_rows[plates[control_rows] == plate]
+        """Fit on ``images[control_rows]`` plate by plate (``plates``: one per image row).
+        With ``pooled_fallback``, also one fit over every plate's controls (key `POOLED`),
+        which `change` uses for plates without controls of their own."""
+
+        def fit_rows(rows: np.ndarray) -> np.ndarray:
             pooled = np.stack([pool_to_patches(images[r], patch_size) for r in rows])
             if masks is None:
-                fits[str(plate)] = pooled.mean(axis=0)
-                continue
+                return pooled.mean(axis=0)
             cover = np.stack([patch_coverage(masks[r], patch_size) for r in rows]).ravel()
             design = np.column_stack([np.ones_like(cover), cover])
             values = pooled.transpose(1, 0, 2, 3).reshape(pooled.shape[1], -1).T
-            fits[str(plate)] = np.linalg.lstsq(design, values, rcond=None)[0]  # (2, C)
+            return np.linalg.lstsq(design, values, rcond=None)[0]  # (2, C)
+
+        fits = {
+            str(plate): fit_rows(control_rows[plates[control_rows] == plate])
+            for plate in np.unique(plates[control_rows])
+        }
+        if pooled_fallback:
+            fits[cls.POOLED] = fit_rows(control_rows)
         return cls(fits, masks is not None)
+
+    def source(self, plate: str) -> str:
+        """Whose controls ``plate``'s images are compared with: the plate's own, or every
+        plate's (`POOLED`) where it has none and the pooled fit exists."""
+        if str(plate) in self.fits and str(plate) != self.POOLED:
+            return str(plate)
+        if self.POOLED in self.fits:
+            return self.POOLED
+        raise ValueError(
+            f"plate {plate!r}: no control image to compare with; plates with controls: "
+            f"{sorted(self.fits)}"
+        )
 
     def change(
         self, image: np.ndarray, plate: str, patch_size: int, mask: np.ndarray | None = None
     ) -> np.ndarray:
-        """(C, grid_h, grid_w): the image's patches minus what its plate's controls predict."""
-        if str(plate) not in self.fits:
-            raise ValueError(
-                f"plate {plate!r}: no control image to compare with; plates with controls: "
-                f"{sorted(self.fits)}"
-            )
+        """(C, grid_h, grid_w): the image's patches minus what its plate's controls (or, see
+        `source`, every plate's) predict."""
         pooled = pool_to_patches(image, patch_size)
-        fit = self.fits[str(plate)]
+        fit = self.fits[self.source(plate)]
         if not self.with_masks:
             return pooled - fit
         if mask is None:

@@ -136,14 +136,14 @@ def _plates(obs: pd.DataFrame, plate_column: str | Sequence[str]) -> np.ndarray:
     return obs[present].astype(str).agg("/".join, axis=1).to_numpy()
 
 
-def _control_sample(obs: pd.DataFrame, plates: np.ndarray) -> np.ndarray:
+def _control_sample(is_control: np.ndarray, plates: np.ndarray, where: str) -> np.ndarray:
     """Up to `CENTRE_CONTROL_IMAGES` control rows per plate (seeded), sorted."""
-    if "is_control" not in obs.columns or not obs["is_control"].any():
+    if not is_control.any():
         raise ValueError(
-            "image obs: no control images (is_control); the heatmaps' channel attribution "
-            "compares each image with its plate's controls"
+            f"{where}: no control image (the dataset's `control` key, or its is_control "
+            "column); the heatmaps' channel attribution compares each image with controls"
         )
-    controls = np.flatnonzero(obs["is_control"].to_numpy())
+    controls = np.flatnonzero(is_control)
     rng = np.random.default_rng(0)
     chosen = []
     for plate in np.unique(plates[controls]):
@@ -164,6 +164,7 @@ def token_heatmaps(
     *,
     images: PathLike,
     image_obs: PathLike,
+    obs: PathLike,
     patch_tokens: PathLike,
     selected: PathLike,
     model: PathLike,
@@ -178,10 +179,12 @@ def token_heatmaps(
 ) -> None:
     """Paper Fig. 5: heatmap-channel correlations per image, raw and against each channel's
     change from the plate's control images (`microscopy.heatmaps.ControlReference`, with the
-    cell masks where the screen has them), summarised per label against the channel the
-    label's change is known to live in (``groups``, simulated screens), beside the same for
-    the ground-truth heatmap of each image's perturbed cells (``cells``), the attribution's
-    reference (not a bound)."""
+    cell masks where the screen has them; every plate's controls for a plate without any, said
+    in the log and the table's `control_reference` column; the controls are the token store's
+    ``obs``, where the dataset's `control` key was applied), summarised per label against the
+    channel the label's change is known to live in (``groups``, simulated screens), beside the
+    same for the ground-truth heatmap of each image's perturbed cells (``cells``), the
+    attribution's reference (not a bound)."""
     from cellconcepts.microscopy.figures import plot_feature_heatmaps
     from cellconcepts.microscopy.heatmaps import (
         ControlReference,
@@ -204,8 +207,26 @@ def token_heatmaps(
     pixels = store.images[rows]
     table = channel_correlation_table(heats, pixels, patch_size, names, chosen["image_id"].tolist())
     plates = _plates(store.obs, plate_column)
-    controls = _control_sample(store.obs, plates)
-    reference = ControlReference.fit(store.images, plates, controls, patch_size, store.masks)
+    is_control = pd.read_parquet(obs, columns=["is_control"])["is_control"].to_numpy(bool)
+    if len(is_control) != len(plates):
+        raise ValueError(
+            f"{obs}: {len(is_control)} tokens but {len(plates)} images in {image_obs}; "
+            "rerun the workflow from the image store"
+        )
+    controls = _control_sample(is_control, plates, str(obs))
+    reference = ControlReference.fit(
+        store.images, plates, controls, patch_size, store.masks, pooled_fallback=True
+    )
+    without = sorted(set(map(str, plates)) - set(map(str, plates[controls])))
+    if without:
+        log.warning(
+            "plates without control images: %s; their images are compared with the controls "
+            "of every plate (%d images from %s), so plate effects stay in their channel "
+            "changes",
+            without,
+            len(controls),
+            sorted(set(map(str, plates[controls]))),
+        )
     changes = np.stack(
         [
             reference.change(
@@ -228,11 +249,12 @@ def token_heatmaps(
     log.info(
         "channel change from %d control images of %d plates (%s)",
         len(controls),
-        len(reference.fits),
+        len(reference.fits) - 1,
         "matched on cell coverage" if store.masks is not None else "same grid position",
     )
     table.insert(0, "label", chosen["label"].to_numpy())
     table.insert(1, "feature", chosen["feature"].to_numpy())
+    table.insert(2, "control_reference", [reference.source(plates[r]) for r in rows])
     write_table(table, channels[0], caption="heatmap-channel Pearson r per image")
     per_label = channel_summary(table, names, read_groups(groups) if groups else None)
     write_table(per_label, summary[0], caption="mean heatmap-channel r per label")
