@@ -1,12 +1,30 @@
 """Check this workflow's OpenPhenom embeddings against the reference implementation's.
 
-Produce reference embeddings once with Recursion's maes_microscopy (the versions its
-requirements.txt pins: timm 0.9.7, torch 2.1), on a few images of your own:
+Produce reference embeddings once with Recursion's own code, on a few images of your own:
+download `recursionpharma/OpenPhenom` from Hugging Face into models/OpenPhenom (its weights
+and the reference code: huggingface_mae.py and the modules beside it), install the reference's
+requirements (timm 0.9.7 and transformers; its requirements.txt pins torch 2.1, but any torch
+that timm 0.9.7 runs on will do: checked with torch 2.13) and run, from the folder that holds
+models/ and crops.npy:
 
-    from huggingface_mae import MAEModel
-    model = MAEModel.from_pretrained("models/OpenPhenom").eval()
-    images = np.load("crops.npy")                      # (n, 6, 256, 256) uint8
-    np.save("reference.npy", model.predict(torch.from_numpy(images)).detach().numpy())
+    import sys
+
+    import numpy as np
+    import torch
+
+    sys.path.insert(0, "models/OpenPhenom")  # the Hugging Face checkout: the reference code
+    from huggingface_mae import MAEConfig, MAEModel
+
+    model = MAEModel(MAEConfig.from_pretrained("models/OpenPhenom"))
+    # model.safetensors is a torch pickle despite its name. MAEModel.from_pretrained calls
+    # torch.load on its path, which recent torch (2.13) hands to safetensors ("header too
+    # large"); opened as a file object it is read as the pickle it is.
+    with open("models/OpenPhenom/model.safetensors", "rb") as handle:
+        model.load_state_dict(torch.load(handle, map_location="cpu")["state_dict"])
+    model.eval()
+    images = np.load("crops.npy")  # (n, C, 256, 256), uint8 or uint16
+    with torch.no_grad():
+        np.save("reference.npy", model.predict(torch.from_numpy(images)).numpy())
 
 then, in this project's environment:
 
@@ -14,8 +32,9 @@ then, in this project's environment:
 
 It loads the checkpoint as the workflow does (`config/openphenom_rxrx3.yaml`'s architecture,
 i.e. `cellconcepts.microscopy.vit.openphenom_config()`, unless --config names another), embeds
-the images at the last block (OpenPhenom's predict(): the mean of the patch tokens, CLS left
-out) and prints the largest difference relative to the reference; exit status 1 above
+the images at the last block (OpenPhenom's predict(): pixels / 255 whatever their dtype, then
+InstanceNorm2d, and the mean of the patch tokens, CLS left out; input_norm "instance_norm")
+and prints the largest difference relative to the reference; exit status 1 above
 --tolerance.
 """
 
@@ -44,7 +63,7 @@ def architecture(config: Path | None, dataset: str | None) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", type=Path, help="the OpenPhenom directory or weights file")
-    parser.add_argument("images", type=Path, help=".npy of raw images (n, C, H, W), uint8")
+    parser.add_argument("images", type=Path, help=".npy of raw images (n, C, H, W), 8- or 16-bit")
     parser.add_argument("reference", type=Path, help=".npy of the reference's predict() (n, D)")
     parser.add_argument("--config", type=Path, help="a workflow config naming the architecture")
     parser.add_argument("--dataset", help="its microscopy dataset (default: the first)")

@@ -18,6 +18,7 @@ import json
 import math
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -296,3 +297,75 @@ def test_check_script_compares_with_stored_reference_embeddings(reference, tmp_p
     }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     assert subprocess.run(command, capture_output=True, timeout=300).returncode == 1
+
+
+# A stand-in for the reference code of the Hugging Face checkout (huggingface_mae.py): the
+# rebuilt reference above behind MAEConfig / MAEModel, whose from_pretrained calls torch.load on
+# the path of model.safetensors as the reference's does.
+HUGGINGFACE_MAE = """
+import json
+import sys
+
+import torch
+
+sys.path.insert(0, {tests!r})
+from test_openphenom_reference import ReferenceMAE
+
+
+class MAEConfig:
+    @classmethod
+    def from_pretrained(cls, path):
+        json.loads(open(f"{{path}}/config.json").read())
+        return cls()
+
+
+class MAEModel(ReferenceMAE):
+    def __init__(self, config):
+        super().__init__()
+
+    @classmethod
+    def from_pretrained(cls, path):
+        model = cls(MAEConfig.from_pretrained(path))
+        state = torch.load(f"{{path}}/model.safetensors", map_location="cpu")
+        model.load_state_dict(state["state_dict"])
+        return model
+"""
+
+
+def _recipe() -> str:
+    """The reference side of scripts/check_openphenom.py's docstring, as written there."""
+    text = (REPO / "scripts" / "check_openphenom.py").read_text()
+    doc = text.split('"""')[1]
+    block = doc.split("and crops.npy:\n\n", 1)[1].split("\n\nthen, in this project's", 1)[0]
+    return textwrap.dedent(block)
+
+
+def test_check_script_recipe_runs_as_written_on_16bit_crops(reference, tmp_path):
+    """The docstring's reference recipe runs as written on the installed torch (whose
+    torch.load hands a path ending in .safetensors to safetensors, so the reference's own
+    from_pretrained fails on OpenPhenom's pickle), and the check passes on uint16 crops."""
+    model, folder = reference
+    checkout = tmp_path / "models" / "OpenPhenom"
+    checkout.mkdir(parents=True)
+    for name in ("model.safetensors", "config.json"):
+        (checkout / name).write_bytes((folder / name).read_bytes())
+    (checkout / "huggingface_mae.py").write_text(HUGGINGFACE_MAE.format(tests=str(REPO / "tests")))
+    images = crops_16bit("dim")
+    np.save(tmp_path / "crops.npy", images)
+    (tmp_path / "recipe.py").write_text(_recipe())
+    run = subprocess.run(
+        [sys.executable, "recipe.py"], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    np.testing.assert_allclose(np.load(tmp_path / "reference.npy"), _predict(model, images))
+
+    config = {"datasets": {"screen": {"kind": "microscopy", "microscopy": {"model": {}}}}}
+    config["datasets"]["screen"]["microscopy"]["model"]["architecture"] = ARCHITECTURE
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    script = str(REPO / "scripts" / "check_openphenom.py")
+    args = ["models/OpenPhenom", "crops.npy", "reference.npy", "--config", "config.yaml"]
+    check = subprocess.run(
+        [sys.executable, script, *args], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "(instance_norm, parallel_legacy)" in check.stdout
