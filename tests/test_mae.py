@@ -217,3 +217,18 @@ def test_training_input_errors():
         train_mae(images, VIT, {"ratio": 0.5}, **TRAIN)
     with pytest.raises(ValueError, match="mask_ratio"):
         MAEConfig(mask_ratio=1.0)
+
+
+def test_an_instance_norm_run_does_not_resume_a_checkpoint_from_before_the_reference_norm():
+    """A training checkpoint's signature names the revision of "instance_norm" (which divided
+    16-bit images by 65535 before it followed OpenPhenom's pixels / 255), so a run from before
+    starts again; the signatures of the other normalisations are unchanged."""
+    images = np.zeros((2, 3, 16, 16), dtype=np.uint16)
+    settings = {"steps": 1}
+    for norm in ("standardize", "instance_norm_fullscale"):
+        vit_config = ViTConfig(input_norm=norm)
+        signature = mae._signature(images, vit_config, DECODER, settings)
+        assert signature["vit"] == vit_config.to_dict()
+    vit_config = ViTConfig(input_norm="instance_norm")
+    signature = mae._signature(images, vit_config, DECODER, settings)
+    assert signature["vit"] == {**vit_config.to_dict(), "input_norm_revision": 2}
