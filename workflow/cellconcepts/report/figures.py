@@ -23,6 +23,34 @@ METHOD_LABELS = {"icfl": "ICFL", "topk": "TopK", "raw": "raw tokens"}
 FIGURE_DPI = 150
 # The per-dataset figures of rule report_dataset, by file stem under results/<dataset>/figures/.
 DATASET_FIGURES = ("training_curves", "best_selectivity", "probing_bta", "sparsity")
+# `snakemake --report` files a dataset's results under stages (subcategories); it lists them
+# sorted by name, so the numbers give the reading order, Headline first. A stage with one digit
+# keeps that order ("10." would sort before "2.").
+REPORT_STAGES = (
+    "1. Headline",
+    "2. Training",
+    "3. Probing",
+    "4. Selectivity",
+    "5. Embedding",
+    "6. Token heatmaps",
+    "7. Single-cell check",
+    "8. CellProfiler baseline",
+    "9. GO enrichment",
+)
+# The stage of each figure and table of rule report_dataset, by file stem.
+REPORT_STAGE = {
+    "training_curves": "2. Training",
+    "dead_features": "2. Training",
+    "reconstruction": "2. Training",
+    "probing_bta": "3. Probing",
+    "sparsity": "3. Probing",
+    "probing": "3. Probing",
+    "headline_seeds": "1. Headline",
+    "best_selectivity": "4. Selectivity",
+    "selectivity_counts": "4. Selectivity",
+    "label_scores": "4. Selectivity",
+    "references": "4. Selectivity",
+}
 
 
 def save_figure(fig: plt.Figure, png_path: PathLike, *, tight_bbox: bool = False) -> None:
@@ -52,86 +80,255 @@ def variant_style(method: str, whitening: str) -> dict[str, object]:
     return {"color": colour, "linestyle": "-" if whitening == "pca" else "--"}
 
 
+def model_key(variant: str) -> tuple[str, str, int]:
+    """(method, whitening, sparsity) of a variant name: the model a figure draws once, its
+    seeds aggregated."""
+    spec = Variant.parse(variant)
+    return spec.method, spec.whitening, spec.sparsity
+
+
+def model_order(key: tuple[str, str, int]) -> tuple[str, bool, int]:
+    """Legend order: by method, PCA before no whitening, then by sparsity."""
+    method, whitening, sparsity = key
+    return method, whitening != "pca", sparsity
+
+
+def model_label(method: str, whitening: str, sparsity: float) -> str:
+    """'ICFL + PCA, k=8': one legend entry per model, whatever its number of seeds."""
+    return f"{variant_label(method, whitening)}, k={float(sparsity):g}"
+
+
+def seed_note(n_seeds: int, spread: str) -> str | None:
+    """The legend's title where models have several seeds (what the line or bar shows)."""
+    return f"mean of {n_seeds} seeds; {spread}" if n_seeds > 1 else None
+
+
+def model_style(
+    method: str, whitening: str, sparsity: float, sparsities: Sequence[float]
+) -> dict[str, object]:
+    """`variant_style` with the colour shaded by sparsity where a figure has several (pale for
+    the sparsest, full for the densest), so that every model's legend entry is its own."""
+    from matplotlib.colors import to_rgb
+
+    style = variant_style(method, whitening)
+    levels = sorted(set(sparsities))
+    if len(levels) > 1:
+        weight = 0.4 + 0.6 * levels.index(sparsity) / (len(levels) - 1)
+        colour = np.array(to_rgb(style["color"]))
+        style["color"] = tuple(weight * colour + (1 - weight) * np.ones(3))
+    return style
+
+
+def legend_below(fig: plt.Figure, axes: Sequence[plt.Axes], *, title: str | None = None) -> None:
+    """One legend for the figure, below the panels (clear of the data): every labelled artist
+    of ``axes`` once, in drawing order. Save with ``tight_bbox=True`` so that it is kept."""
+    entries: dict[str, object] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(label, handle)
+    # Markers for single seeds after the models they belong to.
+    entries = {k: v for k, v in entries.items() if k != "one seed"} | {
+        k: v for k, v in entries.items() if k == "one seed"
+    }
+    fig.legend(
+        list(entries.values()),
+        list(entries),
+        loc="upper center",
+        bbox_to_anchor=(0.5, 0.0),
+        ncol=min(4, max(len(entries), 1)),
+        fontsize=8,
+        title=title,
+        title_fontsize=8,
+        handlelength=3,
+        frameon=False,
+    )
+
+
 def plot_training_curves(metrics: pd.DataFrame, png_path: PathLike, *, title: str) -> None:
-    """Loss, reconstruction cosine and dead fraction against training step, per variant."""
+    """Loss, reconstruction cosine and dead fraction against training step: per model (method,
+    whitening, sparsity) the mean over its seeds, with the seeds' range as a band."""
     panels = [
         ("loss", "loss"),
         ("recon_cosine", "batch reconstruction cosine"),
         ("frac_dead", "fraction dead"),
     ]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
-    for variant, table in metrics.groupby("variant", sort=True):
-        spec = Variant.parse(variant)
-        label = f"{variant_label(spec.method, spec.whitening)}, k={spec.sparsity}"
+    keyed = metrics.assign(_model=[model_key(v) for v in metrics["variant"]])
+    n_seeds = 1
+    sparsities = [k[2] for k in keyed["_model"]]
+    for key in sorted(set(keyed["_model"]), key=model_order):
+        table = keyed[keyed["_model"] == key]
+        n_seeds = max(n_seeds, table["variant"].nunique())
+        method, whitening, sparsity = key
+        style = model_style(method, whitening, sparsity, sparsities)
         for ax, (column, _) in zip(axes, panels, strict=True):
+            steps = table.groupby("step")[column].agg(["mean", "min", "max"])
             ax.plot(
-                table["step"],
-                table[column],
-                label=label,
-                **variant_style(spec.method, spec.whitening),
+                steps.index,
+                steps["mean"],
+                label=model_label(method, whitening, sparsity),
+                linewidth=1.2,
+                **style,
             )
+            if table["variant"].nunique() > 1:
+                ax.fill_between(
+                    steps.index, steps["min"], steps["max"], color=style["color"], alpha=0.15, lw=0
+                )
     for ax, (column, name) in zip(axes, panels, strict=True):
         ax.set_xlabel("step")
         ax.set_ylabel(name)
         if column == "loss":
             ax.set_yscale("log")
-    axes[0].legend(fontsize=7)
+        if column == "frac_dead":
+            ax.set_ylim(-0.02, max(0.1, ax.get_ylim()[1]))
     fig.suptitle(title)
-    save_figure(fig, png_path)
+    fig.tight_layout()
+    legend_below(fig, axes[:1], title=seed_note(n_seeds, "band: range over seeds"))
+    save_figure(fig, png_path, tight_bbox=True)
+
+
+def sorted_curves(table: pd.DataFrame, column: str) -> np.ndarray:
+    """Per variant (a row each) the column's values sorted in descending order, padded with
+    NaN to the longest: rank r is column r - 1."""
+    curves = [
+        np.sort(part[column].dropna().to_numpy(dtype=np.float64))[::-1]
+        for _, part in table.groupby("variant", sort=True)
+    ]
+    length = max((len(c) for c in curves), default=0)
+    out = np.full((len(curves), length), np.nan)
+    for row, curve in zip(out, curves, strict=True):
+        row[: len(curve)] = curve
+    return out
 
 
 def plot_best_selectivity(best: pd.DataFrame, png_path: PathLike, *, title: str) -> None:
-    """Paper Fig. 8: the best avg selectivity per label, sorted, one line per variant."""
+    """Paper Fig. 8: the best avg selectivity per label, sorted, one line per model (method,
+    whitening, sparsity): at each label rank the mean over the model's seeds of their rank-r
+    best label, the seeds' range as a band. Ranks are integers (label 1, 2, ...)."""
+    from matplotlib.ticker import MaxNLocator
+
     tasks = list(dict.fromkeys(best["task"]))
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.4), squeeze=False)
+    keyed = best.assign(_model=[model_key(v) for v in best["variant"]])
+    n_seeds = 1
+    sparsities = [k[2] for k in keyed["_model"]]
     for ax, task in zip(axes[0], tasks, strict=True):
-        for variant, table in best[best.task == task].groupby("variant", sort=True):
-            spec = Variant.parse(variant)
-            scores = np.sort(table["best_avg"].to_numpy())[::-1]
+        part = keyed[keyed.task == task]
+        for key in sorted(set(part["_model"]), key=model_order):
+            curves = sorted_curves(part[part["_model"] == key], "best_avg")
+            n_seeds = max(n_seeds, len(curves))
+            method, whitening, sparsity = key
+            style = model_style(method, whitening, sparsity, sparsities)
+            ranks = np.arange(1, curves.shape[1] + 1)
             ax.plot(
-                np.arange(1, len(scores) + 1),
-                scores,
-                marker="." if len(scores) < 30 else None,
-                label=f"{variant_label(spec.method, spec.whitening)}, k={spec.sparsity}",
-                **variant_style(spec.method, spec.whitening),
+                ranks,
+                np.nanmean(curves, axis=0),
+                marker="." if len(ranks) < 30 else None,
+                label=model_label(method, whitening, sparsity),
+                **style,
             )
+            if len(curves) > 1:
+                ax.fill_between(
+                    ranks,
+                    np.nanmin(curves, axis=0),
+                    np.nanmax(curves, axis=0),
+                    color=style["color"],
+                    alpha=0.15,
+                    linewidth=0,
+                )
         ax.set_title(task)
         ax.set_xlabel("label rank")
         ax.set_ylabel("best avg selectivity")
         ax.set_ylim(-0.05, 1.05)
-    axes[0][0].legend(fontsize=7)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(title)
-    save_figure(fig, png_path)
+    fig.tight_layout()
+    legend_below(fig, axes[0][:1], title=seed_note(n_seeds, "band: range over seeds"))
+    save_figure(fig, png_path, tight_bbox=True)
+
+
+SPARSITY_HATCHES = ("", "///", "...", "xxx", "\\\\\\", "ooo")
 
 
 def plot_probing(
-    headline: pd.DataFrame, tasks: Sequence[str], png_path: PathLike, *, title: str
+    probes: pd.DataFrame, tasks: Sequence[str], png_path: PathLike, *, title: str
 ) -> None:
-    """Paper Fig. 4A: BTA of probes on reconstructions per task, raw tokens as reference."""
-    models = headline[headline.method != "raw"]
-    raw = headline[headline.method == "raw"].iloc[0]
-    fig, ax = plt.subplots(figsize=(1.6 + 1.8 * len(tasks), 3.6))
-    width = 0.8 / max(len(models), 1)
+    """Paper Fig. 4A: BTA of probes on reconstructions per task, one bar per model (method,
+    whitening, sparsity) and one for the raw tokens.
+
+    ``probes`` is table ``probing`` (rows with ``representation`` 'reconstruction' per model
+    seed, 'raw' for the tokens; ``bta``, ``bta_low``, ``bta_high``). A bar is the mean BTA over
+    the model's seeds and its error bar the table's interval (``bta_low`` to ``bta_high``,
+    averaged over seeds); each seed is a dot on its bar. Colour tells the method, shade the
+    whitening, hatching the sparsity; the legend sits below the axes."""
+    raw = probes[probes.method == "raw"]
+    models = probes[(probes.method != "raw") & (probes.representation == "reconstruction")]
+    models = models.assign(_model=[model_key(v) for v in models["variant"]])
+    keys = sorted(set(models["_model"]), key=model_order)
+    sparsities = sorted({k[2] for k in keys})
+    hatch = {
+        k: SPARSITY_HATCHES[i % len(SPARSITY_HATCHES)] if len(sparsities) > 1 else ""
+        for i, k in enumerate(sparsities)
+    }
+    n_bars = len(keys) + 1
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 + len(tasks) * (0.28 * n_bars + 0.5)), 3.8))
+    width = 0.85 / n_bars
     x = np.arange(len(tasks))
-    for i, (_, row) in enumerate(models.iterrows()):
-        style = variant_style(row.method, row.whitening)
-        ax.bar(
-            x + (i - (len(models) - 1) / 2) * width,
-            [row[f"bta_{t}"] for t in tasks],
-            width,
-            color=style["color"],
-            alpha=1.0 if row.whitening == "pca" else 0.5,
-            label=f"{variant_label(row.method, row.whitening)}, k={row.sparsity}",
+    bars = [("raw", raw, {"color": "0.55", "alpha": 1.0, "hatch": ""}, "raw tokens")]
+    for key in keys:
+        method, whitening, sparsity = key
+        style = {
+            "color": variant_style(method, whitening)["color"],
+            "alpha": 1.0 if whitening == "pca" else 0.45,
+            "hatch": hatch[sparsity],
+        }
+        bars.append((key, models[models["_model"] == key], style, model_label(*key)))
+    n_seeds = 1
+    for i, (_, table, style, label) in enumerate(bars):
+        per_task = table.groupby("task")[["bta", "bta_low", "bta_high"]].mean().reindex(tasks)
+        n_seeds = max(n_seeds, table["variant"].nunique())
+        centre = per_task["bta"].to_numpy(dtype=np.float64)
+        errors = np.clip(
+            [
+                centre - per_task["bta_low"].to_numpy(dtype=np.float64),
+                per_task["bta_high"].to_numpy(dtype=np.float64) - centre,
+            ],
+            0,
+            None,
         )
-    for xi, task in zip(x, tasks, strict=True):
-        ax.hlines(raw[f"bta_{task}"], xi - 0.45, xi + 0.45, colors="black", label=None)
-    ax.plot([], [], color="black", label="raw tokens")
+        offset = x + (i - (n_bars - 1) / 2) * width
+        ax.bar(
+            offset,
+            centre,
+            width,
+            yerr=errors,
+            error_kw={"elinewidth": 0.8, "capsize": 1.5, "ecolor": "black"},
+            edgecolor="white",
+            linewidth=0.3,
+            label=label,
+            **style,
+        )
+        if table["variant"].nunique() > 1:
+            where = dict(zip(tasks, offset, strict=True))
+            seeds = table[table.task.isin(tasks)]
+            ax.plot(
+                seeds["task"].map(where),
+                seeds["bta"],
+                linestyle="none",
+                marker=".",
+                markersize=2.5,
+                color="black",
+                label="one seed",
+            )
     ax.set_xticks(x, tasks)
     ax.set_ylabel("balanced test accuracy")
     ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=7, loc="lower left")
+    ax.grid(axis="y", alpha=0.3)
     ax.set_title(title)
-    save_figure(fig, png_path)
+    fig.tight_layout()
+    interval = "error bars: the table's interval (bta_low to bta_high)"
+    legend_below(fig, [ax], title=seed_note(n_seeds, interval + ", averaged") or interval)
+    save_figure(fig, png_path, tight_bbox=True)
 
 
 def bta_interval(bta: np.ndarray | pd.Series, n_test: int) -> np.ndarray:

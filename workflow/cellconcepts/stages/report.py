@@ -119,7 +119,7 @@ def report_dataset(
         collect(by_variant(metrics)), figure_paths["training_curves"], title=dataset
     )
     plots.plot_best_selectivity(best, figure_paths["best_selectivity"], title=dataset)
-    plots.plot_probing(top, tasks, figure_paths["probing_bta"], title=dataset)
+    plots.plot_probing(probes, tasks, figure_paths["probing_bta"], title=dataset)
     raw = pd.read_csv(raw_probing)
     n_test = dict(zip(raw.task, raw.n_test, strict=True))
     plots.plot_sparsity(top, tasks, figure_paths["sparsity"], title=dataset, n_test=n_test)
