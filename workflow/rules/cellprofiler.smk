@@ -42,7 +42,7 @@ rule cellprofiler_profiles:
             f"{DS}/tables/cellprofiler_profiles.csv",
             caption="../report/cp_comparison.rst",
             category="{dataset}",
-            subcategory="CellProfiler baseline",
+            subcategory="8. CellProfiler baseline",
         ),
     log:
         f"{LOGS}/cellprofiler_profiles.log",
@@ -131,18 +131,18 @@ rule cellprofiler_comparison:
         per_label=table_files(
             f"{DS}/tables/cp_comparison",
             "../report/cp_comparison.rst",
-            "CellProfiler baseline",
+            "8. CellProfiler baseline",
         ),
         correlation=table_files(
             f"{DS}/tables/cp_correlation",
             "../report/cp_comparison.rst",
-            "CellProfiler baseline",
+            "8. CellProfiler baseline",
         ),
         sparsity=multiext(f"{DS}/tables/cp_sparsity", *TABLE_TEXT),
         figure=figure_files(
             f"{DS}/figures/cp_comparison",
             "../report/cp_comparison.rst",
-            "CellProfiler baseline",
+            "8. CellProfiler baseline",
         ),
     log:
         f"{LOGS}/cellprofiler_comparison.log",
@@ -173,7 +173,7 @@ rule cellprofiler_segmentation:
             f"{DS}/tables/cp_segmentation.csv",
             caption="../report/cp_segmentation.rst",
             category="{dataset}",
-            subcategory="CellProfiler baseline",
+            subcategory="8. CellProfiler baseline",
         ),
     log:
         f"{LOGS}/cellprofiler_segmentation.log",

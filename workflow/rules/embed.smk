@@ -169,7 +169,7 @@ rule choose_layer:
         choice=f"{DS}/embedding/layer.json",
         table=multiext(f"{DS}/tables/layer_probe", *TABLE_TEXT),
         figure=figure_files(
-            f"{DS}/figures/layer_probe", "../report/layer_probe.rst", "Embedding"
+            f"{DS}/figures/layer_probe", "../report/layer_probe.rst", "5. Embedding"
         ),
     log:
         f"{LOGS}/choose_layer.log",

@@ -36,12 +36,12 @@ rule enrich_model:
             f"{ENRICH}/feature_annotation.csv",
             caption="../report/feature_annotation.rst",
             category="{dataset}",
-            subcategory="GO enrichment",
+            subcategory="9. GO enrichment",
         ),
         check=f"{ENRICH}/gseapy_check.csv",
         summary=f"{ENRICH}/summary.csv",
         dotplot=figure_files(
-            f"{ENRICH}/dotplot", "../report/enrichment_dotplot.rst", "GO enrichment"
+            f"{ENRICH}/dotplot", "../report/enrichment_dotplot.rst", "9. GO enrichment"
         ),
     log:
         f"{LOGS}/enrich_{VARIANT}.log",
@@ -74,7 +74,7 @@ rule enrichment_umap:
         umap=f"{DS}/embedding/umap.parquet",
     output:
         figure=figure_files(
-            f"{ENRICH}/umap", "../report/enrichment_umap.rst", "GO enrichment"
+            f"{ENRICH}/umap", "../report/enrichment_umap.rst", "9. GO enrichment"
         ),
     log:
         f"{LOGS}/enrichment_umap_{VARIANT}.log",
@@ -124,7 +124,7 @@ rule enrichment_labels:
         table=table_files(
             f"{DS}/tables/enrichment_labels",
             "../report/enrichment_labels.rst",
-            "GO enrichment",
+            "9. GO enrichment",
         ),
     log:
         f"{LOGS}/enrichment_labels.log",
@@ -154,7 +154,7 @@ rule go_recovery:
         obs=TOKEN_OBS,
     output:
         table=table_files(
-            f"{DS}/tables/go_recovery", "../report/go_recovery.rst", "GO enrichment"
+            f"{DS}/tables/go_recovery", "../report/go_recovery.rst", "9. GO enrichment"
         ),
         summary=multiext(f"{DS}/tables/go_recovery_summary", *TABLE_TEXT),
     log:

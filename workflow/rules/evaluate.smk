@@ -115,22 +115,22 @@ rule compare_variants:
         intervals=table_files(
             f"{DS}/tables/selectivity_intervals",
             "../report/selectivity_intervals.rst",
-            "Dictionaries",
+            "4. Selectivity",
         ),
         differences=table_files(
             f"{DS}/tables/selectivity_differences",
             "../report/selectivity_differences.rst",
-            "Dictionaries",
+            "4. Selectivity",
         ),
         verdicts=table_files(
             f"{DS}/tables/selectivity_verdicts",
             "../report/selectivity_verdicts.rst",
-            "Dictionaries",
+            "4. Selectivity",
         ),
         claim=table_files(
             f"{DS}/tables/claim",
             "../report/claim.rst",
-            "Headline",
+            "1. Headline",
         ),
     log:
         f"{LOGS}/compare_variants.log",
@@ -159,7 +159,7 @@ rule group_detectability:
         groups=table_files(
             f"{DS}/tables/group_detectability",
             "../report/group_detectability.rst",
-            "Dictionaries",
+            "4. Selectivity",
         ),
     log:
         f"{LOGS}/group_detectability.log",
@@ -219,13 +219,13 @@ rule feature_cosines:
         table=table_files(
             f"{DS}/tables/feature_cosines",
             "../report/table_feature_cosines.rst",
-            "Dictionaries",
+            "4. Selectivity",
         ),
         histograms=f"{DS}/tables/feature_cosine_histograms.csv",
         figure=figure_files(
             f"{DS}/figures/feature_cosines",
             "../report/feature_cosines.rst",
-            "Dictionaries",
+            "4. Selectivity",
         ),
     log:
         f"{LOGS}/feature_cosines.log",

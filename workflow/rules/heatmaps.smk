@@ -52,12 +52,12 @@ rule token_heatmaps:
         summary=table_files(
             f"{DS}/tables/heatmap_channel_summary",
             "../report/token_heatmaps.rst",
-            "Token heatmaps",
+            "6. Token heatmaps",
         ),
         figure=figure_files(
             f"{DS}/figures/token_heatmaps",
             "../report/token_heatmaps.rst",
-            "Token heatmaps",
+            "6. Token heatmaps",
         ),
     log:
         f"{LOGS}/token_heatmaps.log",
@@ -91,12 +91,12 @@ rule single_cell_check:
         summary=table_files(
             f"{DS}/tables/single_cell_summary",
             "../report/single_cell_alignment.rst",
-            "Single-cell check",
+            "7. Single-cell check",
         ),
         figure=figure_files(
             f"{DS}/figures/single_cell_alignment",
             "../report/single_cell_alignment.rst",
-            "Single-cell check",
+            "7. Single-cell check",
         ),
     log:
         f"{LOGS}/single_cell_check.log",

@@ -1,3 +1,6 @@
+from cellconcepts.report.figures import REPORT_STAGE
+
+
 localrules:
     all,
     report_dataset,
@@ -13,19 +16,21 @@ rule report_dataset:
     input:
         unpack(report_inputs),
     output:
-        headline=table_files(f"{DS}/headline", "../report/headline.rst", "Headline"),
+        headline=table_files(f"{DS}/headline", "../report/headline.rst", "1. Headline"),
         tables=[
             path
             for name in DATASET_TABLES
             for path in table_files(
-                f"{DS}/tables/{name}", f"../report/table_{name}.rst", "Tables"
+                f"{DS}/tables/{name}",
+                f"../report/table_{name}.rst",
+                REPORT_STAGE[name],
             )
         ],
         figures=[
             path
             for name in DATASET_FIGURES
             for path in figure_files(
-                f"{DS}/figures/{name}", f"../report/{name}.rst", "Dictionaries"
+                f"{DS}/figures/{name}", f"../report/{name}.rst", REPORT_STAGE[name]
             )
         ],
     log:
@@ -50,7 +55,7 @@ rule atom_recovery_table:
         recovery=lambda wc: model_files(wc.dataset, "atom_recovery.csv"),
     output:
         table=table_files(
-            f"{DS}/tables/atom_recovery", "../report/atom_recovery.rst", "Dictionaries"
+            f"{DS}/tables/atom_recovery", "../report/atom_recovery.rst", "2. Training"
         ),
     log:
         f"{LOGS}/atom_recovery_table.log",
@@ -79,7 +84,7 @@ rule label_selectivity:
         table=table_files(
             f"{DS}/tables/label_selectivity",
             "../report/label_selectivity.rst",
-            "Dictionaries",
+            "4. Selectivity",
         ),
     log:
         f"{LOGS}/label_selectivity.log",
