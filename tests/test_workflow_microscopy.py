@@ -413,7 +413,8 @@ def test_feature_browser_opens_in_chromium(run: Path, tmp_path: Path):
     feature = int(best.best_feature.iloc[0])
     page = dump_dom(browser / models[0] / f"feature_{feature}.html")
     assert f"Feature {feature} of {models[0]}" in page
-    crops = re.findall(r'<img src="\.\./crops/(\d+)\.png"', page)
+    crops = re.findall(r'<img src="\.\./crops/([\d-]+_[\d-]+)\.png"', page)
     assert crops and all((browser / "crops" / f"{c}.png").is_file() for c in crops)
-    assert "gene_group" in page and "Nearest features" in page
+    assert "gene_group: " in page and "Nearest features" in page  # named caption fields
+    assert re.search(r"red = <b>\w+</b>", page)  # the channel legend
     screenshot(browser / models[0] / f"feature_{feature}.html", tmp_path / "feature.png")

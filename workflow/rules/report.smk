@@ -136,5 +136,10 @@ rule feature_browser:
             config["browser"], ["examples", "random_examples", "nearest", "seed"]
         ),
         min_label_size=config["evaluate"]["min_label_size"],
+        fdr=lambda wc: (
+            enrichment_settings(config, wc.dataset)["fdr"]
+            if has_enrichment(wc.dataset)
+            else 0.05
+        ),
     script:
         "../scripts/feature_browser.py"

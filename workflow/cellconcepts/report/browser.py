@@ -28,8 +28,14 @@ table{border-collapse:collapse}td,th{padding:2px 8px;border-bottom:1px solid #dd
 th{cursor:pointer;background:#f3f3f3;position:sticky;top:0}tr.dead td{color:#999}
 .bar{background:#4a7ebb;height:10px;display:inline-block}.neg{background:#c66}
 .examples img{width:128px;height:128px;image-rendering:pixelated;margin:2px;border:1px solid #ccc}
-.examples figure{display:inline-block;margin:4px;text-align:center;font-size:11px}
+.examples figure{display:inline-block;margin:4px;text-align:center;font-size:11px;
+max-width:150px;vertical-align:top}
 section{margin:1.2em 0}h2{font-size:16px;margin-bottom:.3em}.muted{color:#777}
+tr.ns td{color:#999}tr.headline td{font-weight:bold}.direction-up{color:#b2182b}
+.direction-down{color:#2166ac}td.direction{font-weight:600}td.fdr{white-space:nowrap}
+dl{display:grid;grid-template-columns:max-content auto;gap:0 1em;font-size:12px}dd{margin:0}
+.legend span{display:inline-block;margin-right:1em}.swatch{display:inline-block;width:12px;
+height:12px;vertical-align:middle;margin-right:3px;border:1px solid #555}
 """
 
 # Click a header to sort by it (numbers numerically); type in the box to filter rows.
@@ -62,6 +68,7 @@ class ModelView:
     annotation: pd.DataFrame | None = None  # feature_annotation: best_term, best_fdr
     genes: pd.DataFrame | None = None  # feature_genes: feature, gene, ...
     terms: pd.DataFrame | None = None  # enrichment: feature, term, fdr, overlap
+    fdr: float = 0.05  # a GO term is significant below this FDR (enrich.fdr)
     _frequency: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -94,8 +101,25 @@ class ModelView:
         table["best_selectivity"] = np.where(np.isfinite(best), best, np.nan)
         if self.annotation is not None:
             annotation = self.annotation.set_index("feature")
-            table["best_term"] = annotation["best_term"].reindex(table.feature).fillna("").values
-            table["best_fdr"] = annotation["best_fdr"].reindex(table.feature).values
+
+            def column(name: str, fill: object = np.nan) -> np.ndarray:
+                if name not in annotation.columns:
+                    return np.full(len(table), fill, dtype=object)
+                return annotation[name].reindex(table.feature).to_numpy()
+
+            term = pd.Series(column("best_term", ""), dtype=object).fillna("").to_numpy()
+            fdr = pd.to_numeric(pd.Series(column("best_fdr")), errors="coerce").to_numpy()
+            direction = pd.Series(column("best_direction", ""), dtype=object).fillna("")
+            significant = np.isfinite(fdr) & (fdr < self.fdr) & (term != "")
+            # the best term is kept on the page, but the index names it only when significant
+            table["nearest_term"] = term
+            table["nearest_direction"] = direction.to_numpy()
+            table["best_fdr"] = fdr
+            table["go_term"] = np.where(significant, term, "")
+            table["term_direction"] = np.where(significant, direction.to_numpy(), "")
+            table["significant_terms"] = pd.to_numeric(
+                pd.Series(column("n_significant_terms", 0)), errors="coerce"
+            ).to_numpy()
         return table
 
 
@@ -175,14 +199,258 @@ def _bars(sel: Selectivity, feature: int, n: int = 8) -> str:
     )
 
 
-def _frame(table: pd.DataFrame | None, feature: int, columns: Sequence[str], n: int) -> str:
-    if table is None:
+# Directions in the order a page lists them: genes up in the feature's active cells first.
+DIRECTION_ORDER = ("up", "down", "selective")
+
+
+def _direction_rank(direction: pd.Series) -> pd.Series:
+    known = {d: i for i, d in enumerate(DIRECTION_ORDER)}
+    return direction.map(lambda d: known.get(d, len(known))).astype(int)
+
+
+def gene_rows(genes: pd.DataFrame | None, feature: int, n: int) -> pd.DataFrame:
+    """A feature's genes as a page lists them: per direction (up, down, then others), the
+    ``n`` most significant (FDR, then |statistic|; screens without a test: the highest
+    selectivity), with ``shown`` / ``listed`` per direction in the columns of those names."""
+    if genes is None:
+        return pd.DataFrame()
+    rows = genes[genes["feature"] == feature].copy()
+    if rows.empty:
+        return rows
+    if "direction" not in rows.columns:
+        rows["direction"] = ""
+    rows["_direction"] = _direction_rank(rows["direction"])
+    keys, ascending = ["_direction"], [True]
+    if "fdr" in rows.columns:
+        keys.append("fdr")
+        ascending.append(True)
+    if "statistic" in rows.columns:
+        rows["_strength"] = rows["statistic"].abs()
+        keys.append("_strength")
+        ascending.append(False)
+    if "avg_selectivity" in rows.columns:
+        keys.append("avg_selectivity")
+        ascending.append(False)
+    keys.append("gene")
+    ascending.append(True)
+    rows = rows.sort_values(keys, ascending=ascending, kind="mergesort")
+    listed = rows.groupby("direction", sort=False)["gene"].transform("size")
+    rows["listed"] = listed
+    rows = rows.groupby("direction", sort=False).head(n)
+    rows["shown"] = rows.groupby("direction", sort=False)["gene"].transform("size")
+    return rows.drop(columns=[c for c in ("_direction", "_strength") if c in rows.columns])
+
+
+def term_rows(
+    terms: pd.DataFrame | None,
+    feature: int,
+    n: int,
+    headline: tuple[str, str] | None = None,
+) -> pd.DataFrame:
+    """A feature's GO terms as a page lists them: per direction (up, down, ...), the ``n`` with
+    the lowest FDR (then p, smaller terms, name: the order that picks the best term); the
+    ``headline`` (direction, term) is always among them (added when outside the ``n``) and
+    marked in the column ``headline``."""
+    if terms is None:
+        return pd.DataFrame()
+    rows = terms[terms["feature"] == feature].copy()
+    if rows.empty:
+        return rows
+    if "direction" not in rows.columns:
+        rows["direction"] = ""
+    rows["_direction"] = _direction_rank(rows["direction"])
+    keys = ["_direction"] + [c for c in ("fdr", "p_value", "term_size", "term") if c in rows]
+    rows = rows.sort_values(keys, kind="mergesort")
+    rows["headline"] = False
+    if headline is not None:
+        direction, term = headline
+        rows["headline"] = (rows["direction"] == direction) & (rows["term"] == term)
+    keep = (rows.groupby("direction", sort=False).cumcount() < n) | rows["headline"]
+    return rows[keep].drop(columns="_direction")
+
+
+def _number(value: object) -> str:
+    if isinstance(value, (int, np.integer)):
+        return str(value)
+    if isinstance(value, (float, np.floating)):
+        return "" if np.isnan(value) else f"{value:.3g}"
+    return html.escape(str(value))
+
+
+def _table(rows: pd.DataFrame, columns: Mapping[str, str], marked: pd.Series | None = None) -> str:
+    """An HTML table of ``rows`` with ``columns`` (column -> header) in that order; rows where
+    ``marked`` is true get class ``headline``, rows with ``significant`` false class ``ns``."""
+    shown = {c: h for c, h in columns.items() if c in rows.columns}
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in shown.values())
+    body = []
+    for i, (_, record) in enumerate(rows.iterrows()):
+        kinds = []
+        if marked is not None and bool(marked.iloc[i]):
+            kinds.append("headline")
+        if "significant" in record and not bool(record["significant"]):
+            kinds.append("ns")
+        kind = f' class="{" ".join(kinds)}"' if kinds else ""
+        cells = "".join(
+            f'<td class="{c}">{"yes" if v is True else "no" if v is False else _number(v)}</td>'
+            for c, v in ((c, record[c]) for c in shown)
+        )
+        body.append(f"<tr{kind}>{cells}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+# |log2 FC| beyond this comes from scanpy's 1e-9 pseudo-count: the gene is absent in one group.
+ABSENT_LOG2_FC = 20.0
+
+DIRECTION_TEXT = {
+    "up": "up in the feature's active cells",
+    "down": "down in the feature's active cells",
+    "selective": "screened genes the feature is selective for",
+}
+
+
+def _genes_section(model: ModelView, feature: int, n: int) -> str:
+    if model.genes is None:
         return '<p class="muted">no enrichment for this dataset</p>'
-    rows = table[table["feature"] == feature]
+    rows = gene_rows(model.genes, feature, n)
+    if rows.empty:
+        return '<p class="muted">no gene passed the thresholds</p>'
+    columns = {
+        "direction": "direction",
+        "gene": "gene",
+        "fdr": "FDR",
+        "statistic": "t",
+        "mean_active": "mean log1p, active cells",
+        "mean_zero": "mean log1p, zero cells",
+        "log2_fc_display": "log2 FC (pseudo-count 1)",
+        "log2_fold_change": "log2 FC of the test (pseudo-count 1e-9)",
+        "avg_selectivity": "avg selectivity",
+    }
+    if "log2_fold_change" in rows.columns:  # the test's ratio reads -30 for an absent gene
+        rows["log2_fold_change"] = [
+            f"{v:.3g}"
+            if abs(v) < ABSENT_LOG2_FC
+            else "absent in active cells"
+            if v < 0
+            else "absent in zero cells"
+            for v in rows["log2_fold_change"]
+        ]
+    parts = []
+    if "log2_fold_change" in rows.columns or "log2_fc_display" in rows.columns:
+        parts.append(
+            '<p class="muted">Genes tested in the feature\'s strongly active cells against its '
+            "zero cells. log2 FC (pseudo-count 1): log2((expm1(mean log1p active) + 1) / "
+            "(expm1(mean log1p zero) + 1)), bounded where a group does not express the gene. "
+            "The test's own fold change (scanpy's, pseudo-count 1e-9; genes are listed at "
+            "|log2 FC| &ge; the threshold) is about &minus;30 for such a gene, shown as "
+            "'absent'.</p>"
+        )
+    for direction, block in rows.groupby("direction", sort=False):
+        shown, listed = int(block["shown"].iloc[0]), int(block["listed"].iloc[0])
+        text = DIRECTION_TEXT.get(str(direction), str(direction))
+        parts.append(
+            f'<h3 class="direction-{html.escape(str(direction))}">{html.escape(str(direction))}: '
+            f"{html.escape(text)} ({shown} of {listed}, most significant first)</h3>"
+            + _table(block, columns)
+        )
+    return "".join(parts)
+
+
+def _terms_section(model: ModelView, feature: int, n: int, headline: tuple[str, str] | None) -> str:
+    if model.terms is None:
+        return '<p class="muted">no enrichment for this dataset</p>'
+    rows = term_rows(model.terms, feature, n, headline)
     if rows.empty:
         return '<p class="muted">none</p>'
-    shown = [c for c in columns if c in rows.columns]
-    return rows[shown].head(n).to_html(index=False, float_format=lambda v: f"{v:.3g}", border=0)
+    rows["significant"] = rows["fdr"] < model.fdr
+    columns = {
+        "direction": "genes",
+        "term": "term",
+        "overlap": "overlap",
+        "fdr": "FDR",
+        "significant": f"FDR < {model.fdr:g}",
+        "genes": "genes in term",
+    }
+    note = (
+        f'<p class="muted">Per direction, the {n} terms of lowest FDR; grey rows are not '
+        f"significant (FDR &ge; {model.fdr:g}); the bold row is the page's headline term.</p>"
+    )
+    return note + _table(rows, columns, rows["headline"])
+
+
+def fold_changes(
+    genes: pd.DataFrame,
+    annotation: pd.DataFrame,
+    codes: sp.spmatrix,
+    expression: np.ndarray | sp.spmatrix,
+    symbols: Sequence[str],
+    pseudo_count: float = 1.0,
+) -> pd.DataFrame:
+    """``genes`` with, per listed (feature, gene), the mean log1p expression in the feature's
+    strongly active cells (``mean_active``) and in its zero cells (``mean_zero``): the groups
+    the enrichment tested (annotation's ``sign`` and ``activation_threshold``); and
+    ``log2_fc_display`` = log2((expm1(mean_active) + c) / (expm1(mean_zero) + c)), the DE
+    test's fold change (scanpy's, c = 1e-9) with pseudo-count c; for c = 1 that is
+    (mean_active - mean_zero) / ln 2. The test's own ``log2_fold_change`` is left as it is (it
+    decided which genes are listed, and the enrichment results rest on it); this one is only
+    what the browser shows, so that a gene absent from one group reads as a bounded number
+    rather than -30."""
+    out = genes.copy()
+    for name in ("mean_active", "mean_zero", "log2_fc_display"):
+        out[name] = np.nan
+    needed = {"feature", "sign", "activation_threshold"}
+    if out.empty or not needed <= set(annotation.columns):
+        return out
+    column_of = {g: i for i, g in enumerate(symbols)}
+    csc = sp.csc_matrix(codes)
+    values_of = sp.csr_matrix(expression) if sp.issparse(expression) else np.asarray(expression)
+    settings = annotation.set_index("feature")
+    for feature, index in out.groupby("feature").groups.items():
+        if feature not in settings.index:
+            continue
+        sign = float(settings.at[feature, "sign"])
+        threshold = abs(float(settings.at[feature, "activation_threshold"]))
+        values = csc[:, int(feature)].toarray().ravel() * sign
+        strong = (values > 0) & (values >= threshold)
+        zero = values == 0
+        wanted = [column_of.get(g, -1) for g in out.loc[index, "gene"]]
+        present = np.array([c >= 0 for c in wanted])
+        if not strong.any() or not zero.any() or not present.any():
+            continue
+        cols = np.array([c for c in wanted if c >= 0])
+        means = []
+        for group in (strong, zero):
+            block = values_of[group][:, cols]
+            means.append(np.asarray(block.mean(axis=0)).ravel())
+        rows = np.asarray(index)[present]
+        out.loc[rows, "mean_active"] = means[0]
+        out.loc[rows, "mean_zero"] = means[1]
+        out.loc[rows, "log2_fc_display"] = np.log2(np.expm1(means[0]) + pseudo_count) - np.log2(
+            np.expm1(means[1]) + pseudo_count
+        )
+    return out
+
+
+def headline_term(row: pd.Series, fdr: float) -> str:
+    """The page's headline GO term in words: its direction, its FDR and whether it is
+    significant; 'none' without one."""
+    term = row.get("nearest_term")
+    if not isinstance(term, str) or not term:
+        return "no GO term"
+    direction = str(row.get("nearest_direction") or "")
+    which = {"up": "genes up in active cells", "down": "genes down in active cells"}.get(
+        direction, f"{direction} genes" if direction else "its genes"
+    )
+    value = row.get("best_fdr")
+    if isinstance(value, (float, np.floating)) and np.isfinite(value) and value < fdr:
+        return (
+            f'GO term of its {html.escape(which)}: <b class="direction-{html.escape(direction)}">'
+            f"{html.escape(term)}</b> ({html.escape(direction)}, FDR {value:.3g})"
+        )
+    shown = f"{value:.3g}" if isinstance(value, (float, np.floating)) else "n/a"
+    return (
+        f"no significant GO term (FDR &lt; {fdr:g}); lowest FDR: {html.escape(term)} "
+        f"({html.escape(direction)}, {html.escape(which)}, FDR {shown})"
+    )
 
 
 def _page(
@@ -194,23 +462,17 @@ def _page(
     examples: str,
 ) -> str:
     links = " ".join(f'<a href="feature_{j}.html">{j}</a>' for j in nearest)
-    fdr = row.get("best_fdr")
-    term = (
-        f"{html.escape(str(row['best_term']))} (FDR {fdr:.3g})"
-        if isinstance(row.get("best_term"), str) and row.get("best_term")
-        else "none"
-    )
+    term = headline_term(row, model.fdr)
     selectivity = "".join(
         f"<h3>{html.escape(task)}</h3>{_bars(sel, feature)}"
         for task, sel in model.selectivity.items()
     )
-    genes = _frame(
-        model.genes,
-        feature,
-        ["direction", "gene", "avg_selectivity", "log2_fold_change", "fdr"],
-        12,
+    genes = _genes_section(model, feature, GENES_PER_DIRECTION)
+    best = row.get("nearest_term")
+    headline = (
+        (str(row.get("nearest_direction") or ""), best) if isinstance(best, str) and best else None
     )
-    terms = _frame(model.terms, feature, ["direction", "term", "overlap", "fdr", "genes"], 6)
+    terms = _terms_section(model, feature, TERMS_PER_DIRECTION, headline)
     return f"""<!doctype html><html><head><meta charset="utf-8">
 <title>{html.escape(dataset)} {html.escape(model.name)} feature {feature}</title>
 <link rel="stylesheet" href="../browser.css"></head><body>
@@ -218,7 +480,7 @@ def _page(
 <h1>Feature {feature} of {html.escape(model.name)}</h1>
 <p id="facts">{"<b>dead</b> · " if row["dead"] else ""}active on {row["frequency"]:.2%} of tokens ·
 best label {html.escape(str(row["best_label"]))} ({row["best_selectivity"]:.3f}) ·
-best GO term {term}</p>
+{term}</p>
 <section class="examples"><h2>Examples</h2>{examples}</section>
 <section><h2>Selectivity per label</h2>{selectivity}</section>
 <section><h2>Genes</h2>{genes}</section>
@@ -227,21 +489,46 @@ best GO term {term}</p>
 </body></html>"""
 
 
-INDEX_COLUMNS = (
-    "model",
-    "feature",
-    "dead",
-    "frequency",
-    "best_label",
-    "best_selectivity",
-    "best_term",
-    "best_fdr",
-)
+GENES_PER_DIRECTION = 10
+TERMS_PER_DIRECTION = 5
+
+# Index columns: header and what it means (shown under the table's title and as tooltips).
+INDEX_COLUMNS = {
+    "model": ("model", "the dictionary (method, whitening, k active features, seed)"),
+    "feature": ("feature", "the feature's number; links to its page"),
+    "dead": ("dead", "never active on the training tokens"),
+    "frequency": ("frequency", "fraction of all tokens on which the feature is non-zero"),
+    "best_label": (
+        "best label",
+        "the task: label with the highest average selectivity (one-vs-rest, per task)",
+    ),
+    "best_selectivity": ("selectivity", "that label's average selectivity (-1 to 1)"),
+    "go_term": (
+        "GO term (significant)",
+        "the enrichment's lowest-FDR GO BP term, shown only when its FDR is below the threshold",
+    ),
+    "term_direction": (
+        "term genes",
+        "which gene list the term comes from: up or down in the feature's active cells, "
+        "or the screened genes it is selective for",
+    ),
+    "best_fdr": ("lowest FDR", "the lowest FDR of any of the feature's GO terms"),
+    "significant_terms": ("significant terms", "number of GO terms below the FDR threshold"),
+}
 
 
-def _index(dataset: str, table: pd.DataFrame) -> str:
+def _index(dataset: str, table: pd.DataFrame, fdr: float = 0.05) -> str:
     columns = [c for c in INDEX_COLUMNS if c in table.columns]
-    head = "".join(f"<th>{c.replace('_', ' ')}</th>" for c in columns)
+    head = "".join(
+        f'<th title="{html.escape(INDEX_COLUMNS[c][1])}">{html.escape(INDEX_COLUMNS[c][0])}</th>'
+        for c in columns
+    )
+    legend = "".join(
+        f"<dt>{html.escape(INDEX_COLUMNS[c][0])}</dt><dd>{html.escape(INDEX_COLUMNS[c][1])}"
+        + (f" (FDR &lt; {fdr:g})" if c in ("go_term", "significant_terms") else "")
+        + "</dd>"
+        for c in columns
+    )
     rows = []
     for record in table[columns].to_dict("records"):
         cells = []
@@ -262,6 +549,7 @@ def _index(dataset: str, table: pd.DataFrame) -> str:
 <link rel="stylesheet" href="browser.css"></head><body>
 <h1>{html.escape(dataset)}: {len(table)} features of {table["model"].nunique()} models</h1>
 <p>Click a column to sort; filter: <input id="filter" placeholder="label, term, model"></p>
+<details id="columns" open><summary>What the columns mean</summary><dl>{legend}</dl></details>
 <table id="features"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>
 <script src="sort.js"></script></body></html>"""
 
@@ -303,7 +591,8 @@ def write_browser(
             page = _page(dataset, model, feature, table.iloc[feature], near[feature], shown)
             (pages / f"feature_{feature}.html").write_text(page)
     index = pd.concat(tables, ignore_index=True)
-    (folder / "index.html").write_text(_index(dataset, index))
+    fdr = models[0].fdr if models else 0.05
+    (folder / "index.html").write_text(_index(dataset, index, fdr))
     (folder / "features.json").write_text(
         json.dumps({"dataset": dataset, "features": len(index)}, indent=1)
     )
@@ -319,6 +608,8 @@ def composite(image: np.ndarray, rgb: Sequence[int], mask: np.ndarray | None = N
         plane = np.asarray(image[channel], dtype=np.float64)
         low, high = np.percentile(plane, [1, 99.5])
         planes.append(np.clip((plane - low) / max(high - low, 1e-12), 0, 1))
+    while len(planes) < 3:  # fewer than three channels: the missing colours stay dark
+        planes.append(np.zeros(np.shape(image)[1:]))
     picture = (np.stack(planes, axis=-1) * 255).astype(np.uint8)
     if mask is not None:
         edge = np.zeros(mask.shape, dtype=bool)
@@ -347,40 +638,143 @@ def shrunk(picture: np.ndarray, pixels: int) -> np.ndarray:
     return blocks.mean(axis=(1, 3)).round().astype(np.uint8)
 
 
+RGB_NAMES = ("red", "green", "blue")
+RGB_COLOURS = ("#ff0000", "#00ff00", "#0000ff")
+
+
+def channel_names(n_channels: int) -> list[str]:
+    """The simulated Cell Painting channels' names when there are six, else channel_<i>."""
+    from cellconcepts.sources.cellpainting import CHANNELS
+
+    if n_channels == len(CHANNELS):
+        return list(CHANNELS)
+    return [f"channel_{i}" for i in range(n_channels)]
+
+
+def channel_statistics(images: np.ndarray, block: int = 256) -> np.ndarray:
+    """(N, C, 2) per image and channel: mean intensity and its spatial standard deviation."""
+    out = np.zeros((len(images), np.shape(images)[1], 2))
+    for start in range(0, len(images), block):
+        chunk = np.asarray(images[start : start + block], dtype=np.float64)
+        out[start : start + len(chunk), :, 0] = chunk.mean(axis=(2, 3))
+        out[start : start + len(chunk), :, 1] = chunk.std(axis=(2, 3))
+    return out
+
+
+def channel_contrast(statistics: np.ndarray, rows: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """(C,) how far ``rows``' images are from the ``reference`` images (controls) per channel:
+    the larger of |mean z| of intensity mean and of intensity spread, z in reference standard
+    deviations."""
+    if not len(rows):
+        return np.zeros(statistics.shape[1])
+    centre = statistics[reference].mean(axis=0)
+    spread = statistics[reference].std(axis=0)
+    spread = np.where(spread > 0, spread, 1.0)
+    z = ((statistics[rows] - centre) / spread).mean(axis=0)  # (C, 2)
+    return np.abs(z).max(axis=1)
+
+
+def feature_channels(contrast: np.ndarray, n: int = 3) -> list[int]:
+    """The ``n`` channels with the largest contrast, largest first (ties by channel order)."""
+    order = np.argsort(-contrast, kind="stable")
+    return [int(c) for c in order[: min(n, len(contrast))]]
+
+
+def caption(record: Mapping[str, object], columns: Sequence[str]) -> str:
+    """'column: value' for each column with a value (None, NaN and empty left out)."""
+    parts = []
+    for column in columns:
+        value = record.get(column)
+        if value is None or (isinstance(value, float) and np.isnan(value)) or value == "":
+            continue
+        parts.append(f"{html.escape(str(column))}: {html.escape(str(value))}")
+    return " · ".join(parts)
+
+
 def crop_gallery(
     folder: Path,
     images: np.ndarray,
     obs: pd.DataFrame,
-    rgb: Sequence[int],
+    rgb: Sequence[int] | None = None,
     masks: np.ndarray | None = None,
     label_columns: Sequence[str] = (),
+    names: Sequence[str] | None = None,
+    controls: np.ndarray | None = None,
 ) -> ExampleRenderer:
-    """Examples as crops (channel composites, cell outlines where masks are known), each
-    written once to ``folder/crops/`` as a small PNG and shared by every page that shows it."""
+    """Examples as crops (cell outlines where masks are known), each written once per channel
+    choice to ``folder/crops/`` as a small PNG and shared by every page that shows it.
+
+    Each feature's crops show, as red, green and blue, the three channels in which its most
+    activating images differ most from the ``controls`` (a boolean mask over the images; every
+    image when None): `channel_contrast`. ``rgb`` fixes the channels instead. Every page says
+    which channel is which colour and lists every channel's contrast."""
     import imageio.v3 as iio
 
     crops = folder / "crops"
     crops.mkdir(parents=True, exist_ok=True)
-    written: set[int] = set()
+    written: set[tuple[int, tuple[int, ...]]] = set()
     shown = [c for c in label_columns if c in obs.columns]
+    n_channels = int(np.shape(images)[1])
+    names = list(names) if names is not None else channel_names(n_channels)
+    statistics = channel_statistics(images) if rgb is None else None
+    reference = (
+        np.flatnonzero(np.asarray(controls, dtype=bool))
+        if controls is not None and np.asarray(controls, dtype=bool).any()
+        else np.arange(len(obs))
+    )
+    chosen: dict[tuple[str, int], tuple[list[int], np.ndarray | None]] = {}
+
+    def channels_of(model: ModelView, feature: int, rows: np.ndarray):
+        key = (model.name, feature)
+        if key not in chosen:  # the first call of a feature shows its most activating rows
+            if statistics is None:
+                chosen[key] = (list(rgb), None)
+            else:
+                contrast = channel_contrast(statistics, np.asarray(rows, dtype=int), reference)
+                chosen[key] = (feature_channels(contrast), contrast)
+        return chosen[key]
+
+    def legend(channels: list[int], contrast: np.ndarray | None) -> str:
+        swatches = "".join(
+            f'<span><i class="swatch" style="background:{colour}"></i>{colour_name} = '
+            f"<b>{html.escape(names[c])}</b></span>"
+            for c, colour, colour_name in zip(channels, RGB_COLOURS, RGB_NAMES, strict=False)
+        )
+        if contrast is None:
+            why = "channels fixed by microscopy.browser_rgb"
+        else:
+            ranked = ", ".join(
+                f"{html.escape(names[c])} {contrast[c]:.2f}"
+                for c in np.argsort(-contrast, kind="stable")
+            )
+            why = (
+                "the three channels in which the most activating images differ most from the "
+                "controls (|z| of intensity mean or spread, in control SDs): " + ranked
+            )
+        return f'<p class="legend">{swatches}<br><span class="muted">{why}</span></p>'
 
     def render(
         model: ModelView, feature: int, rows: np.ndarray, activations: np.ndarray, title: str
     ) -> str:
+        first = (model.name, feature) not in chosen
+        channels, contrast = channels_of(model, feature, rows)
         figures = []
         for row, activation in zip(rows, activations, strict=True):
             row = int(row)
-            if row not in written:
+            key = (row, tuple(channels))
+            name = f"{row}_{'-'.join(map(str, channels))}.png"
+            if key not in written:
                 mask = None if masks is None else np.asarray(masks[row])
-                picture = composite(np.asarray(images[row]), rgb, mask)
-                iio.imwrite(crops / f"{row}.png", shrunk(picture, CROP_PIXELS))
-                written.add(row)
-            caption = " · ".join(html.escape(str(obs.iloc[row][c])) for c in shown)
+                picture = composite(np.asarray(images[row]), channels, mask)
+                iio.imwrite(crops / name, shrunk(picture, CROP_PIXELS))
+                written.add(key)
+            text = caption(obs.iloc[row].to_dict(), shown)
             figures.append(
-                f'<figure><img src="../crops/{row}.png" alt="crop {row}">'
-                f"<figcaption>{activation:.3g}<br>{caption}</figcaption></figure>"
+                f'<figure><img src="../crops/{name}" alt="crop {row}">'
+                f"<figcaption>activation {activation:.3g}<br>{text}</figcaption></figure>"
             )
-        return f"<h3>{title}</h3>{''.join(figures)}"
+        head = legend(channels, contrast) if first else ""
+        return f"{head}<h3>{title}</h3>{''.join(figures)}"
 
     return render
 
@@ -399,10 +793,12 @@ def umap_gallery(
     obs: pd.DataFrame,
     label_columns: Sequence[str] = (),
     expression: tuple[np.ndarray | sp.spmatrix, np.ndarray] | None = None,
+    colour_by: str | None = None,
 ) -> ExampleRenderer:
     """Examples as cells: a table of the cells (labels, and the log1p expression of the
     feature's top genes when ``expression`` is given) and the UMAP with the shown cells marked
-    over one shared grey background image."""
+    over one shared background image: grey, or coloured by the ``colour_by`` column with each
+    label written at its cells' median position."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -413,10 +809,29 @@ def umap_gallery(
     low, high = np.nanmin(xy, axis=0), np.nanmax(xy, axis=0)
     pad = 0.03 * (high - low)
     low, high = low - pad, high + pad
-    size = 300
-    figure = plt.figure(figsize=(3, 3), dpi=100)
+    size = 400
+    figure = plt.figure(figsize=(4, 4), dpi=100)
     axes = figure.add_axes([0, 0, 1, 1])
-    axes.scatter(xy[:, 0], xy[:, 1], s=2, c="#bbbbbb", linewidths=0)
+    if colour_by is not None and colour_by in obs.columns:
+        labels = obs[colour_by].astype(str).to_numpy()
+        palette = plt.get_cmap("tab20").colors
+        for i, label in enumerate(sorted(set(labels))):
+            here = (labels == label) & np.isfinite(xy).all(axis=1)
+            colour = palette[(2 * i) % 20 if i < 10 else (2 * i + 1) % 20]
+            axes.scatter(xy[here, 0], xy[here, 1], s=4, color=colour, alpha=0.7, linewidths=0)
+            if here.any():
+                centre = np.median(xy[here], axis=0)
+                axes.text(
+                    *centre,
+                    label,
+                    fontsize=6.5,
+                    ha="center",
+                    va="center",
+                    color="black",
+                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": colour, "alpha": 0.8},
+                )
+    else:
+        axes.scatter(xy[:, 0], xy[:, 1], s=2, c="#bbbbbb", linewidths=0)
     axes.set_xlim(low[0], high[0])
     axes.set_ylim(low[1], high[1])
     axes.axis("off")
@@ -440,7 +855,13 @@ def umap_gallery(
             f'<svg width="{size}" height="{size}" viewBox="0 0 {size} {size}">'
             f'<image href="../umap.png" width="{size}" height="{size}"/>{dots}</svg>'
         )
-        shown = f"<h3>{title}</h3>{picture}" + table(model, feature, rows, activations, "")
+        note = (
+            f'<p class="muted">UMAP of every cell, coloured by {html.escape(colour_by)}; '
+            "black-ringed red dots: these cells</p>"
+            if colour_by is not None and colour_by in obs.columns
+            else ""
+        )
+        shown = f"<h3>{title}</h3>{picture}{note}" + table(model, feature, rows, activations, "")
         listed = [g for g in up_genes(model, feature) if g in column_of][:5]
         if values is not None and listed:
             cols = [column_of[g] for g in listed]

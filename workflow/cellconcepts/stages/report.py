@@ -189,9 +189,12 @@ def feature_browser(
     expression: PathLike | None = None,
     expression_source: str | None = None,
     expression_matrix: str = "X",
+    fdr: float = 0.05,
 ) -> None:
     """The dataset's static feature browser (`report.browser`): every feature of every model,
-    written into a fresh folder that replaces ``browser`` only when complete."""
+    written into a fresh folder that replaces ``browser`` only when complete. ``fdr``: the
+    enrichment's significance threshold (a GO term at or above it is not a page's term);
+    ``rgb``: fixed crop channels (None: per feature, those that differ most from controls)."""
     import shutil
     import time
 
@@ -210,20 +213,29 @@ def feature_browser(
     shutil.rmtree(building, ignore_errors=True)
     building.mkdir(parents=True)
     columns = [t["column"] for t in tasks]
+    listed = None
     if kind == "microscopy":
         from cellconcepts.store.images import open_image_store
         from cellconcepts.store.layout import ImageFiles
 
         store = open_image_store(ImageFiles(Path(images), Path(image_obs), masks))
-        channels = list(rgb) if rgb is not None else [0, 1, 2][: store.images.shape[1]]
-        render = pages.crop_gallery(building, store.images, table, channels, store.masks, columns)
+        controls = table["is_control"].to_numpy(bool) if "is_control" in table else None
+        render = pages.crop_gallery(
+            building, store.images, table, rgb, store.masks, columns, controls=controls
+        )
     elif kind == "scrna":
-        listed = None
         if expression_source is not None and enriched:
             from cellconcepts.enrich.gene_lists import aligned_expression
 
             listed = aligned_expression(expression or expression_source, expression_matrix, table)
-        render = pages.umap_gallery(building, pd.read_parquet(umap), table, columns, listed)
+        render = pages.umap_gallery(
+            building,
+            pd.read_parquet(umap),
+            table,
+            columns,
+            listed,
+            colour_by=columns[0] if columns else None,
+        )
     else:
         render = pages.token_table(table, columns)
     enrichment = dict(zip(enriched, zip(annotation, genes, terms, strict=True), strict=True))
@@ -232,6 +244,10 @@ def feature_browser(
         matrix = sp.load_npz(code_file).tocsr()
         dictionary, _ = load_model(model_file)
         found = enrichment.get(name)
+        annotated = pd.read_csv(found[0]) if found else None
+        listed_genes = pd.read_parquet(found[1]) if found else None
+        if found and kind == "scrna" and listed is not None:
+            listed_genes = pages.fold_changes(listed_genes, annotated, matrix, *listed)
         views.append(
             pages.ModelView(
                 name=name,
@@ -239,9 +255,10 @@ def feature_browser(
                 selectivity={task: selectivity(matrix, values) for task, values in labels.items()},
                 dead=pd.read_csv(dead_file)["dead"].to_numpy(dtype=bool),
                 directions=decoder_directions(dictionary),
-                annotation=pd.read_csv(found[0]) if found else None,
-                genes=pd.read_parquet(found[1]) if found else None,
+                annotation=annotated,
+                genes=listed_genes,
                 terms=pd.read_parquet(found[2]) if found else None,
+                fdr=fdr,
             )
         )
     index = pages.write_browser(building, dataset, views, render, **settings)
