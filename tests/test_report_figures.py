@@ -36,3 +36,175 @@ def test_sparsity_figure_draws_bta_with_intervals(tmp_path: Path, monkeypatch) -
     assert not [c for c in cosine_axes.containers if c.has_yerr]
     assert bta_axes.get_ylim() == (0, 1)
     plt.close(drawn["f"])
+
+
+def _drawn(monkeypatch) -> dict:
+    drawn: dict = {}
+    monkeypatch.setattr(figures, "save_figure", lambda fig, path, **_: drawn.setdefault("f", fig))
+    return drawn
+
+
+def _probing_table() -> pd.DataFrame:
+    """Table `probing` of two models with two seeds each and the raw tokens, two tasks."""
+    rows = []
+    for method, whitening in (("icfl", "pca"), ("topk", "none")):
+        for seed in (0, 1):
+            for task, bta in (("cells", 0.6), ("batch", 0.3)):
+                value = bta + 0.02 * seed + (0.1 if method == "topk" else 0.0)
+                for representation in ("reconstruction", "codes"):
+                    rows.append(
+                        {
+                            "variant": f"{method}_{whitening}_k8_seed{seed}",
+                            "method": method,
+                            "whitening": whitening,
+                            "sparsity": 8.0,
+                            "seed": float(seed),
+                            "task": task,
+                            "representation": representation,
+                            "bta": value if representation == "reconstruction" else 0.1,
+                            "bta_low": value - 0.05 - 0.01 * seed,
+                            "bta_high": value + 0.04 + 0.01 * seed,
+                        }
+                    )
+    for task, bta in (("cells", 0.7), ("batch", 0.5)):
+        rows.append(
+            {
+                "variant": "raw",
+                "method": "raw",
+                "task": task,
+                "representation": "raw",
+                "bta": bta,
+                "bta_low": bta - 0.1,
+                "bta_high": bta + 0.08,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _legend_labels(fig) -> list[str]:
+    (legend,) = fig.legends
+    return [text.get_text() for text in legend.get_texts()]
+
+
+def _legend_outside_axes(fig) -> bool:
+    """The figure's legend lies below every axes (clear of the data)."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    (legend,) = fig.legends
+    box = legend.get_window_extent(renderer)
+    return all(box.y1 <= ax.get_window_extent(renderer).y0 for ax in fig.axes)
+
+
+def test_probing_figure_draws_the_tables_intervals_one_bar_per_model(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from matplotlib.container import BarContainer, ErrorbarContainer
+
+    drawn = _drawn(monkeypatch)
+    probes = _probing_table()
+    figures.plot_probing(probes, ["cells", "batch"], tmp_path / "p.png", title="t")
+    fig = drawn["f"]
+    (ax,) = fig.axes
+    bars = [c for c in ax.containers if isinstance(c, BarContainer)]
+    assert [b.get_label() for b in bars] == [
+        "raw tokens",
+        "ICFL + PCA, k=8",
+        "TopK (no whitening), k=8",
+    ]
+    errorbars = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    assert len(errorbars) == 3 and all(c.has_yerr for c in errorbars)
+    model = probes[(probes.variant.str.startswith("icfl")) & (probes.representation != "codes")]
+    expected = model.groupby("task")[["bta", "bta_low", "bta_high"]].mean()
+    for bar, segment, task in zip(
+        bars[1], errorbars[1].lines[2][0].get_segments(), ["cells", "batch"], strict=True
+    ):
+        assert bar.get_height() == pytest.approx(expected.loc[task, "bta"])
+        (_, low), (_, high) = segment
+        assert (low, high) == pytest.approx(tuple(expected.loc[task, ["bta_low", "bta_high"]]))
+    raw_segments = errorbars[0].lines[2][0].get_segments()
+    assert [s[0][1] for s in raw_segments] == pytest.approx([0.6, 0.4])
+    assert [s[1][1] for s in raw_segments] == pytest.approx([0.78, 0.58])
+    labels = _legend_labels(fig)
+    assert labels == ["raw tokens", "ICFL + PCA, k=8", "TopK (no whitening), k=8", "one seed"]
+    assert _legend_outside_axes(fig)
+    plt.close(fig)
+
+
+def _best_table(n_labels: int = 4) -> pd.DataFrame:
+    rows = []
+    for method, whitening in (("icfl", "pca"), ("topk", "none")):
+        for seed in range(3):
+            for i in range(n_labels):
+                rows.append(
+                    {
+                        "variant": f"{method}_{whitening}_k8_seed{seed}",
+                        "task": "cell_type",
+                        "label": f"L{i}",
+                        "best_avg": 0.9 - 0.2 * i + 0.01 * seed,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def test_best_selectivity_has_one_line_per_model_and_integer_ranks(
+    tmp_path: Path, monkeypatch
+) -> None:
+    drawn = _drawn(monkeypatch)
+    figures.plot_best_selectivity(_best_table(), tmp_path / "b.png", title="t")
+    fig = drawn["f"]
+    (ax,) = fig.axes
+    assert len(ax.get_lines()) == 2
+    line = ax.get_lines()[0]
+    np.testing.assert_allclose(line.get_xdata(), [1, 2, 3, 4])
+    np.testing.assert_allclose(line.get_ydata(), [0.91, 0.71, 0.51, 0.31])
+    fig.canvas.draw()
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+    assert _legend_labels(fig) == ["ICFL + PCA, k=8", "TopK (no whitening), k=8"]
+    assert _legend_outside_axes(fig)
+    plt.close(fig)
+
+
+def test_training_curves_have_one_legend_entry_per_model(tmp_path: Path, monkeypatch) -> None:
+    drawn = _drawn(monkeypatch)
+    metrics = pd.DataFrame(
+        [
+            {
+                "variant": f"{m}_pca_k{k}_seed{seed}",
+                "step": step,
+                "loss": 1.0 / step + seed,
+                "recon_cosine": 0.5,
+                "frac_dead": 0.0,
+            }
+            for m in ("icfl", "topk")
+            for k in (4, 16)
+            for seed in (0, 1, 2)
+            for step in (10, 20, 30)
+        ]
+    )
+    figures.plot_training_curves(metrics, tmp_path / "c.png", title="t")
+    fig = drawn["f"]
+    labels = _legend_labels(fig)
+    assert labels == [
+        "ICFL + PCA, k=4",
+        "ICFL + PCA, k=16",
+        "TopK + PCA, k=4",
+        "TopK + PCA, k=16",
+    ]
+    loss = fig.axes[0].get_lines()[0]
+    np.testing.assert_allclose(loss.get_ydata(), [1.0 / 10 + 1, 1.0 / 20 + 1, 1.0 / 30 + 1])
+    colours = {line.get_color() for line in fig.axes[0].get_lines()}
+    assert len(colours) == 4, "sparsities of one method must be told apart"
+    assert _legend_outside_axes(fig)
+    plt.close(fig)
+
+
+def test_report_stages_put_the_headline_first() -> None:
+    from cellconcepts.report.tables import DATASET_TABLES
+
+    assert sorted(figures.REPORT_STAGES)[0] == "1. Headline"
+    assert sorted(figures.REPORT_STAGES) == list(figures.REPORT_STAGES)
+    for name in (*figures.DATASET_FIGURES, *DATASET_TABLES):
+        assert figures.REPORT_STAGE[name] in figures.REPORT_STAGES
+    assert figures.REPORT_STAGE["probing_bta"] != figures.REPORT_STAGE["best_selectivity"]
+    assert figures.REPORT_STAGE["training_curves"] != figures.REPORT_STAGE["probing_bta"]
