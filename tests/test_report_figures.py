@@ -208,3 +208,67 @@ def test_report_stages_put_the_headline_first() -> None:
         assert figures.REPORT_STAGE[name] in figures.REPORT_STAGES
     assert figures.REPORT_STAGE["probing_bta"] != figures.REPORT_STAGE["best_selectivity"]
     assert figures.REPORT_STAGE["training_curves"] != figures.REPORT_STAGE["probing_bta"]
+
+
+def _axes_legend_outside(fig, ax) -> bool:
+    """The axes' own legend lies outside its data area."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    legend = ax.get_legend().get_window_extent(renderer)
+    area = ax.get_window_extent(renderer)
+    return not legend.overlaps(area)
+
+
+def test_cellprofiler_comparison_draws_each_model_once(tmp_path: Path, monkeypatch) -> None:
+    from cellconcepts.cellprofiler import comparison as cmp
+
+    monkeypatch.setattr(cmp, "save_figure", lambda fig, path, **_: drawn.setdefault("f", fig))
+    drawn: dict = {}
+    rng = np.random.default_rng(0)
+    variants = [
+        f"{m}_{w}_k8_seed{s}" for m in ("icfl", "topk") for w in ("pca", "none") for s in (0, 1, 2)
+    ]
+    per_label = pd.DataFrame({"label": [f"g{i}" for i in range(12)], cmp.CP: rng.uniform(size=12)})
+    for name in variants:
+        per_label[name] = rng.uniform(size=12)
+    correlations = pd.DataFrame(
+        {"variant": variants, "pearson_r": 0.5, "ci_low": 0.1, "ci_high": 0.8}
+    )
+    sweep = pd.DataFrame({"method": cmp.CP, "mean_active": [10, 20], "mean_best_avg": [0.3, 0.4]})
+    points = pd.DataFrame({"method": variants, "mean_active": 8.0, "mean_best_avg": 0.2})
+    cmp.plot_comparison(per_label, correlations, sweep, points, tmp_path / "c.png", title="t")
+    fig = drawn["f"]
+    assert _legend_labels(fig) == [
+        cmp.CP,
+        "ICFL + PCA, k=8",
+        "ICFL (no whitening), k=8",
+        "TopK + PCA, k=8",
+        "TopK (no whitening), k=8",
+    ]
+    assert _legend_outside_axes(fig)
+    ticks = [t for t in fig.axes[0].get_xticks() if 1 <= t <= 12]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+    plt.close(fig)
+
+
+def test_layer_probe_has_integer_layers_and_its_legend_beside_the_lines(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from cellconcepts.microscopy import figures as microscopy_figures
+
+    drawn: dict = {}
+    monkeypatch.setattr(
+        microscopy_figures, "save_figure", lambda fig, path, **_: drawn.setdefault("f", fig)
+    )
+    probes = pd.DataFrame(
+        [{"task": t, "layer": layer, "bta": 0.5} for t in ("a", "b") for layer in (1, 2, 3, 4)]
+    )
+    microscopy_figures.plot_layer_probing(probes, 4, "a", tmp_path / "l.png")
+    fig = drawn["f"]
+    (ax,) = fig.axes
+    fig.canvas.draw()
+    low, high = ax.get_xlim()
+    ticks = [t for t in ax.get_xticks() if low <= t <= high]
+    assert ticks == [1, 2, 3, 4]
+    assert _axes_legend_outside(fig, ax)
+    plt.close(fig)

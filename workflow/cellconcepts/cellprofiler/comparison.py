@@ -102,6 +102,16 @@ def _label(name: str) -> str:
     return f"{variant_label(variant.method, variant.whitening)} k={variant.sparsity}"
 
 
+def _models(names) -> dict[tuple[str, str, int], list[str]]:
+    """Variant names by model (method, whitening, sparsity), seeds together, in legend order."""
+    from cellconcepts.report.figures import model_key, model_order
+
+    grouped: dict[tuple[str, str, int], list[str]] = {}
+    for name in names:
+        grouped.setdefault(model_key(name), []).append(name)
+    return {key: grouped[key] for key in sorted(grouped, key=model_order)}
+
+
 def plot_comparison(
     per_label: pd.DataFrame,
     correlations: pd.DataFrame,
@@ -111,35 +121,83 @@ def plot_comparison(
     *,
     title: str,
 ) -> None:
-    """(A) ordered per-label best scores, (B) mean best score vs mean active count,
-    (C) per-label scatter CP vs the first ICFL variant with Pearson r."""
+    """(A) ordered per-label best scores by label rank, (B) mean best score vs mean active
+    count, (C) per-label scatter CP vs the first ICFL + PCA variant with Pearson r. A model
+    (method, whitening, sparsity) is drawn once: in (A) the mean over its seeds of each seed's
+    rank-r label with the seeds' range as a band, in (B) its seeds' mean as a large marker and
+    each seed as a small one. One legend for the figure, below the panels."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    from cellconcepts.report.figures import legend_below, model_label, model_style, seed_note
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
-    for name in per_label.columns.drop("label"):
-        values = np.sort(per_label[name].to_numpy())[::-1]
-        axes[0].plot(values, label=_label(name), **_variant_style(name))
-    axes[0].set(xlabel="label (sorted)", ylabel="best avg selectivity", title="(A) per label")
-    axes[0].legend(fontsize=7)
+    models = _models([n for n in per_label.columns.drop("label") if n != CP])
+    sparsities = [key[2] for key in models]
+    if CP in per_label.columns:
+        values = np.sort(per_label[CP].to_numpy())[::-1]
+        axes[0].plot(
+            np.arange(1, len(values) + 1),
+            values,
+            marker="o",
+            markevery=5,
+            label=CP,
+            **_variant_style(CP),
+        )
+    n_seeds = 1
+    for key, names in models.items():
+        style = model_style(*key, sparsities)
+        marker = {
+            "marker": "o" if key[1] == "pca" else "s",
+            "markerfacecolor": style["color"] if key[1] == "pca" else "white",
+        }
+        curves = np.stack([np.sort(per_label[n].to_numpy(dtype=float))[::-1] for n in names])
+        n_seeds = max(n_seeds, len(names))
+        ranks = np.arange(1, curves.shape[1] + 1)
+        axes[0].plot(
+            ranks,
+            np.nanmean(curves, axis=0),
+            markevery=5,
+            label=model_label(*key),
+            **marker,
+            **style,
+        )
+        if len(names) > 1:
+            axes[0].fill_between(
+                ranks,
+                np.nanmin(curves, axis=0),
+                np.nanmax(curves, axis=0),
+                color=style["color"],
+                alpha=0.15,
+                linewidth=0,
+            )
+        points = dictionary_points[dictionary_points["method"].isin(names)]
+        axes[1].plot(
+            points["mean_active"],
+            points["mean_best_avg"],
+            linestyle="none",
+            markersize=3,
+            **marker,
+            color=style["color"],
+        )
+        axes[1].plot(
+            points["mean_active"].mean(),
+            points["mean_best_avg"].mean(),
+            linestyle="none",
+            markersize=8,
+            **marker,
+            color=style["color"],
+        )
+    axes[0].set(xlabel="label rank", ylabel="best avg selectivity", title="(A) per label")
+    axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
 
     axes[1].plot(cp_sweep["mean_active"], cp_sweep["mean_best_avg"], "o-", color="black", label=CP)
-    for point in dictionary_points.itertuples():
-        style = _variant_style(point.method)
-        axes[1].plot(
-            point.mean_active,
-            point.mean_best_avg,
-            "s",
-            color=style["color"],
-            mfc="none" if style["linestyle"] == "--" else style["color"],
-            label=_label(point.method),
-        )
     axes[1].set(
         xscale="log",
         xlabel="mean active features per image",
         ylabel="mean best avg selectivity",
         title="(B) selectivity vs sparsity",
     )
-    axes[1].legend(fontsize=7)
 
     preferred = [n for n in correlations["variant"] if n.startswith("icfl_pca")]
     shown = (preferred or list(correlations["variant"]))[0]
@@ -150,8 +208,12 @@ def plot_comparison(
     axes[2].plot([low, high], [low, high], color="grey", linewidth=0.8)
     axes[2].set(
         xlabel="CellProfiler best avg selectivity",
-        ylabel=f"{_label(shown)} best avg selectivity",
+        ylabel=f"{_label(shown)}, seed {Variant.parse(shown).seed}: best avg selectivity",
         title=f"(C) r = {row.pearson_r:.2f} [{row.ci_low:.2f}, {row.ci_high:.2f}]",
     )
     fig.suptitle(title)
-    save_figure(fig, png_path)
+    fig.tight_layout()
+    legend_below(
+        fig, axes[:1], title=seed_note(n_seeds, "(A) band: range over seeds; (B) small: one seed")
+    )
+    save_figure(fig, png_path, tight_bbox=True)

@@ -121,14 +121,28 @@ def plot_umap(
     n_panels = 1 + len(features)
     n_cols = min(4, n_panels)
     n_rows = int(np.ceil(n_panels / n_cols))
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.3 * n_cols, 3.0 * n_rows), squeeze=False)
-    flat = axes.ravel()
     categories = pd.Categorical(labels.astype(str))
+    # Room below the first row for the labels' legend (two columns).
+    legend_height = 0.13 * np.ceil(len(categories.categories) / 2)
+    fig, axes = plt.subplots(
+        n_rows, n_cols, figsize=(3.3 * n_cols, 3.0 * n_rows + legend_height), squeeze=False
+    )
+    flat = axes.ravel()
     cmap = plt.get_cmap("tab20", max(len(categories.categories), 1))
     for i, name in enumerate(categories.categories):
         mask = categories == name
         flat[0].scatter(*coordinates[mask].T, s=3, color=cmap(i), label=name)
-    flat[0].legend(fontsize=5, markerscale=2, frameon=False, loc="best")
+    # Below the panel, clear of the cells.
+    flat[0].legend(
+        fontsize=6,
+        markerscale=2,
+        frameon=False,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.02),
+        ncol=2,
+        handletextpad=0.2,
+        columnspacing=0.8,
+    )
     flat[0].set_title(labels.name or "labels", fontsize=8)
     dense = codes.tocsc()
     for ax, (feature, caption) in zip(flat[1:], features, strict=False):

@@ -198,9 +198,10 @@ def plot_single_cell_histograms(png_path: PathLike, per_cell: pd.DataFrame, titl
     ax.set_xlabel("alignment (mean cosine over the region)")
     ax.set_ylabel("density")
     ax.set_title(f"{title}\none-sided Mann-Whitney U; lines: category means", fontsize=9)
-    ax.legend(fontsize=7, frameon=False)
     fig.tight_layout()
-    save_figure(fig, png_path)
+    # Below the axes, clear of the histograms.
+    ax.legend(fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)
+    save_figure(fig, png_path, tight_bbox=True)
 
 
 def plot_layer_probing(
@@ -217,9 +218,14 @@ def plot_layer_probing(
             linewidth=2.5 if task == layer_task else 1.2,
             label=task,
         )
+    from matplotlib.ticker import MaxNLocator
+
     ax.axvline(chosen, color="grey", linestyle=":", label=f"chosen layer {chosen}")
     ax.set_xlabel("layer (block output)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("balanced test accuracy")
     ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=7)
-    save_figure(fig, png_path)
+    fig.tight_layout()
+    # Right of the axes, clear of the lines.
+    ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1))
+    save_figure(fig, png_path, tight_bbox=True)
