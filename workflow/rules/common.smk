@@ -544,7 +544,7 @@ def browser_expression(wildcards):
 
 
 def all_targets():
-    targets = []
+    targets = [f"{R}/paper_map.md"]
     for dataset in DATASETS:
         targets.append(f"{R}/{dataset}/headline.csv")
         targets.append(f"{R}/{dataset}/tables/selectivity_verdicts.csv")

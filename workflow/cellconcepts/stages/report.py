@@ -273,3 +273,21 @@ def feature_browser(
         size / 1e6,
         time.perf_counter() - started,
     )
+
+
+def paper_map(
+    *,
+    tables: Sequence[PathLike],
+    csv: PathLike,
+    md: PathLike,
+    results: str,
+    datasets: Sequence[str],
+) -> None:
+    """The papers' figures and tables beside this run's numbers (`report.paper_map`), read from
+    ``tables``, the map's tables this config builds."""
+    from cellconcepts.report.paper_map import build_map, write_map
+
+    built = [Path(path).relative_to(results).as_posix() for path in tables]
+    table = build_map(results, datasets, built)
+    write_map(table, csv, md, results)
+    log.info("%d map rows, %d not in this run", len(table), int((table["n"] == 0).sum()))

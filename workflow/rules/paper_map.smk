@@ -1,0 +1,54 @@
+from cellconcepts.report.paper_map import TABLE_NEEDS, needed_tables
+
+# What the tables of TABLE_NEEDS need, as the rules that write them decide it.
+PAPER_MAP_NEEDS = {
+    "cellprofiler": has_cellprofiler,
+    "heatmaps": has_heatmaps,
+    "screen_heatmaps": lambda d: is_simulated_screen(d) and has_heatmaps(d),
+    "microscopy": lambda d: DATASETS[d]["kind"] == "microscopy",
+    "screen_enrichment": lambda d: is_simulated_screen(d) and has_enrichment(d),
+    "enrichment": has_enrichment,
+    "ground_truth": has_ground_truth,
+}
+
+
+def paper_map_tables():
+    """The tables the paper map reads that this config builds (the map says 'not in this run'
+    for the others)."""
+    return [
+        f"{R}/{dataset}/{file}"
+        for dataset, file in needed_tables(list(DATASETS))
+        if file not in TABLE_NEEDS or PAPER_MAP_NEEDS[TABLE_NEEDS[file]](dataset)
+    ]
+
+
+localrules:
+    paper_map,
+
+
+rule paper_map:
+    input:
+        tables=paper_map_tables(),
+    output:
+        csv=report(
+            f"{R}/paper_map.csv",
+            caption="../report/paper_map.rst",
+            category="Paper map",
+        ),
+        md=report(
+            f"{R}/paper_map.md",
+            caption="../report/paper_map.rst",
+            category="Paper map",
+        ),
+    log:
+        f"{R}/logs/paper_map.log",
+    conda:
+        ENV
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        results=R,
+        datasets=list(DATASETS),
+    script:
+        "../scripts/paper_map.py"
