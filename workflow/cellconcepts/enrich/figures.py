@@ -101,8 +101,15 @@ def plot_dotplot(
         ax.invert_yaxis()
         for n in (1, 5, 10):
             ax.scatter(
-                [], [], s=25 + 25 * n, facecolors="none", edgecolors="black", label=f"{n} genes"
+                [],
+                [],
+                s=25 + 25 * n,
+                facecolors="none",
+                edgecolors="black",
+                label=f"{n} gene{'s' if n > 1 else ''}",
             )
+        if (~significant).any():
+            ax.scatter([], [], s=75, facecolors="none", edgecolors="grey", label=f"FDR >= {fdr:g}")
         ax.legend(loc="upper left", bbox_to_anchor=(1.25, 1), fontsize=7, frameon=False)
     ax.set_title(title, fontsize=9)
     save_figure(fig, png_path, tight_bbox=True)
