@@ -383,7 +383,7 @@ def _number(rows: pd.DataFrame, entry: Entry, path: Path) -> dict[str, object]:
     if entry.per is not None:
         if entry.per not in rows:
             raise ValueError(f"{path}: no column {entry.per!r} (paper map: {entry.item})")
-        values = rows.groupby(entry.per, sort=False)[entry.column].mean()
+        values = rows.groupby(entry.per, sort=False, dropna=False)[entry.column].mean()
     if pd.api.types.is_bool_dtype(values) or pd.api.types.is_numeric_dtype(values):
         values = values.astype(float)
         value = float(values.mean())
@@ -490,6 +490,23 @@ def _cell(text: object) -> str:
     )
 
 
+def _table_markdown(table: pd.DataFrame, *, targets: bool) -> list[str]:
+    header = (
+        "| paper | quantity | model / label | paper's number | this run | file (column; rows) |"
+    )
+    lines = [header + (" build it |" if targets else ""), "| --- " * (7 if targets else 6) + "|"]
+    for row in table.itertuples(index=False):
+        selection = "" if pd.isna(row.selection) else row.selection
+        where = f"`{row.dataset}/{row.file}` ({row.column}" + (
+            f"; {selection})" if selection else ")"
+        )
+        cells = [row.item, row.quantity, row.group, row.paper, row.demo, where]
+        if targets:
+            cells.append(f"`{row.target}`")
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return lines
+
+
 def map_markdown(table: pd.DataFrame, results: str | Path) -> str:
     """The run's map as Markdown: per paper number, the paper's and this run's, file and target."""
     lines = [
@@ -500,17 +517,19 @@ def map_markdown(table: pd.DataFrame, results: str | Path) -> str:
         "deviation over the selected rows (n), e.g. model seeds. The demo is small (128-512 "
         "features, k = 8, simulated screen): compare directions and gaps, not values.",
         "",
-        "| paper | quantity | model / label | paper's number | this run | file (column; rows) "
-        "| build it |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        *_table_markdown(table, targets=True),
+        "",
+        "## Not mapped",
+        "",
     ]
-    for row in table.itertuples(index=False):
-        where = f"`{row.dataset}/{row.file}` ({row.column}; {row.selection})".replace("; )", ")")
-        cells = [row.item, row.quantity, row.group, row.paper, row.demo, where, f"`{row.target}`"]
-        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
-    lines += ["", "## Not mapped", ""]
     lines += [f"- {item}: {why}" for item, why in UNMAPPED.items()]
     return "\n".join(lines) + "\n"
+
+
+def snapshot_markdown(table: pd.DataFrame) -> str:
+    """A run's map for docs/paper.md: the map's table without the targets (the docs map has
+    them)."""
+    return "\n".join(_table_markdown(table, targets=False)) + "\n"
 
 
 def docs_markdown(entries: Sequence[Entry] = ENTRIES) -> str:
@@ -557,13 +576,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--results", default="results", help="a run's results folder")
     parser.add_argument("--datasets", nargs="*", help="default: the folders under --results")
     parser.add_argument("--docs", action="store_true", help="print the map for docs/paper.md")
+    parser.add_argument(
+        "--snapshot", action="store_true", help="print the run's map as docs/paper.md's snapshot"
+    )
     args = parser.parse_args(argv)
     if args.docs:
         print(docs_markdown(), end="")
         return
     results = Path(args.results)
     datasets = args.datasets or sorted(p.name for p in results.iterdir() if p.is_dir())
-    print(map_markdown(build_map(results, datasets), results), end="")
+    table = build_map(results, datasets)
+    print(snapshot_markdown(table) if args.snapshot else map_markdown(table, results), end="")
 
 
 if __name__ == "__main__":
