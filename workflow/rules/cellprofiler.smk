@@ -4,6 +4,7 @@ CP = f"{DS}/cellprofiler"
 rule cellprofiler_measure:
     input:
         unpack(image_store_files),
+        unpack(cellprofiler_pipeline),
     output:
         cells=f"{CP}/chunks/cells_{{chunk}}.parquet",
         masks=f"{CP}/chunks/masks_{{chunk}}.npy",

@@ -7,6 +7,7 @@ through PYTHONPATH, set below.
 """
 
 import json
+import os
 from dataclasses import fields
 from pathlib import Path
 
@@ -372,14 +373,29 @@ def detectability_inputs(wildcards):
 
 
 def cellprofiler_settings(wildcards):
-    """What segmentation and measurement depend on, the shipped pipeline's path resolved."""
+    """What segmentation and measurement depend on. No path: the pipeline is an input of the
+    jobs that may run the real CellProfiler (cellprofiler_pipeline), so that a moved run
+    reruns nothing and an edited pipeline reruns them."""
     section = cellprofiler_section(wildcards.dataset)
-    settings = pick(
-        section,
-        ["backend", "channels", "nucleus_channel", "cytoplasm_channel", "pipeline"],
+    return pick(
+        section, ["backend", "channels", "nucleus_channel", "cytoplasm_channel"]
     )
-    settings["pipeline"] = str(resolve_shipped(section["pipeline"], Path.cwd()))
-    return settings
+
+
+def cellprofiler_pipeline(wildcards):
+    """The `.cppipe` as an input where the real CellProfiler may read it (backend
+    `cellprofiler`, or `auto`, which picks it at run time where it is installed); none for
+    `cp_measure`. The config's path where it exists in the working directory, else the copy this
+    repository ships, relative to the working directory: no absolute path in the job's record.
+    """
+    section = cellprofiler_section(wildcards.dataset)
+    if section["backend"] == "cp_measure":
+        return {}
+    configured = section["pipeline"]
+    if (Path.cwd() / configured).is_file():
+        return {"pipeline": configured}
+    shipped = resolve_shipped(configured, Path.cwd())
+    return {"pipeline": os.path.relpath(shipped) if shipped else configured}
 
 
 def cellprofiler_chunks(wildcards, filename):

@@ -36,8 +36,10 @@ def cellprofiler_measure(
     n_chunks: int,
     work_dir: PathLike,
     execution: Mapping[str, Any],
+    pipeline: PathLike | None = None,
 ) -> None:
-    """Segment and measure one chunk of the image store with the configured backend."""
+    """Segment and measure one chunk of the image store with the configured backend
+    (``pipeline``: the `.cppipe` the real CellProfiler runs, an input only where it may)."""
     from cellconcepts.cellprofiler.measure import check_images, chunk_rows, measure_chunk
 
     store = open_image_store(ImageFiles(Path(images), Path(image_obs)))
@@ -50,6 +52,8 @@ def cellprofiler_measure(
     rows = chunk_rows(len(store.obs), n_chunks, chunk)
     ids = store.obs["image_id"].astype(str).to_numpy()[rows]
     check_images(store.images, rows, ids, images)
+    if pipeline is not None:
+        settings = {**settings, "pipeline": str(pipeline)}
     result = measure_chunk(
         store.images, ids, rows, settings, executable=execution["executable"], work_dir=work_dir
     )
