@@ -271,6 +271,7 @@ def test_chromium_opens_the_index_and_a_feature_page(tmp_path: Path) -> None:
     headline = re.findall(r'<tr class="headline">(.*?)</tr>', terms, flags=re.S)
     assert len(headline) == 1 and "Ribosome Biogenesis (GO:0042254)" in headline[0]
     assert '<td class="direction">down</td>' in terms
+    assert '<td class="significant">yes</td>' in headline[0]
     assert re.search(r'<tr class="ns">.*?Apoptotic Process', terms, flags=re.S)
     # crops: the channel that carries the feature is red, with a legend; named captions
     assert "red = <b>rna</b>" in page

@@ -70,9 +70,14 @@ class ModelView:
     terms: pd.DataFrame | None = None  # enrichment: feature, term, fdr, overlap
     fdr: float = 0.05  # a GO term is significant below this FDR (enrich.fdr)
     _frequency: np.ndarray = field(init=False, repr=False)
+    _genes: dict = field(init=False, repr=False)
+    _terms: dict = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.codes = sp.csr_matrix(self.codes)
+        # per-feature slices, so that a page does not filter the whole table
+        self._genes = _by_feature(self.genes)
+        self._terms = _by_feature(self.terms)
         self._frequency = np.asarray((self.codes != 0).sum(axis=0)).ravel() / self.codes.shape[0]
 
     @property
@@ -121,6 +126,12 @@ class ModelView:
                 pd.Series(column("n_significant_terms", 0)), errors="coerce"
             ).to_numpy()
         return table
+
+
+def _by_feature(table: pd.DataFrame | None) -> dict[int, pd.DataFrame]:
+    if table is None or table.empty:
+        return {}
+    return {int(f): rows for f, rows in table.groupby("feature", sort=False)}
 
 
 def nearest_features(directions: np.ndarray, n: int, block: int = 1024) -> np.ndarray:
@@ -203,9 +214,26 @@ def _bars(sel: Selectivity, feature: int, n: int = 8) -> str:
 DIRECTION_ORDER = ("up", "down", "selective")
 
 
-def _direction_rank(direction: pd.Series) -> pd.Series:
+def _ranked(rows: pd.DataFrame, keys: Sequence[tuple[str, bool]]) -> tuple[np.ndarray, ...]:
+    """The order of ``rows`` by direction (up, down, others) then ``keys`` (column, ascending;
+    absent columns skipped), and per sorted row its direction's size and its place in it."""
+    direction = rows["direction"].to_numpy() if "direction" in rows else np.full(len(rows), "")
     known = {d: i for i, d in enumerate(DIRECTION_ORDER)}
-    return direction.map(lambda d: known.get(d, len(known))).astype(int)
+    columns = [np.array([known.get(d, len(known)) for d in direction])]
+    for name, ascending in keys:
+        if name not in rows:
+            continue
+        values = rows[name].to_numpy()
+        if values.dtype == object:
+            values = np.unique(values.astype(str), return_inverse=True)[1]
+        values = np.asarray(values, dtype=np.float64)
+        columns.append(values if ascending else -values)
+    order = np.lexsort(columns[::-1])
+    block = columns[0][order]
+    starts = np.r_[0, np.flatnonzero(np.diff(block)) + 1]
+    sizes = np.diff(np.r_[starts, len(block)])
+    place = np.arange(len(block)) - np.repeat(starts, sizes)
+    return order, np.repeat(sizes, sizes), place
 
 
 def gene_rows(genes: pd.DataFrame | None, feature: int, n: int) -> pd.DataFrame:
@@ -214,31 +242,17 @@ def gene_rows(genes: pd.DataFrame | None, feature: int, n: int) -> pd.DataFrame:
     selectivity), with ``shown`` / ``listed`` per direction in the columns of those names."""
     if genes is None:
         return pd.DataFrame()
-    rows = genes[genes["feature"] == feature].copy()
+    rows = genes[genes["feature"] == feature]
     if rows.empty:
-        return rows
-    if "direction" not in rows.columns:
-        rows["direction"] = ""
-    rows["_direction"] = _direction_rank(rows["direction"])
-    keys, ascending = ["_direction"], [True]
-    if "fdr" in rows.columns:
-        keys.append("fdr")
-        ascending.append(True)
-    if "statistic" in rows.columns:
-        rows["_strength"] = rows["statistic"].abs()
-        keys.append("_strength")
-        ascending.append(False)
-    if "avg_selectivity" in rows.columns:
-        keys.append("avg_selectivity")
-        ascending.append(False)
-    keys.append("gene")
-    ascending.append(True)
-    rows = rows.sort_values(keys, ascending=ascending, kind="mergesort")
-    listed = rows.groupby("direction", sort=False)["gene"].transform("size")
-    rows["listed"] = listed
-    rows = rows.groupby("direction", sort=False).head(n)
-    rows["shown"] = rows.groupby("direction", sort=False)["gene"].transform("size")
-    return rows.drop(columns=[c for c in ("_direction", "_strength") if c in rows.columns])
+        return rows.copy()
+    rows = rows.assign(_strength=rows["statistic"].abs()) if "statistic" in rows else rows
+    keys = [("fdr", True), ("_strength", False), ("avg_selectivity", False), ("gene", True)]
+    order, listed, place = _ranked(rows, keys)
+    keep = place < n
+    out = rows.iloc[order[keep]].drop(columns="_strength", errors="ignore")
+    out["listed"] = listed[keep]
+    out["shown"] = np.minimum(listed[keep], n)
+    return out
 
 
 def term_rows(
@@ -253,23 +267,25 @@ def term_rows(
     marked in the column ``headline``."""
     if terms is None:
         return pd.DataFrame()
-    rows = terms[terms["feature"] == feature].copy()
+    rows = terms[terms["feature"] == feature]
     if rows.empty:
-        return rows
-    if "direction" not in rows.columns:
-        rows["direction"] = ""
-    rows["_direction"] = _direction_rank(rows["direction"])
-    keys = ["_direction"] + [c for c in ("fdr", "p_value", "term_size", "term") if c in rows]
-    rows = rows.sort_values(keys, kind="mergesort")
-    rows["headline"] = False
+        return rows.copy()
+    keys = [("fdr", True), ("p_value", True), ("term_size", True), ("term", True)]
+    order, _, place = _ranked(rows, keys)
+    rows = rows.iloc[order]
+    marked = np.zeros(len(rows), dtype=bool)
     if headline is not None:
-        direction, term = headline
-        rows["headline"] = (rows["direction"] == direction) & (rows["term"] == term)
-    keep = (rows.groupby("direction", sort=False).cumcount() < n) | rows["headline"]
-    return rows[keep].drop(columns="_direction")
+        direction = rows["direction"].to_numpy() if "direction" in rows else np.full(len(rows), "")
+        marked = (direction == headline[0]) & (rows["term"].to_numpy() == headline[1])
+    keep = (place < n) | marked
+    out = rows[keep].copy()
+    out["headline"] = marked[keep]
+    return out
 
 
 def _number(value: object) -> str:
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
     if isinstance(value, (int, np.integer)):
         return str(value)
     if isinstance(value, (float, np.floating)):
@@ -280,19 +296,18 @@ def _number(value: object) -> str:
 def _table(rows: pd.DataFrame, columns: Mapping[str, str], marked: pd.Series | None = None) -> str:
     """An HTML table of ``rows`` with ``columns`` (column -> header) in that order; rows where
     ``marked`` is true get class ``headline``, rows with ``significant`` false class ``ns``."""
-    shown = {c: h for c, h in columns.items() if c in rows.columns}
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in shown.values())
+    shown = [c for c in columns if c in rows.columns]
+    head = "".join(f"<th>{html.escape(columns[c])}</th>" for c in shown)
+    flags = np.zeros(len(rows), dtype=bool) if marked is None else np.asarray(marked, dtype=bool)
+    significant = (
+        rows["significant"].to_numpy(bool) if "significant" in rows else np.ones(len(rows), bool)
+    )
     body = []
-    for i, (_, record) in enumerate(rows.iterrows()):
-        kinds = []
-        if marked is not None and bool(marked.iloc[i]):
-            kinds.append("headline")
-        if "significant" in record and not bool(record["significant"]):
-            kinds.append("ns")
+    for i, record in enumerate(rows[shown].itertuples(index=False, name=None)):
+        kinds = (["headline"] if flags[i] else []) + ([] if significant[i] else ["ns"])
         kind = f' class="{" ".join(kinds)}"' if kinds else ""
         cells = "".join(
-            f'<td class="{c}">{"yes" if v is True else "no" if v is False else _number(v)}</td>'
-            for c, v in ((c, record[c]) for c in shown)
+            f'<td class="{c}">{_number(v)}</td>' for c, v in zip(shown, record, strict=True)
         )
         body.append(f"<tr{kind}>{cells}</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
@@ -311,7 +326,7 @@ DIRECTION_TEXT = {
 def _genes_section(model: ModelView, feature: int, n: int) -> str:
     if model.genes is None:
         return '<p class="muted">no enrichment for this dataset</p>'
-    rows = gene_rows(model.genes, feature, n)
+    rows = gene_rows(model._genes.get(feature, model.genes.iloc[:0]), feature, n)
     if rows.empty:
         return '<p class="muted">no gene passed the thresholds</p>'
     columns = {
@@ -358,7 +373,7 @@ def _genes_section(model: ModelView, feature: int, n: int) -> str:
 def _terms_section(model: ModelView, feature: int, n: int, headline: tuple[str, str] | None) -> str:
     if model.terms is None:
         return '<p class="muted">no enrichment for this dataset</p>'
-    rows = term_rows(model.terms, feature, n, headline)
+    rows = term_rows(model._terms.get(feature, model.terms.iloc[:0]), feature, n, headline)
     if rows.empty:
         return '<p class="muted">none</p>'
     rows["significant"] = rows["fdr"] < model.fdr
@@ -599,27 +614,45 @@ def write_browser(
     return index
 
 
+def stretched(image: np.ndarray, channels: Sequence[int] | None = None) -> np.ndarray:
+    """(len(channels), H, W) uint8: each channel of a (C, H, W) crop stretched between its 1st
+    and 99.5th percentile (every channel when ``channels`` is None)."""
+    channels = range(np.shape(image)[0]) if channels is None else channels
+    planes = []
+    for channel in channels:
+        plane = np.asarray(image[channel], dtype=np.float64)
+        low, high = np.percentile(plane, [1, 99.5])
+        planes.append(
+            (np.clip((plane - low) / max(high - low, 1e-12), 0, 1) * 255).astype(np.uint8)
+        )
+    return np.stack(planes) if planes else np.zeros((0, *np.shape(image)[1:]), dtype=np.uint8)
+
+
+def outlines(mask: np.ndarray) -> np.ndarray:
+    """Where a cell of ``mask`` (labels, 0 = background) meets another label: (H, W) bool."""
+    edge = np.zeros(mask.shape, dtype=bool)
+    vertical, horizontal = mask[:-1] != mask[1:], mask[:, :-1] != mask[:, 1:]
+    edge[:-1] |= vertical
+    edge[1:] |= vertical
+    edge[:, :-1] |= horizontal
+    edge[:, 1:] |= horizontal
+    return edge & (mask > 0)
+
+
+def _picture(planes: np.ndarray, edge: np.ndarray | None) -> np.ndarray:
+    """(H, W, 3) uint8 of up to three stretched planes (missing colours dark), outlines white."""
+    rgb = list(planes[:3]) + [np.zeros(planes.shape[1:], dtype=np.uint8)] * (3 - len(planes))
+    picture = np.stack(rgb, axis=-1)
+    if edge is not None:
+        picture[edge] = 255
+    return picture
+
+
 def composite(image: np.ndarray, rgb: Sequence[int], mask: np.ndarray | None = None) -> np.ndarray:
     """An (H, W, 3) uint8 picture of three channels of a (C, H, W) crop, each stretched between
     its 1st and 99.5th percentile; the outlines of the cells in ``mask`` (labels, 0 =
     background) drawn in white."""
-    planes = []
-    for channel in rgb:
-        plane = np.asarray(image[channel], dtype=np.float64)
-        low, high = np.percentile(plane, [1, 99.5])
-        planes.append(np.clip((plane - low) / max(high - low, 1e-12), 0, 1))
-    while len(planes) < 3:  # fewer than three channels: the missing colours stay dark
-        planes.append(np.zeros(np.shape(image)[1:]))
-    picture = (np.stack(planes, axis=-1) * 255).astype(np.uint8)
-    if mask is not None:
-        edge = np.zeros(mask.shape, dtype=bool)
-        vertical, horizontal = mask[:-1] != mask[1:], mask[:, :-1] != mask[:, 1:]
-        edge[:-1] |= vertical
-        edge[1:] |= vertical
-        edge[:, :-1] |= horizontal
-        edge[:, 1:] |= horizontal
-        picture[edge & (mask > 0)] = 255
-    return picture
+    return _picture(stretched(image, rgb), None if mask is None else outlines(mask))
 
 
 # Crops larger than this are shrunk (block means) for the browser: a 256-px composite PNG is
@@ -723,6 +756,7 @@ def crop_gallery(
         else np.arange(len(obs))
     )
     chosen: dict[tuple[str, int], tuple[list[int], np.ndarray | None]] = {}
+    planes_of: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
 
     def channels_of(model: ModelView, feature: int, rows: np.ndarray):
         key = (model.name, feature)
@@ -764,8 +798,11 @@ def crop_gallery(
             key = (row, tuple(channels))
             name = f"{row}_{'-'.join(map(str, channels))}.png"
             if key not in written:
-                mask = None if masks is None else np.asarray(masks[row])
-                picture = composite(np.asarray(images[row]), channels, mask)
+                if row not in planes_of:  # each image stretched once, whatever its channels
+                    mask = None if masks is None else outlines(np.asarray(masks[row]))
+                    planes_of[row] = (stretched(np.asarray(images[row])), mask)
+                planes, edge = planes_of[row]
+                picture = _picture(planes[channels], edge)
                 iio.imwrite(crops / name, shrunk(picture, CROP_PIXELS))
                 written.add(key)
             text = caption(obs.iloc[row].to_dict(), shown)
