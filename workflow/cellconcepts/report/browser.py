@@ -511,7 +511,7 @@ TERMS_PER_DIRECTION = 5
 INDEX_COLUMNS = {
     "model": ("model", "the dictionary (method, whitening, k active features, seed)"),
     "feature": ("feature", "the feature's number; links to its page"),
-    "dead": ("dead", "never active on the training tokens"),
+    "dead": ("dead", "flagged dead in training: active on too few tokens (dead_features.csv)"),
     "frequency": ("frequency", "fraction of all tokens on which the feature is non-zero"),
     "best_label": (
         "best label",
