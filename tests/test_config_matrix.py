@@ -390,7 +390,7 @@ def _check_gene_set_sizes(results: Path, gmt: Path, genes: set[str]) -> None:
 def matrix_run(request, tmp_path_factory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp(f"matrix_{request.param}")
     config = RUNS[request.param](root)
-    result = run_snakemake(root, config, "--cores", "2")
+    result = run_snakemake(root, config, "--cores", "2", timeout=2400)
     assert result.returncode == 0, (result.stdout + result.stderr)[-8000:]
     return root, config
 
