@@ -672,6 +672,8 @@ def shrunk(picture: np.ndarray, pixels: int) -> np.ndarray:
 
 
 RGB_NAMES = ("red", "green", "blue")
+# Controls (or, without controls, images) that a feature's crops are compared with, at most.
+MAX_REFERENCE_IMAGES = 2000
 RGB_COLOURS = ("#ff0000", "#00ff00", "#0000ff")
 
 
@@ -749,12 +751,27 @@ def crop_gallery(
     shown = [c for c in label_columns if c in obs.columns]
     n_channels = int(np.shape(images)[1])
     names = list(names) if names is not None else channel_names(n_channels)
-    statistics = channel_statistics(images) if rgb is None else None
     reference = (
         np.flatnonzero(np.asarray(controls, dtype=bool))
         if controls is not None and np.asarray(controls, dtype=bool).any()
         else np.arange(len(obs))
     )
+    if len(reference) > MAX_REFERENCE_IMAGES:  # a sample of the controls is enough
+        rng = np.random.default_rng(0)
+        reference = np.sort(rng.choice(reference, MAX_REFERENCE_IMAGES, replace=False))
+    # per image statistics, read only for the images a page shows and the reference ones
+    statistics = np.full((len(obs), n_channels, 2), np.nan) if rgb is None else None
+
+    def statistics_of(rows: np.ndarray) -> np.ndarray:
+        missing = rows[np.isnan(statistics[rows, 0, 0])]
+        if len(missing):
+            statistics[missing] = channel_statistics(np.asarray(images[np.sort(missing)]))[
+                np.argsort(np.argsort(missing))
+            ]
+        return statistics
+
+    if statistics is not None:
+        statistics_of(reference)
     chosen: dict[tuple[str, int], tuple[list[int], np.ndarray | None]] = {}
     planes_of: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
 
@@ -764,7 +781,8 @@ def crop_gallery(
             if statistics is None:
                 chosen[key] = (list(rgb), None)
             else:
-                contrast = channel_contrast(statistics, np.asarray(rows, dtype=int), reference)
+                rows = np.unique(np.asarray(rows, dtype=int))
+                contrast = channel_contrast(statistics_of(rows), rows, reference)
                 chosen[key] = (feature_channels(contrast), contrast)
         return chosen[key]
 
