@@ -12,23 +12,19 @@ PAPER_MAP_NEEDS = {
 }
 
 
-def paper_map_tables():
-    """The tables the paper map reads that this config builds (the map says 'not in this run'
-    for the others)."""
-    return [
-        f"{R}/{dataset}/{file}"
-        for dataset, file in needed_tables(list(DATASETS))
-        if file not in TABLE_NEEDS or PAPER_MAP_NEEDS[TABLE_NEEDS[file]](dataset)
-    ]
-
-
 localrules:
     paper_map,
 
 
 rule paper_map:
     input:
-        tables=paper_map_tables(),
+        # The tables the map reads that this config builds (the map says 'not in this run' for
+        # the others).
+        tables=[
+            f"{R}/{dataset}/{file}"
+            for dataset, file in needed_tables(list(DATASETS))
+            if file not in TABLE_NEEDS or PAPER_MAP_NEEDS[TABLE_NEEDS[file]](dataset)
+        ],
     output:
         csv=report(
             f"{R}/paper_map.csv",
@@ -48,7 +44,6 @@ rule paper_map:
         mem_mb=1000,
         runtime=5,
     params:
-        results=R,
         datasets=list(DATASETS),
     script:
         "../scripts/paper_map.py"

@@ -280,13 +280,14 @@ def paper_map(
     tables: Sequence[PathLike],
     csv: PathLike,
     md: PathLike,
-    results: str,
     datasets: Sequence[str],
 ) -> None:
     """The papers' figures and tables beside this run's numbers (`report.paper_map`), read from
-    ``tables``, the map's tables this config builds."""
+    ``tables``, the map's tables this config builds, under the results folder that holds
+    ``csv``."""
     from cellconcepts.report.paper_map import build_map, write_map
 
+    results = Path(csv).parent
     built = [Path(path).relative_to(results).as_posix() for path in tables]
     table = build_map(results, datasets, built)
     write_map(table, csv, md, results)
