@@ -26,6 +26,7 @@ from cellconcepts.report.browser import (
     feature_channels,
     fold_changes,
     gene_rows,
+    headline_term,
     nearest_features,
     shrunk,
     term_rows,
@@ -381,3 +382,13 @@ def test_crop_channels_are_those_that_differ_from_controls() -> None:
         )
         == "gene: NOP53 · plate: P05"
     )
+
+
+def test_the_headline_says_direction_and_significance() -> None:
+    row = pd.Series({"nearest_term": "T (GO:1)", "nearest_direction": "down", "best_fdr": 0.01})
+    assert "genes down in active cells" in headline_term(row, 0.05)
+    assert "(down, FDR 0.01)" in headline_term(row, 0.05)
+    assert headline_term(row, 0.01).startswith("no significant GO term (FDR &lt; 0.01)")
+    row = pd.Series({"nearest_term": "T (GO:1)", "nearest_direction": "", "best_fdr": 0.01})
+    assert headline_term(row, 0.05).startswith("GO term of its genes: <b")
+    assert headline_term(pd.Series({"nearest_term": np.nan}), 0.05) == "no GO term"

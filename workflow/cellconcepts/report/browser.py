@@ -453,7 +453,7 @@ def headline_term(row: pd.Series, fdr: float) -> str:
         return "no GO term"
     direction = str(row.get("nearest_direction") or "")
     which = {"up": "genes up in active cells", "down": "genes down in active cells"}.get(
-        direction, f"{direction} genes" if direction else "its genes"
+        direction, f"{direction} genes" if direction else "genes"
     )
     value = row.get("best_fdr")
     if isinstance(value, (float, np.floating)) and np.isfinite(value) and value < fdr:
