@@ -29,7 +29,8 @@ NOT_IN_RUN = "not in this run"
 ITEMS: dict[str, str] = {
     "Table 1": "dead features (activated in < 1e-5 of the last 1000 steps), ICFL / TopK x PCA",
     "Task table": "per probing task: classes, BTA, features with avg selectivity > 0.5 / > 0.2 "
-    "for at least one label (ICFL + PCA, M = 8192; unnumbered in the seeds)",
+    "for at least one label (M = 8192; unnumbered in the seeds, which do not name its model; "
+    "the map reads ICFL + PCA)",
     "Fig. 2A": "best avg selectivity per label, CellProfiler vs ICFL",
     "Fig. 2B": "selectivity averaged over labels vs mean number of active features",
     "Fig. 2C": "correlation of per-label best selectivity, CellProfiler vs ICFL",
