@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -323,9 +325,24 @@ def test_the_report_holds_every_figure_headline_and_annotation(tiny_run: Path, t
     assert len(expected) > 20
     for path in expected:
         assert f"results/{path}" in html, f"{path} is not in the report"
-    # Filed by dataset (category) and stage (subcategory).
-    for category in ("toy", "pbmc", "Headline", "Tables", "Dictionaries", "GO enrichment"):
-        assert f'"{category}"' in html, category
+    # Filed by dataset (category) and stage (subcategory); the report lists stages sorted by
+    # name, so the numbered Headline comes first.
+    categories = json.loads(re.search(r"var categories = (\{.*?\});\n", html).group(1))
+    assert {"toy", "pbmc"} <= set(categories)
+    for dataset in ("toy", "pbmc"):
+        stages = sorted(categories[dataset])
+        assert stages[:4] == ["1. Headline", "2. Training", "3. Probing", "4. Selectivity"]
+        assert f"results/{dataset}/headline.csv" in categories[dataset]["1. Headline"]
+        assert (
+            f"results/{dataset}/figures/training_curves.png" in categories[dataset]["2. Training"]
+        )
+        assert f"results/{dataset}/figures/probing_bta.png" in categories[dataset]["3. Probing"]
+        selectivity = categories[dataset]["4. Selectivity"]
+        assert f"results/{dataset}/figures/best_selectivity.png" in selectivity
+        # The front page links each dataset's folder and its feature browser.
+        assert f'href=\\"results/{dataset}/browser/index.html\\"' in html, dataset
+        assert f"app.showCategory('{dataset}')" in html, dataset
+    assert "9. GO enrichment" in categories["pbmc"]
 
 
 def test_rerun_is_a_no_op(tiny_run: Path):
@@ -403,3 +420,23 @@ rule all:
     headline = pd.read_csv(tmp_path / "results" / "toy" / "headline.csv")
     assert sorted(headline.method) == ["icfl", "icfl", "raw"]
     assert (tmp_path / "results" / "toy" / "tables" / "atom_recovery.csv").exists()
+
+
+def test_paper_map_covers_what_the_run_has(tiny_run: Path):
+    """Rule paper_map runs in rule all: this config has neither the screen nor the demo's
+    synthetic dataset, and pbmc only at k = 4; the map says so and reads what there is."""
+    table = pd.read_csv(tiny_run / "paper_map.csv")
+    absent = table[table.dataset.isin(["cellpainting", "synthetic"])]
+    assert len(absent) > 20
+    assert absent.demo.str.startswith("not in this run (no dataset").all()
+    assert (table[(table["item"] == "Fig. 8") & (table.dataset == "pbmc")].n == 0).all()
+    fig4b = table[(table["item"] == "Fig. 4B") & (table.group == "ICFL + PCA, k = 4")]
+    probing = pd.read_csv(tiny_run / "pbmc" / "tables" / "probing.csv")
+    rows = probing[
+        (probing.task == "bulk_labels")
+        & (probing.representation == "reconstruction")
+        & (probing.method == "icfl")
+        & (probing.whitening == "pca")
+    ]
+    assert fig4b.value.item() == pytest.approx(rows.bta.mean())
+    assert "| Fig. 4B | BTA, task bulk_labels" in (tiny_run / "paper_map.md").read_text()
