@@ -6,6 +6,12 @@ that every job but the declared local rules ran as a SLURM job that sacct lists 
 that the results equal a local run's, that the rules that can use a GPU asked for one in the
 `gpu` partition while the others did not, that threads, memory and time arrived as set, and
 that a job SLURM kills for its memory fails the run with its log named and no finished output.
+
+Cluster limits: the test cluster's partitions are those of profiles/slurm/partitions.yaml
+(`cpu` 12 h, `long` 3 days, `gpu` 2 days with one `gpu:a100`; tests/test_slurm_partitions.py).
+A job that asks for more time than `cpu` allows runs in `long`; GPU requests reach sbatch as
+`--gpus=1`, `--gpus=a100:1` (`gpu_model`) and `--gres=gpu:a100:1` (`gres`), as the sbatch lines
+of the run's log show; a job no partition admits stops the run before anything is submitted.
 """
 
 from __future__ import annotations
@@ -43,6 +49,17 @@ SET_RESOURCES = {
     "probe_model": (1600, 15),
     "probe_raw": (1600, 15),
 }
+# More time than the `cpu` partition's MaxTime (12 h) and less than `long`'s (3 days): the
+# executor sends the job to `long` (its Timelimit in sacct: 16:40:00).
+LONG_RULE, LONG_RUNTIME = "simulate_superposition", 1000
+# encode_tokens asks for its GPU as a typed generic resource instead of the profile's `gpu=1`
+# (docs/cluster.md): sbatch gets `--gres=gpu:a100:1`; train_dictionary keeps `--gpus=1`.
+GRES_RULE = "encode_tokens"
+MAIN_RUN = (
+    f"{LONG_RULE}:runtime={LONG_RUNTIME}",
+    f"{GRES_RULE}:gpu=0",
+    f"{GRES_RULE}:gres=gpu:a100:1",
+)
 
 
 def _slurm_account() -> str:
@@ -87,6 +104,8 @@ def _slurm_args(account: str, *overrides: str) -> list[str]:
         "2",
         "--jobs",
         "4",
+        # The executor logs each sbatch line at debug level.
+        "--verbose",
     ]
 
 
@@ -110,6 +129,15 @@ def _rule(comment: str) -> str:
     return match.group(1)
 
 
+def _sbatch_lines(output: str) -> dict[str, list[str]]:
+    """rule -> the sbatch lines the executor ran for its jobs (up to --wrap)."""
+    lines: dict[str, list[str]] = {}
+    for line in re.findall(r"sbatch call: (sbatch .*?) --wrap=", output):
+        comment = re.search(r"--comment (\S+)", line).group(1)
+        lines.setdefault(_rule(comment), []).append(line)
+    return lines
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> tuple[Path, Path, str]:
     account = _slurm_account()
@@ -120,7 +148,7 @@ def runs(tmp_path_factory) -> tuple[Path, Path, str]:
     result = run_snakemake(local, CONFIG, "--cores", str(THREADS), "--set-threads", *threads)
     assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
     cluster = tmp_path_factory.mktemp("slurm")
-    result = run_snakemake(cluster, CONFIG, *_slurm_args(account), timeout=2400)
+    result = run_snakemake(cluster, CONFIG, *_slurm_args(account, *MAIN_RUN), timeout=2400)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-8000:]
     return local, cluster, output
@@ -184,10 +212,77 @@ def test_gpu_rules_ask_for_a_gpu_in_the_gpu_partition(runs):
         if rule in GPU_RULES:
             assert row["Partition"] == "gpu", row
             assert gpus and gpus.group(1) == "1", row
+            assert "gres/gpu:a100=1" in row["AllocTRES"], row
         else:
-            assert row["Partition"] == "cpu", row
+            assert row["Partition"] == ("long" if rule == LONG_RULE else "cpu"), row
             assert gpus is None, row
     assert {"train_dictionary", "encode_tokens"} <= seen
+
+
+def test_gpu_requests_reach_sbatch_as_the_profile_and_the_resources_say(runs):
+    _, _, output = runs
+    sbatch = _sbatch_lines(output)
+    assert {"train_dictionary", GRES_RULE, "probe_raw"} <= set(sbatch), sbatch.keys()
+    # Group jobs: the comment names the group and its rules (rule_tables_selectivity, ...).
+    assert any(rule.startswith("tables") for rule in sbatch), sbatch.keys()
+    for rule, lines in sbatch.items():
+        for line in lines:
+            if rule == GRES_RULE:
+                assert " -p gpu " in line and line.endswith(" --gres=gpu:a100:1"), line
+                assert "--gpus" not in line, line
+            elif rule in GPU_RULES:
+                assert " -p gpu " in line and line.endswith(" --gpus=1"), line
+                assert "--gres" not in line, line
+            else:
+                assert "--gpus" not in line and "--gres" not in line, line
+    print(f"sbatch lines seen: {sbatch['train_dictionary'][0]}\n{sbatch[GRES_RULE][0]}")
+
+
+def test_a_job_longer_than_the_cpu_partition_allows_runs_in_long(runs):
+    _, cluster, output = runs
+    assert f"Auto-selected partition 'long' for job {LONG_RULE}" in output, output[-4000:]
+    (line,) = _sbatch_lines(output)[LONG_RULE]
+    assert f" -p long -t {LONG_RUNTIME} " in line, line
+    (row,) = [row for row in _sacct(cluster) if _rule(row["Comment"]) == LONG_RULE]
+    assert row["Partition"] == "long" and row["State"] == "COMPLETED", row
+    assert row["Timelimit"] == "16:40:00", row
+    # What sbatch would have said had it gone to `cpu` (EnforcePartLimits=ALL).
+    direct = subprocess.run(
+        ["sbatch", "-A", _slurm_account(), "-p", "cpu", "-t", str(LONG_RUNTIME), "--wrap", "true"],
+        capture_output=True,
+        text=True,
+    )
+    assert direct.returncode != 0
+    assert "Requested time limit is invalid" in direct.stderr, direct.stderr
+
+
+def test_a_job_no_partition_admits_stops_the_run_before_submission(tmp_path):
+    account = _slurm_account()
+    # The `gpu` partition allows 2 days; no other partition has a GPU.
+    result = run_snakemake(
+        tmp_path, CONFIG, *_slurm_args(account, "train_dictionary:runtime=5000"), timeout=600
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-4000:]
+    partitions = REPO / "profiles" / "slurm" / "partitions.yaml"
+    assert (
+        f"No SLURM partition of {partitions} admits the jobs below; nothing was submitted."
+    ) in output, output[-4000:]
+    assert re.search(
+        r"rule train_dictionary \(4 jobs; e\.g\. dataset=toy, method=\w+, whitening=\w+, "
+        r"sparsity=\d+, seed=\d+\) asks for runtime=5000 min, mem_mb=1800 MB, threads=2, gpu=1:",
+        output,
+    ), output[-4000:]
+    assert (
+        "  gpu (max_runtime 2880 min, max_mem_mb 256000 MB, max_threads 32, max_gpu 4, "
+        "available_gpu_models ['a100']): runtime 5000 min > max_runtime 2880 min"
+    ) in output
+    assert "runtime 5000 min > max_runtime 720 min; 1 GPU > max_gpu 0" in output
+    # Nothing reached SLURM, and no job ran.
+    assert "sbatch call" not in output and "has been submitted" not in output
+    assert _sacct(tmp_path) == []
+    assert not (tmp_path / ".snakemake" / "slurm_logs").exists()
+    assert not list(tmp_path.glob("results/toy/tokens/*"))
 
 
 def test_threads_memory_and_time_arrive_as_set(runs):
@@ -208,18 +303,21 @@ def test_threads_memory_and_time_arrive_as_set(runs):
 def test_a_job_killed_by_slurm_fails_the_run_and_leaves_no_finished_output(tmp_path):
     account = _slurm_account()
     # 50 MB is less than a Python interpreter needs: SLURM kills the training job at once.
+    # It asks for a GPU by type (`gpu_model`): sbatch gets `--gpus=a100:1`.
     result = run_snakemake(
         tmp_path,
         CONFIG,
-        *_slurm_args(account, "train_dictionary:mem_mb=50"),
+        *_slurm_args(account, "train_dictionary:mem_mb=50", "train_dictionary:gpu_model=a100"),
         timeout=1200,
     )
     output = result.stdout + result.stderr
     assert result.returncode != 0, output[-4000:]
+    for line in _sbatch_lines(output)["train_dictionary"]:
+        assert " -p gpu " in line and line.endswith(" --gpus=a100:1"), line
     assert "Error in rule train_dictionary" in output, output[-4000:]
     assert re.search(r"SLURM status is: '(OUT_OF_MEMORY|FAILED|CANCELLED)", output), output[-4000:]
     # SLURM says why in the job's own log, which Snakemake names.
-    slurm_logs = re.findall(r"(/\S+/slurm_logs/rule_train_dictionary/\S+\.log)", output)
+    slurm_logs = re.findall(r"(/\S+/slurm_logs/rule_train_dictionary/\S+/\d+\.log)", output)
     assert slurm_logs, output[-4000:]
     assert any("exceeded memory limit" in Path(log).read_text() for log in set(slurm_logs))
     assert re.search(r"results/toy/logs/train_\w+\.log", output), output[-4000:]
