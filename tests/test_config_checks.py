@@ -412,3 +412,22 @@ def test_browser_channels_must_exist(demo_config):
         r"images have 6 channels",
     ):
         check_config(config, REPO, SCHEMA)
+
+
+def test_embedding_columns_missing_from_the_parquet_are_refused_at_parse(tmp_path, demo_config):
+    import pandas as pd
+
+    pd.DataFrame({"e0": [0.5], "e1": [1.5], "cell_type": ["T"]}).to_parquet(
+        tmp_path / "emb.parquet"
+    )
+    config = _validated(demo_config)
+    config["datasets"] = {"mine": _tiny_user_dataset("emb.parquet")}
+    config["dictionary"]["sparsity"] = [2]
+    for columns, said in (("x_", "no column"), (["e0", "e2"], "missing columns")):
+        config["datasets"]["mine"]["tokens"]["embedding_columns"] = columns
+        with pytest.raises(
+            ConfigError,
+            match=rf"mine\.tokens\.embedding_columns: .* match {said} of 'emb\.parquet'; "
+            r"columns: \['e0', 'e1', 'cell_type'\]",
+        ):
+            check_config(_validated(config), tmp_path, SCHEMA)

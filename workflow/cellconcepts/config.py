@@ -447,6 +447,12 @@ def embedding_dim(config: Mapping[str, Any], name: str, base_dir: Path) -> int |
     return None
 
 
+class _NoSuchColumns(Exception):
+    def __init__(self, columns: str | list[str], names: list[str]) -> None:
+        super().__init__(columns)
+        self.columns, self.names = columns, names
+
+
 def _file_dim(tokens: Mapping[str, Any], base_dir: Path, key: str) -> int | None:
     """Columns of a user's .npy (its header) or .parquet (its schema) embeddings; a file whose
     header cannot be read is refused naming ``key`` (a folder is left to the import stage)."""
@@ -462,16 +468,32 @@ def _file_dim(tokens: Mapping[str, Any], base_dir: Path, key: str) -> int | None
             import pyarrow.parquet as pq
 
             columns = tokens.get("embedding_columns")
-            schema = pq.read_schema(path)
+            names = pq.read_schema(path).names
+            if isinstance(columns, list):
+                missing = [c for c in columns if c not in names]
+            elif isinstance(columns, str):
+                missing = [] if any(n.startswith(columns) for n in names) else [columns]
+            else:
+                missing = []
+            if missing:
+                raise _NoSuchColumns(columns, names)
             if isinstance(columns, list):
                 return len(columns)
             if isinstance(columns, str):
-                return sum(1 for n in schema.names if n.startswith(columns))
+                return sum(1 for n in names if n.startswith(columns))
             if tokens.get("obs_path") is not None:
-                return len(schema.names)
-            return sum(
+                return len(names)
+            schema = pq.read_schema(path)
+            floats = sum(
                 1 for f in schema if str(f.type).startswith(("float", "double", "halffloat"))
             )
+            return floats or None  # none: the import stage says what it expected
+    except _NoSuchColumns as err:
+        raise ConfigError(
+            f"{key}.tokens.embedding_columns: {err.columns!r} match "
+            f"{'no column' if isinstance(err.columns, str) else 'missing columns'} of "
+            f"{tokens['path']!r}; columns: {err.names}"
+        ) from None
     except Exception as err:  # numpy and pyarrow raise their own kinds for a damaged file
         what = "an .npy array" if suffix == ".npy" else "a Parquet table"
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
