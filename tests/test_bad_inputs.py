@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from conftest import TINY_VIT, run_snakemake
 
 pytestmark = pytest.mark.slow
@@ -65,7 +66,7 @@ TRAINING = {
 
 # Rules that run before any dictionary is trained; a refused input must stop at one of them
 # unless the case says why it cannot (`late`).
-BEFORE_TRAINING = {
+BEFORE_TRAINING = (
     "config",
     "import_tokens",
     "embed_scrna",
@@ -77,7 +78,7 @@ BEFORE_TRAINING = {
     "fit_whitening",
     "probe_raw",
     "token_umap",
-}
+)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -378,6 +379,42 @@ def tokens_finite(workdir: Path) -> None:
     assert np.isfinite(tokens).all()
 
 
+def whitening_drops_dimensions(workdir: Path) -> None:
+    """The accepted PCA whitening on 5 controls keeps 4 of the 8 dimensions, as said."""
+    whitening_finite(workdir)
+    with np.load(workdir / RESULTS / "whitening" / "pca.npz") as saved:
+        assert saved["components"].shape == (DIM, 4), saved["components"].shape
+    warnings = json.loads((workdir / VALIDATION).read_text())["warnings"]
+    assert any("drops the other 4" in w for w in warnings), warnings
+    assert not any("unwhitened" in w for w in warnings), warnings
+
+
+def ids_and_labels_as_written(workdir: Path) -> None:
+    """token_id "00000".."00299" and the label "None" kept as the strings they are."""
+    obs = store_obs(workdir)
+    assert obs["token_id"].tolist() == [f"{i:05d}" for i in range(N_ROWS)]
+    assert obs["guide"].value_counts().to_dict() == {
+        "non-targeting": 75,
+        "G1": 75,
+        "G2": 75,
+        "None": 75,
+    }
+    report = json.loads((workdir / VALIDATION).read_text())
+    assert report["tasks"][0]["labels"] == 4
+
+
+def whitespace_twins_warned(workdir: Path) -> None:
+    warnings = json.loads((workdir / VALIDATION).read_text())["warnings"]
+    assert any("'Mono' and 'Mono '" in w for w in warnings), warnings
+
+
+def disjoint_gene_sets_kept_whole(workdir: Path) -> None:
+    report = json.loads((workdir / VALIDATION).read_text())["gene_sets"]
+    # 3 terms of 12 genes: with a description column assumed, each would lose its first gene
+    assert report["terms"] == 3 and report["terms_tested"] == 3
+    assert report["background_genes_in_no_term"] == N_GENES - 36
+
+
 # --------------------------------------------------------------------------- the catalogue
 
 
@@ -566,6 +603,87 @@ def _split_words(words: list[str]):
     return edit
 
 
+def obs_csv_as_written(workdir: Path) -> dict:
+    """A case input: emb.npy with obs.csv whose token_id is "00000".."00299" and whose guide
+    G3 is called "None" (pandas' defaults read 0..299 and a missing value)."""
+    table = token_table()
+    np.save(workdir / "emb.npy", embeddings_of(table))
+    obs = table[["guide", "plate", "cell_type"]].assign(
+        token_id=[f"{i:05d}" for i in range(N_ROWS)], guide=table["guide"].replace("G3", "None")
+    )
+    obs.to_csv(workdir / "obs.csv", index=False)
+    return tokens_config({"path": "emb.npy", "embedding_columns": None, "obs_path": "obs.csv"})
+
+
+def _mono_with_spaces(table: pd.DataFrame) -> None:
+    rows = np.arange(len(table))
+    table["cell_type"] = np.where(rows % 2 == 0, "Mono", "T")
+    table.loc[rows % 4 == 0, "cell_type"] = "Mono "  # a space after half of the Mono rows
+
+
+def duplicate_dataset_key(workdir: Path) -> str:
+    """A case input: a config file (YAML text) that gives the dataset `mine` twice: YAML keeps
+    the second, the first is silently lost."""
+    token_table().to_parquet(workdir / "emb.parquet")
+    (workdir / "other.parquet").write_bytes((workdir / "emb.parquet").read_bytes())
+    first = tokens_config()
+    second = tokens_config({"path": "other.parquet"})
+    first_text = yaml.safe_dump({"datasets": first["datasets"]}, sort_keys=False)
+    second_text = yaml.safe_dump(second["datasets"], sort_keys=False)
+    rest = yaml.safe_dump({k: v for k, v in first.items() if k != "datasets"}, sort_keys=False)
+    return first_text + "".join(f"  {line}\n" for line in second_text.splitlines()) + rest
+
+
+def load_data_screen(channels: list[str]):
+    """A case input: a screen in its microscope layout, screen/load_data.csv listing one 16-bit
+    TIFF per channel of 48 images (``channels``), and the user's 6-channel ViT checkpoint."""
+
+    def make(workdir: Path) -> dict:
+        import tifffile
+
+        images, obs = image_store()
+        rows = []
+        for i, image in enumerate(images):
+            row = {"Metadata_image_id": obs.image_id[i], "Metadata_gene": obs.gene[i]}
+            row["Metadata_plate"] = obs.plate[i]
+            folder = workdir / "screen" / obs.plate[i]
+            folder.mkdir(parents=True, exist_ok=True)
+            for channel, plane in zip(channels, image, strict=False):
+                name = f"{obs.image_id[i]}_{channel}.tif"
+                tifffile.imwrite(folder / name, (plane * 10000).astype(np.uint16))
+                row |= {f"FileName_{channel}": name, f"PathName_{channel}": obs.plate[i]}
+            rows.append(row)
+        pd.DataFrame(rows).to_csv(workdir / "screen" / "load_data.csv", index=False)
+        config = microscopy_input()(workdir)
+        section = dataset_of(config)["microscopy"]
+        section["images"] = {"load_data": "screen/load_data.csv", "channels": channels}
+        return config
+
+    return make
+
+
+def with_microscopy(make: Callable[[Path], dict], **keys: Any) -> Callable[[Path], dict]:
+    """A microscopy case input with keys of its `microscopy` section replaced."""
+
+    def edited(workdir: Path) -> dict:
+        config = make(workdir)
+        dataset_of(config)["microscopy"].update(keys)
+        return config
+
+    return edited
+
+
+def with_whitening(make: Callable[[Path], dict], **keys: Any) -> Callable[[Path], dict]:
+    """A case input with keys of the `whitening` section replaced."""
+
+    def edited(workdir: Path) -> dict:
+        config = make(workdir)
+        config["whitening"].update(keys)
+        return config
+
+    return edited
+
+
 CASES: list[Case] = [
     # ------------------------------------------------------------------ config
     refused(
@@ -644,7 +762,39 @@ CASES: list[Case] = [
         "config-sparsity-above-n-features",
         "config",
         config_only(lambda c: c["dictionary"].update(n_features=4, sparsity=[8])),
-        r"dictionary\.sparsity 8 exceeds dictionary\.n_features 4",
+        r"datasets\.mine: dictionary\.sparsity 8 is not below dictionary\.n_features 4",
+        "config",
+    ),
+    refused(
+        # As many non-zeros as features: the headline said 4, ICFL's codes had 2.56 on average.
+        "config-sparsity-equal-to-n-features",
+        "config",
+        config_only(lambda c: c["dictionary"].update(n_features=4, sparsity=[4])),
+        r"datasets\.mine: dictionary\.sparsity 4 is not below dictionary\.n_features 4",
+        "config",
+    ),
+    refused(
+        # 16 non-zeros for 8-dimensional tokens: the headline said 16, the codes had 11.8
+        # (ICFL) and 14.5 (TopK), and ICFL's reconstruction was trivially 0.999.
+        "config-sparsity-above-dimension",
+        "config",
+        config_only(lambda c: c["dictionary"].update(n_features=32, sparsity=[16])),
+        r"datasets\.mine: dictionary\.sparsity 16 exceeds the embedding dimension 8",
+        "config",
+    ),
+    refused(
+        # YAML keeps the second `mine:` and silently drops the first.
+        "config-dataset-key-given-twice",
+        "config",
+        duplicate_dataset_key,
+        r"user\.yaml, line \d+: key 'mine' of datasets is given twice \(first on line 2\)",
+        "config",
+    ),
+    refused(
+        "config-empty-input-file",
+        "config",
+        raw_file("emb.npy", b"", path="emb.npy", embedding_columns=None, obs_path="obs.csv"),
+        r"datasets\.mine\.tokens\.path: 'emb\.npy' is empty \(0 bytes\)",
         "config",
     ),
     refused(
@@ -666,21 +816,21 @@ CASES: list[Case] = [
         "tokens-nan",
         "tokens",
         with_table(_nan_row),
-        r"row 7 \(token_id '7'\) has NaN or inf",
+        r"emb\.parquet: row 7, column 'emb_3': NaN",
         "import_tokens",
     ),
     refused(
         "tokens-inf",
         "tokens",
         with_table(_inf_row),
-        r"row 11 \(token_id '11'\) has NaN or inf",
+        r"emb\.parquet: row 11, column 'emb_0': inf",
         "import_tokens",
     ),
     refused(
         "tokens-overflow-float32",
         "tokens",
         with_table(_overflow),
-        r"row 13 \(token_id '13'\) has NaN or inf",
+        r"emb\.parquet: row 13, column 'emb_5': inf as float32 \(beyond its range",
         "import_tokens",
     ),
     refused(
@@ -712,8 +862,9 @@ CASES: list[Case] = [
         "tokens-prefix-matches-no-column",
         "tokens",
         with_table(tokens={"embedding_columns": "x_"}),
-        r"emb\.parquet: embedding_columns 'x_' match no column",
-        "import_tokens",
+        r"datasets\.mine\.tokens\.embedding_columns: 'x_' match no column of 'emb\.parquet'; "
+        r"columns: \['emb_0'",
+        "config",
     ),
     refused(
         "tokens-column-not-numeric",
@@ -726,8 +877,8 @@ CASES: list[Case] = [
         "tokens-corrupt-parquet",
         "tokens",
         raw_file("bad.parquet", b"PAR1 not really parquet", path="bad.parquet"),
-        r"bad\.parquet: cannot read it as a Parquet table",
-        "import_tokens",
+        r"datasets\.mine\.tokens\.path: cannot read 'bad\.parquet' as a Parquet table",
+        "config",
     ),
     refused(
         "tokens-empty-parquet",
@@ -795,7 +946,8 @@ CASES: list[Case] = [
         "obs-duplicate-token-id",
         "obs",
         with_table(lambda t: t.assign(token_id=[f"t{i // 2}" for i in range(N_ROWS)])),
-        r"column 'token_id' must be unique.*'t0'",
+        r"emb\.parquet: column 'token_id' must be unique \(one token per id\): 't0' is on "
+        r"rows \[0, 1\]",
         "import_tokens",
     ),
     refused(
@@ -804,15 +956,26 @@ CASES: list[Case] = [
         with_table(
             lambda t: t.assign(token_id=[None if i == 3 else f"t{i}" for i in range(N_ROWS)])
         ),
-        r"column 'token_id' has a missing value at row 3",
+        r"emb\.parquet: column 'token_id' has a missing value at row 3",
         "import_tokens",
     ),
     refused(
         "obs-h5ad-duplicate-cell-names",
         "obs",
         h5ad_input(duplicate_names=True),
-        r"'token_id' must be unique.*'cell4'",
+        r"emb\.h5ad: the row names \(obs index, read as token_id\) must be unique.*'cell4' is "
+        r"on rows \[4, 5\]",
         "import_tokens",
+    ),
+    accepted(
+        # pandas' defaults made 0..299 of the ids and a missing value of the label "None": a
+        # quarter of the rows and the label vanished from the task.
+        "obs-csv-ids-and-labels-as-written",
+        "obs",
+        obs_csv_as_written,
+        r"obs\.csv: 300 rows, every cell read as written",
+        ids_and_labels_as_written,
+        targets=[VALIDATION],
     ),
     # ------------------------------------------------------------------ labels / tasks
     refused(
@@ -893,6 +1056,26 @@ CASES: list[Case] = [
         scrna_input(enrich={"labels": ["T", "Bcell"]}),
         r"enrich\.labels: \['Bcell'\] (are|is) not (a )?labels? of task 'cell_type'",
         "validate_dataset",
+    ),
+    refused(
+        # A typo of a real label: nothing was excluded, without a word.
+        "labels-exclude-typo",
+        "labels",
+        with_table(tasks=[{"name": "guide", "column": "guide", "exclude": ["non-targetting"]}]),
+        r"emb\.parquet \(token store \S+\): task 'guide' excludes 'non-targetting' "
+        r"\(tasks\[\]\.exclude\), which is not a label of column 'guide'.*nearest label: "
+        r"'non-targeting'",
+        "validate_dataset",
+    ),
+    accepted(
+        # "Mono" and "Mono " used to be two labels without a word.
+        "labels-differing-only-in-whitespace-warned",
+        "labels",
+        with_table(_mono_with_spaces, tasks=[{"name": "ct", "column": "cell_type"}]),
+        r"validate_dataset \(mine\): emb\.parquet \(token store \S+\): task 'ct' \(column "
+        r"'cell_type'\): 1 label\(s\) differ only in surrounding whitespace.*'Mono' and 'Mono '",
+        whitespace_twins_warned,
+        targets=[VALIDATION],
     ),
     accepted(
         "labels-single-token-label-left-out",
@@ -1038,13 +1221,26 @@ CASES: list[Case] = [
         controls_are(lambda t: t["is_control"] == 1.0),
         targets=[VALIDATION],
     ),
-    accepted(
+    refused(
+        # 2-5 controls for 8 dimensions: the whitening kept 1-4 of 8 dimensions, the headline's
+        # reconstruction was near 1 on what was kept, and the end-of-run message said the
+        # rest were "left unwhitened" (they were dropped).
         "controls-fewer-than-dimensions",
         "controls",
-        with_table(_few_controls),
-        r"5 control rows for 8-dimensional tokens: the PCA whitening's control covariance is "
-        r"rank-deficient",
-        whitening_finite,
+        with_table(_few_controls, pca=True),
+        r"emb\.parquet \(token store \S+\): 5 control rows for 8-dimensional tokens: the PCA "
+        r"whitening fitted on them keeps at most 4 of the 8 dimensions and drops the other 4"
+        r".*whitening\.allow_dropped_dimensions: true",
+        "validate_dataset",
+    ),
+    accepted(
+        "controls-fewer-than-dimensions-accepted",
+        "controls",
+        with_whitening(with_table(_few_controls, pca=True), allow_dropped_dimensions=True),
+        r"validate_dataset \(mine\): emb\.parquet \(token store \S+\): 5 control rows for "
+        r"8-dimensional tokens: the PCA whitening fitted on them keeps at most 4 of the 8 "
+        r"dimensions and drops the other 4 .*accepted by whitening\.allow_dropped_dimensions",
+        whitening_drops_dimensions,
         targets=[f"{RESULTS}/whitening/pca.npz"],
     ),
     # ------------------------------------------------------------------ images
@@ -1081,21 +1277,22 @@ CASES: list[Case] = [
         "images",
         microscopy_input(lambda images, obs: (images[:, 0], obs)),
         r"images\.npy: expected shape \(n, C, H, W\), got \(48, 32, 32\)",
-        "embed_images",
+        "config",
     ),
     refused(
         "images-wrong-channels",
         "images",
         microscopy_input(lambda images, obs: (images[:, :5], obs)),
-        r"images\.npy: images are 5x32x32 but the model expects 6x32x32",
-        "embed_images",
+        r"my_images/images\.npy: images are 5x32x32 but the model expects 6x32x32 \(my_model/"
+        r"config\.json: in_chans, img_size\)",
+        "config",
     ),
     refused(
         "images-wrong-size",
         "images",
         microscopy_input(lambda images, obs: (np.tile(images, (1, 1, 2, 2)), obs)),
-        r"images\.npy: images are 6x64x64 but the model expects 6x32x32",
-        "embed_images",
+        r"my_images/images\.npy: images are 6x64x64 but the model expects 6x32x32",
+        "config",
     ),
     refused(
         "images-nan-pixels",
@@ -1108,14 +1305,32 @@ CASES: list[Case] = [
         "images-corrupt-npy",
         "images",
         microscopy_input(lambda images, obs: (b"not an npy file", obs)),
-        r"images\.npy",
-        "embed_images",
+        r"datasets\.mine\.microscopy\.images: \S*my_images/images\.npy: not a readable \.npy",
+        "config",
     ),
     refused(
         "images-gene-column-missing",
         "images",
         microscopy_input(_gene_table, enrich={"enabled": True}),
         r"datasets\.mine\.enrich\.screen\.gene_column: 'gene' is not a column of",
+        "config",
+    ),
+    refused(
+        # Used to be refused only when the encoder met the imported images, naming the store.
+        "images-load-data-channels-fewer-than-model",
+        "images",
+        load_data_screen(["DNA", "ER", "RNA", "AGP", "Mito"]),
+        r"datasets\.mine\.microscopy\.images\.channels: 5 channels .* but the model takes 6 "
+        r"\(my_model/config\.json",
+        "config",
+    ),
+    refused(
+        # Used to fail in feature_browser with an IndexError, after training.
+        "images-browser-rgb-channel-out-of-range",
+        "images",
+        with_microscopy(microscopy_input(), browser_rgb=[0, 1, 7]),
+        r"datasets\.mine\.microscopy\.browser_rgb: \[0, 1, 7\] names channel 7, but the images "
+        r"have 6 channels",
         "config",
     ),
     accepted(
@@ -1189,6 +1404,17 @@ CASES: list[Case] = [
         scrna_input(gmt_text(described=False)),
         r"terms\.gmt: 5 terms, detected WITHOUT a description field",
         gene_sets_without_descriptions,
+        targets=[VALIDATION],
+    ),
+    accepted(
+        # Terms that share no gene: the first gene of each was taken for a description.
+        "genesets-disjoint-terms-without-description-column",
+        "gene sets",
+        scrna_input(
+            gmt_text({f"TERM_{t}": GENES[t * 12 : t * 12 + 12] for t in range(3)}, described=False)
+        ),
+        r"terms\.gmt: 3 terms, detected WITHOUT a description field",
+        disjoint_gene_sets_kept_whole,
         targets=[VALIDATION],
     ),
     # ------------------------------------------------------------------ checkpoints
@@ -1308,32 +1534,145 @@ def _param(case: Case):
     return pytest.param(case, id=case.id, marks=marks)
 
 
+CATEGORIES = (
+    "config",
+    "tokens",
+    "obs",
+    "labels",
+    "splits",
+    "controls",
+    "images",
+    "gene sets",
+    "checkpoints",
+)
+DOC = Path(__file__).resolve().parents[1] / "docs" / "bad_inputs.md"
+DOC_BEGIN = "<!-- begin: generated by `python tests/test_bad_inputs.py` from CASES -->"
+DOC_END = "<!-- end: generated -->"
+
+
+def outcome(case: Case) -> str:
+    """What the workflow does with a case's input: refused at parse, before or after training,
+    or accepted and handled correctly."""
+    if not case.refused:
+        return "accepted"
+    if case.stage == "config":
+        return "parse"
+    return "after training" if case.late else "before training"
+
+
+def catalogue_summary() -> str:
+    """The generated part of docs/bad_inputs.md: totals, a table per category, every case."""
+    kinds = ("parse", "before training", "after training", "accepted")
+    total = {k: sum(outcome(c) == k for c in CASES) for k in kinds}
+    wrong = sum(bool(c.xfail) for c in CASES)
+    lines = [
+        f"{len(CASES)} cases: {total['parse']} refused while the config is parsed, "
+        f"{total['before training']} refused by a job before training, "
+        f"{total['after training']} refused after training, {total['accepted']} accepted and "
+        f"handled correctly; {wrong} handled wrongly today (`xfail`).",
+        "",
+        "| category | cases | refused at parse | refused before training | refused after training "
+        "| accepted | wrong today | stages that refuse |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for category in CATEGORIES:
+        cases = [c for c in CASES if c.category == category]
+        counts = [sum(outcome(c) == k for c in cases) for k in kinds]
+        order = [
+            *BEFORE_TRAINING,
+            *sorted({c.stage for c in CASES} - set(BEFORE_TRAINING) - {None}),
+        ]
+        stages = sorted({c.stage for c in cases if c.stage}, key=order.index)
+        lines.append(
+            f"| {category} | {len(cases)} | "
+            + " | ".join(str(n) for n in counts)
+            + f" | {sum(bool(c.xfail) for c in cases)} | "
+            + ", ".join(f"`{s}`" for s in stages)
+            + " |"
+        )
+    for category in CATEGORIES:
+        lines += ["", f"### {category}", "", "| case | outcome |", "| --- | --- |"]
+        for case in (c for c in CASES if c.category == category):
+            said = {
+                "parse": "refused at parse (`config`)",
+                "before training": f"refused by `{case.stage}`",
+                "after training": f"refused by `{case.stage}`, after training: {case.late}",
+                "accepted": "accepted, handled correctly",
+            }[outcome(case)]
+            if case.xfail:
+                said += f"; **wrong today**: {case.xfail}"
+            lines.append(f"| `{case.id}` | {said} |")
+    return "\n".join(lines)
+
+
+def written_doc() -> str:
+    """docs/bad_inputs.md with its generated part brought up to date."""
+    text = DOC.read_text()
+    start, stop = text.index(DOC_BEGIN) + len(DOC_BEGIN), text.index(DOC_END)
+    return text[:start] + "\n" + catalogue_summary() + "\n" + text[stop:]
+
+
+def test_doc_is_generated_from_the_cases():
+    assert DOC.read_text() == written_doc(), (
+        "docs/bad_inputs.md differs from the catalogue: run `python tests/test_bad_inputs.py`"
+    )
+
+
 def test_catalogue_is_complete():
     ids = [case.id for case in CASES]
     assert len(ids) == len(set(ids))
     assert len(CASES) >= 40
-    categories = {case.category for case in CASES}
-    assert categories == {
-        "config",
-        "tokens",
-        "obs",
-        "labels",
-        "splits",
-        "controls",
-        "images",
-        "gene sets",
-        "checkpoints",
-    }
+    assert {case.category for case in CASES} == set(CATEGORIES)
     for case in CASES:
         assert case.refused == (case.stage is not None)
         assert case.stage in BEFORE_TRAINING or case.late or not case.refused, case.id
 
 
+def user_files(workdir: Path) -> set[str]:
+    """The names (relative paths and their last parts) of what a case's input wrote."""
+    names = set()
+    for path in workdir.rglob("*"):
+        relative = path.relative_to(workdir)
+        if relative.parts[0] in ("results", ".snakemake") or path.name == "config.yaml":
+            continue
+        names |= {str(relative), path.name}
+    return names
+
+
+_STORE = re.compile(r"\bresults/")
+_SNAKEMAKE_LINES = re.compile(
+    r"^(Removing output files of failed job|Removing temporary output|Shutting down|"
+    r"Complete log|Storing output|Select jobs|Execute \d+ jobs|Finished jobid|Logfile |"
+    r"Will exit after|WorkflowError:|"
+    r"Exiting because a job execution failed|\[|\S+\.log:?$|Touching output file|Command: )"
+)
+
+
+def store_only_lines(output: str, inputs: set[str]) -> list[str]:
+    """Lines of the messages that name a store under results/ but none of the user's files:
+    the project's own files, which the user never wrote, named without the input they came
+    from. Snakemake's own lines (which jobs ran, which logs to read) are not messages."""
+    found = []
+    for line in messages(output).splitlines():
+        stripped = line.strip()
+        if not _STORE.search(stripped) or _SNAKEMAKE_LINES.match(stripped):
+            continue
+        if not any(name in stripped for name in inputs):
+            found.append(stripped)
+    return found
+
+
 @pytest.mark.parametrize("case", [_param(case) for case in CASES])
 def test_bad_input(case: Case, tmp_path: Path):
     config = case.make(tmp_path)
+    extra: tuple[str, ...] = ()
+    if isinstance(config, str):  # a config file's text, read as given after config.yaml
+        (tmp_path / "user.yaml").write_text(config)
+        config = yaml.safe_load(config)
+        extra = ("--configfile", str(tmp_path / "config.yaml"), str(tmp_path / "user.yaml"))
+    inputs = user_files(tmp_path)
     result: subprocess.CompletedProcess[str] = run_snakemake(
-        tmp_path, config, "--cores", "2", *case.targets, timeout=TIMEOUT
+        tmp_path, config, "--cores", "2", *extra, *case.targets, timeout=TIMEOUT
     )
     output = result.stdout + result.stderr
     shown = f"exit {result.returncode}; output:\n{output[-6000:]}"
@@ -1353,6 +1692,8 @@ def test_bad_input(case: Case, tmp_path: Path):
     # 2. message naming the culprit
     searched = messages(output) + ("" if case.refused else "\n" + job_logs(tmp_path))
     assert re.search(case.message, searched), f"no match for {case.message!r}; {shown}"
+    # ... and no message names only a store under results/ (the user's file beside it)
+    assert not store_only_lines(output, inputs), (store_only_lines(output, inputs), shown)
     # 4. nothing finished-looking left
     if case.refused:
         for dataset in config["datasets"]:
@@ -1365,3 +1706,8 @@ def test_bad_input(case: Case, tmp_path: Path):
     else:
         assert case.check is not None
         case.check(tmp_path)
+
+
+if __name__ == "__main__":
+    DOC.write_text(written_doc())
+    print(f"wrote {DOC}")
