@@ -129,7 +129,13 @@ def plot_comparison(
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    from cellconcepts.report.figures import legend_below, model_label, model_style, seed_note
+    from cellconcepts.report.figures import (
+        legend_below,
+        model_label,
+        model_style,
+        seed_band,
+        seed_note,
+    )
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
     models = _models([n for n in per_label.columns.drop("label") if n != CP])
@@ -163,13 +169,12 @@ def plot_comparison(
             **style,
         )
         if len(names) > 1:
-            axes[0].fill_between(
+            seed_band(
+                axes[0],
                 ranks,
                 np.nanmin(curves, axis=0),
                 np.nanmax(curves, axis=0),
-                color=style["color"],
-                alpha=0.15,
-                linewidth=0,
+                style["color"],
             )
         points = dictionary_points[dictionary_points["method"].isin(names)]
         axes[1].plot(

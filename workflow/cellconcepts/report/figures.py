@@ -75,6 +75,11 @@ def variant_label(method: str, whitening: str) -> str:
     return METHOD_LABELS[method] + suffix
 
 
+def seed_band(ax, x, low, high, color) -> None:
+    """The range over model seeds, shaded behind a model's mean curve."""
+    ax.fill_between(x, low, high, color=color, alpha=0.15, linewidth=0)
+
+
 def variant_style(method: str, whitening: str) -> dict[str, object]:
     colour = {"icfl": "tab:blue", "topk": "tab:orange", "raw": "black"}[method]
     return {"color": colour, "linestyle": "-" if whitening == "pca" else "--"}
@@ -171,9 +176,7 @@ def plot_training_curves(metrics: pd.DataFrame, png_path: PathLike, *, title: st
                 **style,
             )
             if table["variant"].nunique() > 1:
-                ax.fill_between(
-                    steps.index, steps["min"], steps["max"], color=style["color"], alpha=0.15, lw=0
-                )
+                seed_band(ax, steps.index, steps["min"], steps["max"], style["color"])
     for ax, (column, name) in zip(axes, panels, strict=True):
         ax.set_xlabel("step")
         ax.set_ylabel(name)
@@ -228,13 +231,8 @@ def plot_best_selectivity(best: pd.DataFrame, png_path: PathLike, *, title: str)
                 **style,
             )
             if len(curves) > 1:
-                ax.fill_between(
-                    ranks,
-                    np.nanmin(curves, axis=0),
-                    np.nanmax(curves, axis=0),
-                    color=style["color"],
-                    alpha=0.15,
-                    linewidth=0,
+                seed_band(
+                    ax, ranks, np.nanmin(curves, axis=0), np.nanmax(curves, axis=0), style["color"]
                 )
         ax.set_title(task)
         ax.set_xlabel("label rank")
