@@ -353,6 +353,16 @@ def has_heatmaps(dataset):
     return ds["kind"] == "microscopy" and ds["microscopy"]["heatmaps"]["enabled"]
 
 
+def has_single_cell_check(dataset):
+    """The single-cell check needs the heatmaps and a simulated screen's cell masks."""
+    return is_simulated_screen(dataset) and has_heatmaps(dataset)
+
+
+def has_go_recovery(dataset):
+    """GO-term recovery needs enrichment and a simulated screen's planted terms."""
+    return is_simulated_screen(dataset) and has_enrichment(dataset)
+
+
 def has_cellprofiler(dataset):
     ds = DATASETS[dataset]
     return ds["kind"] == "microscopy" and ds["microscopy"]["cellprofiler"]["enabled"]
@@ -578,7 +588,7 @@ def all_targets():
             ]
             if has_heatmaps(dataset):
                 targets.append(f"{R}/{dataset}/tables/heatmap_channels.csv")
-        if is_simulated_screen(dataset) and has_heatmaps(dataset):
+        if has_single_cell_check(dataset):
             targets.append(f"{R}/{dataset}/tables/single_cell_summary.csv")
         if has_cellprofiler(dataset):
             targets += [
@@ -594,6 +604,6 @@ def all_targets():
                 targets += [f"{folder}/feature_annotation.csv", f"{folder}/dotplot.png"]
                 if DATASETS[dataset]["kind"] == "scrna":
                     targets.append(f"{folder}/umap.png")
-            if is_simulated_screen(dataset):
+            if has_go_recovery(dataset):
                 targets.append(f"{R}/{dataset}/tables/go_recovery.csv")
     return targets

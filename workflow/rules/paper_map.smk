@@ -4,9 +4,9 @@ from cellconcepts.report.paper_map import TABLE_NEEDS, needed_tables
 PAPER_MAP_NEEDS = {
     "cellprofiler": has_cellprofiler,
     "heatmaps": has_heatmaps,
-    "screen_heatmaps": lambda d: is_simulated_screen(d) and has_heatmaps(d),
+    "screen_heatmaps": has_single_cell_check,
     "microscopy": lambda d: DATASETS[d]["kind"] == "microscopy",
-    "screen_enrichment": lambda d: is_simulated_screen(d) and has_enrichment(d),
+    "screen_enrichment": has_go_recovery,
     "enrichment": has_enrichment,
     "ground_truth": has_ground_truth,
 }
@@ -38,6 +38,8 @@ rule paper_map:
         ),
     log:
         f"{R}/logs/paper_map.log",
+    benchmark:
+        f"{R}/benchmarks/paper_map.tsv"
     conda:
         ENV
     resources:
