@@ -19,6 +19,7 @@ from cellconcepts.enrich.gene_lists import expression_gene_lists, selective_gene
 from cellconcepts.evaluate.probing import ProbeSettings
 from cellconcepts.microscopy.mae import MAEConfig, train_mae
 from cellconcepts.microscopy.vit import ViTConfig
+from cellconcepts.report.browser import ModelView
 from cellconcepts.sources.cellpainting import simulate_screen
 from cellconcepts.sources.scrna import train_expression_autoencoder
 from cellconcepts.sources.superposition import simulate_superposition
@@ -57,6 +58,7 @@ CASES = {
         {"illumination", "illumination_sigma", "normalize", "plate_column", "id_column"},
     ),
     "encode_tokens": (encode_tokens, ["encode"], {"batch_size"}),
+    "ModelView": (ModelView, ["enrich"], {"fdr"}),
     "fit_whitening": (fit_whitening, ["whitening"], {"eps_relative", "n_components"}),
     "simulate_superposition": (simulate_superposition, ["datasets.*.synthetic"], {"n_atoms"}),
     "simulate_screen": (simulate_screen, ["datasets.*.microscopy.simulate"], {"sites_per_well"}),

@@ -18,6 +18,7 @@ import pandas as pd
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
+from cellconcepts.defaults import schema_default
 from cellconcepts.evaluate.selectivity import Selectivity
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ class ModelView:
     annotation: pd.DataFrame | None = None  # feature_annotation: best_term, best_fdr
     genes: pd.DataFrame | None = None  # feature_genes: feature, gene, ...
     terms: pd.DataFrame | None = None  # enrichment: feature, term, fdr, overlap
-    fdr: float = 0.05  # a GO term is significant below this FDR (enrich.fdr)
+    fdr: float = schema_default("enrich.fdr")  # a GO term is significant below this FDR
     _frequency: np.ndarray = field(init=False, repr=False)
     _genes: dict = field(init=False, repr=False)
     _terms: dict = field(init=False, repr=False)
@@ -532,7 +533,7 @@ INDEX_COLUMNS = {
 }
 
 
-def _index(dataset: str, table: pd.DataFrame, fdr: float = 0.05) -> str:
+def _index(dataset: str, table: pd.DataFrame, fdr: float = schema_default("enrich.fdr")) -> str:
     columns = [c for c in INDEX_COLUMNS if c in table.columns]
     head = "".join(
         f'<th title="{html.escape(INDEX_COLUMNS[c][1])}">{html.escape(INDEX_COLUMNS[c][0])}</th>'

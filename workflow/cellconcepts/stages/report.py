@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from cellconcepts.defaults import schema_default
 from cellconcepts.files import PathLike, read_results_csv
 from cellconcepts.report.tables import (
     VARIANT_COLUMNS,
@@ -189,7 +190,7 @@ def feature_browser(
     expression: PathLike | None = None,
     expression_source: str | None = None,
     expression_matrix: str = "X",
-    fdr: float = 0.05,
+    fdr: float = schema_default("enrich.fdr"),
 ) -> None:
     """The dataset's static feature browser (`report.browser`): every feature of every model,
     written into a fresh folder that replaces ``browser`` only when complete. ``fdr``: the
