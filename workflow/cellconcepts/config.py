@@ -547,8 +547,10 @@ def _check_microscopy(
     ):
         raise ConfigError(
             f"{key}.model.architecture.input_norm: say how {checkpoint!r} was trained to see its "
-            "images: 'instance_norm' (OpenPhenom: pixels / 255, then InstanceNorm2d) or "
-            "'standardize' (per-image standardisation); the wrong one changes every embedding"
+            "images: 'instance_norm' (OpenPhenom: pixels / 255 whatever the dtype, then "
+            "InstanceNorm2d), 'instance_norm_fullscale' (8-bit / 255, 16-bit / 65535, floats "
+            "as they are, then InstanceNorm2d) or 'standardize' (per-image standardisation); "
+            "the wrong one changes every embedding"
         )
     for task_key, task in (
         ("layer_task", section["layer_task"]),
