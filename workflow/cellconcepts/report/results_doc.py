@@ -1,0 +1,726 @@
+"""The demo's numbers in docs/results.md and docs/paper.md, generated from a committed snapshot.
+
+A *snapshot* is the tables of one finished demo run (every ``<dataset>/tables/*.csv``,
+``<dataset>/headline.csv`` and ``paper_map.csv``) copied into ``docs/snapshot/`` with
+``SNAPSHOT.json``: the commit, date, machine, command, job count and times of that run. Every
+demo number the docs quote is written between ``<!-- generated: NAME -->`` and
+``<!-- generated: end NAME -->`` by a function of ``BLOCKS`` reading the snapshot, so a doc
+number always equals a committed file:
+``tests/test_results_doc.py`` regenerates each block and fails on a difference, and
+``scripts/compare_results.py docs/snapshot results --tables`` tells how a fresh run differs.
+
+    python -m cellconcepts.report.results_doc snapshot RESULTS --wall-seconds S --jobs N
+    python -m cellconcepts.report.results_doc docs [--check]
+    python -m cellconcepts.report.results_doc claim RESULTS   # the claim tables of any run
+
+Verdicts quoted in the blocks are those of ``tables/claim.csv`` (a side is named only where
+the interval over wells and model seeds excludes 0); single-model tables (heatmaps, single
+cells, GO recovery) say which model they show and state no comparison between methods.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+DATASETS = ("synthetic", "pbmc", "cellpainting")
+REPO = Path(__file__).resolve().parents[3]  # workflow/cellconcepts/report/ -> the repository
+SNAPSHOT = REPO / "docs" / "snapshot"
+DOCS = (REPO / "docs" / "results.md", REPO / "docs" / "paper.md")
+COMMAND = "snakemake --cores all"
+
+VARIANTS = (("icfl", "pca"), ("icfl", "none"), ("topk", "pca"), ("topk", "none"))
+VARIANT_NAMES = {
+    ("icfl", "pca"): "ICFL + PCA",
+    ("icfl", "none"): "ICFL, no whitening",
+    ("topk", "pca"): "TopK + PCA",
+    ("topk", "none"): "TopK, no whitening",
+}
+METRICS = {
+    "insample_avg": "(a) paper's metric, in-sample",
+    "heldout_avg": "(b) held out",
+    "heldout_avg_matched": "(b') held out, matched frequency",
+    "heldout_ap": "(c) average precision, held out",
+}
+PAIR_NAMES = {"icfl_pca": "ICFL + PCA", "topk_pca": "TopK + PCA", "topk_none": "TopK (none)"}
+DEMO_SPARSITY = 8
+
+_BLOCK = re.compile(
+    r"(<!-- generated: (?P<name>[\w.:-]+) -->\n)(?P<body>.*?)(<!-- generated: end (?P=name) -->)",
+    re.DOTALL,
+)
+
+
+# --- the snapshot -------------------------------------------------------------------------
+
+
+def _git(folder: Path, *args: str) -> str:
+    out = subprocess.run(
+        ["git", "-C", str(folder), *args], capture_output=True, text=True, check=False
+    )
+    return out.stdout.strip()
+
+
+def _job_seconds(results: Path) -> dict[str, float]:
+    """Sum of each dataset's per-rule benchmark seconds (``benchmarks/*.tsv``, column s)."""
+    totals = {}
+    for dataset in sorted(p for p in results.iterdir() if (p / "benchmarks").is_dir()):
+        seconds = [
+            float(pd.read_csv(tsv, sep="\t")["s"].sum())
+            for tsv in sorted((dataset / "benchmarks").glob("*.tsv"))
+        ]
+        totals[dataset.name] = round(sum(seconds), 1)
+    return totals
+
+
+def take_snapshot(
+    results: Path,
+    out: Path = SNAPSHOT,
+    *,
+    wall_seconds: float,
+    jobs: int,
+    started: str | None = None,
+    command: str = COMMAND,
+) -> dict:
+    """Copy a finished run's tables into ``out`` and describe the run in SNAPSHOT.json."""
+    results = Path(results).resolve()
+    if not (results / "paper_map.csv").exists():
+        raise FileNotFoundError(f"{results}: no paper_map.csv; is this a finished demo run?")
+    if out.exists():
+        shutil.rmtree(out)
+    copied = 0
+    for dataset in sorted(p for p in results.iterdir() if (p / "tables").is_dir()):
+        files = sorted((dataset / "tables").glob("*.csv"))
+        if (dataset / "headline.csv").exists():
+            files.append(dataset / "headline.csv")
+        for file in files:
+            target = out / file.relative_to(results)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(file, target)
+            copied += 1
+    shutil.copyfile(results / "paper_map.csv", out / "paper_map.csv")
+    copied += 1
+    import torch
+
+    run_folder = results.parent
+    meta = {
+        "commit": _git(run_folder, "rev-parse", "--short=7", "HEAD"),
+        "clean_clone": _git(run_folder, "status", "--porcelain", "--untracked-files=no") == "",
+        "date": started or datetime.now(UTC).strftime("%Y-%m-%d"),
+        "command": command,
+        "jobs": int(jobs),
+        "wall_seconds": round(float(wall_seconds), 1),
+        "job_seconds": _job_seconds(results),
+        "machine": f"{platform.machine()}, {_cpu_name()}, {_cores()} cores",
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "files": copied,
+    }
+    (out / "SNAPSHOT.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def _cores() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def meta(root: Path) -> dict:
+    return json.loads((Path(root) / "SNAPSHOT.json").read_text())
+
+
+# --- formatting ----------------------------------------------------------------------------
+
+
+def _pm(mean: float, sd: float, digits: int) -> str:
+    if pd.isna(mean):
+        return "-"
+    if pd.isna(sd):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} +/- {sd:.{digits}f}"
+
+
+def _minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)} min {int(round(seconds % 60))} s"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[object]], align: str) -> list[str]:
+    """A Markdown table; ``align`` has one character per column, 'l' or 'r'."""
+    marks = ["---:" if a == "r" else "---" for a in align]
+    return [
+        "| " + " | ".join(header) + " |",
+        "| " + " | ".join(marks) + " |",
+        *("| " + " | ".join(str(c) for c in row) + " |" for row in rows),
+    ]
+
+
+def _read(root: Path, dataset: str, name: str) -> pd.DataFrame:
+    path = Path(root) / dataset / "tables" / name
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: the snapshot lacks this table")
+    return pd.read_csv(path)
+
+
+def _source(dataset: str, *names: str) -> str:
+    files = ", ".join(f"[`{dataset}/tables/{n}`](snapshot/{dataset}/tables/{n})" for n in names)
+    return f"From {files}."
+
+
+# --- blocks --------------------------------------------------------------------------------
+
+
+def run_block(root: Path) -> str:
+    m = meta(root)
+    jobs = m["job_seconds"]
+    clone = "a fresh clone" if m["clean_clone"] else "a clone with local changes"
+    lines = [
+        f"Snapshot of {m['date']}: commit {m['commit']}, {clone}, `{m['command']}` on "
+        f"`config/config.yaml`; {m['machine']}, Python {m['python']}, torch {m['torch']}. Its "
+        f"tables are in [docs/snapshot/](snapshot/) ({m['files']} files).",
+        "",
+        *_table(
+            ["jobs", "wall time", "the jobs' own seconds, per dataset"],
+            [
+                [
+                    m["jobs"],
+                    _minutes(m["wall_seconds"]),
+                    ", ".join(f"{k} {v:,.0f} s" for k, v in jobs.items())
+                    + f"; total {sum(jobs.values()):,.0f} s",
+                ]
+            ],
+            "rrl",
+        ),
+    ]
+    return "\n".join(lines)
+
+
+def claim_block(root: Path, dataset: str, sparsity: int | None = DEMO_SPARSITY) -> str:
+    """Per task and pair, ICFL + PCA minus the other under each metric, with its verdict; then
+    the labels above null per variant (mean over seeds)."""
+    claim = _read(root, dataset, "claim.csv")
+    if sparsity is not None and sparsity in set(claim["sparsity"]):
+        claim = claim[claim["sparsity"] == sparsity]
+
+    def cell(row: pd.Series) -> str:
+        verdict = row["verdict"]
+        for name, shown in PAIR_NAMES.items():
+            verdict = verdict.replace(name, shown)
+        return f"{row['mean_difference']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}] {verdict}"
+
+    rows = []
+    for (task, k, second), group in claim.groupby(["task", "sparsity", "second"], sort=False):
+        by_score = group.set_index("score")
+        cells = [cell(by_score.loc[s]) if s in by_score.index else "-" for s in METRICS]
+        name = "TopK + PCA" if second == "topk_pca" else "TopK, no whitening"
+        rows.append([f"{task} ({k})", name, *cells])
+    lines = _table(["task (k)", "ICFL + PCA minus", *METRICS.values()], rows, "ll" + "l" * 4)
+
+    scores = _read(root, dataset, "label_scores.csv")
+    held = scores[scores["score"] == "heldout_avg"]
+    if sparsity is not None and sparsity in set(held["sparsity"]):
+        held = held[held["sparsity"] == sparsity]
+    above = (
+        held.groupby(["task", "method", "whitening", "seed"])["above_null"]
+        .agg(["sum", "size"])
+        .groupby(["task", "method", "whitening"])
+        .mean()
+    )
+    rows = []
+    for task in dict.fromkeys(held["task"]):
+        values = []
+        for method, whitening in VARIANTS:
+            key = (task, method, whitening)
+            values.append(
+                f"{above.loc[key, 'sum']:.1f} / {above.loc[key, 'size']:.0f}"
+                if key in above.index
+                else "-"
+            )
+        rows.append([task, *values])
+    lines += [
+        "",
+        "Labels whose held-out best feature is above null (mean over seeds, of the task's labels):",
+        "",
+        *_table(["task", *VARIANT_NAMES.values()], rows, "lrrrr"),
+        "",
+        _source(dataset, "claim.csv", "label_scores.csv"),
+    ]
+    return "\n".join(lines)
+
+
+MIN_SEEDS = 3  # a verdict is stated only where both variants have this many model seeds
+
+
+def verdict_block(root: Path, sparsity: int = DEMO_SPARSITY) -> str:
+    """Per dataset and pair, how many task x metric comparisons name a side, and which; none
+    is stated where either variant has fewer than ``MIN_SEEDS`` model seeds."""
+    lines = []
+    for dataset in DATASETS:
+        claim = _read(root, dataset, "claim.csv")
+        claim = claim[claim["sparsity"] == sparsity]
+        seeds = _read(root, dataset, "headline_seeds.csv")
+        seeds = seeds[seeds["sparsity"] == sparsity]
+        n_seeds = dict(
+            zip(seeds["method"] + "_" + seeds["whitening"], seeds["n_seeds"], strict=True)
+        )
+        for second, rows in claim.groupby("second", sort=False):
+            head = f"- **{dataset}**, ICFL + PCA vs {PAIR_NAMES[second]}: "
+            fewest = min(n_seeds.get("icfl_pca", 0), n_seeds.get(second, 0))
+            if fewest < MIN_SEEDS:
+                lines.append(head + f"{fewest} model seed(s), fewer than {MIN_SEEDS}: no verdict.")
+                continue
+            named = rows[rows["verdict"] != "no difference"]
+            where = "; ".join(
+                f"{task} under {', '.join(METRICS[s].split(' ')[0] for s in g['score'])}: "
+                + " / ".join(dict.fromkeys(_shown(v) for v in g["verdict"]))
+                for task, g in named.groupby("task", sort=False)
+            )
+            lines.append(
+                head
+                + f"{len(named)} of {len(rows)} task x metric comparisons name a side"
+                + (f" ({where})" if where else "")
+                + "."
+            )
+    return "\n".join(lines)
+
+
+def _shown(verdict: str) -> str:
+    for name, shown in PAIR_NAMES.items():
+        verdict = verdict.replace(name, shown)
+    return verdict
+
+
+def null_block(root: Path, sparsity: int = DEMO_SPARSITY) -> str:
+    """What chance gives the best of M features: the null's 95th percentile per task."""
+    rows = []
+    for dataset in DATASETS:
+        scores = _read(root, dataset, "label_scores.csv")
+        scores = scores[scores["sparsity"] == sparsity]
+        for task, g in scores.groupby("task", sort=False):
+            ins = g[g["score"] == "insample_avg"]
+            held = g[g["score"] == "heldout_avg"]
+            rows.append(
+                [
+                    dataset,
+                    task,
+                    f"{ins['null_p95'].median():.3f}",
+                    f"{held['null_p95'].median():.3f}",
+                    f"{ins['value'].median():.3f}",
+                    f"{held['value'].median():.3f}",
+                ]
+            )
+    lines = _table(
+        [
+            "dataset",
+            "task",
+            "null p95, in-sample (median)",
+            "null p95, held out (median)",
+            "best feature, in-sample (median)",
+            "best feature, held out (median)",
+        ],
+        rows,
+        "llrrrr",
+    )
+    return "\n".join(
+        [*lines, "", "Medians over labels, models and seeds of `tables/label_scores.csv`."]
+    )
+
+
+HEADLINE_COLUMNS = {
+    "synthetic": {
+        "atom_recovery_model": "atoms recovered (model space)",
+        "atom_recovery_original": "atoms recovered (original space)",
+        "dead_features": "dead features",
+        "recon_cosine": "recon. cosine (held out)",
+        "n_features_above_null": "features above null",
+        "heldout_avg_perturbation": "held-out best sel., perturbations",
+        "bta_perturbation": "BTA perturbation",
+        "bta_batch": "BTA batch",
+    },
+    "pbmc": {
+        "recon_cosine": "recon. cosine (held out)",
+        "dead_features": "dead features",
+        "heldout_avg_bulk_labels": "held-out best sel., bulk labels",
+        "labels_above_null_bulk_labels": "bulk labels above null (fraction)",
+        "bta_bulk_labels": "BTA bulk labels",
+        "bta_louvain": "BTA louvain",
+    },
+    "cellpainting": {
+        "recon_cosine": "recon. cosine (held out)",
+        "dead_features": "dead features",
+        "heldout_avg_gene_group": "held-out best sel., gene groups",
+        "labels_above_null_gene_group": "gene groups above null (fraction)",
+        "bta_gene_group": "BTA gene group",
+        "bta_cell_type": "BTA cell type",
+        "bta_batch": "BTA batch",
+    },
+}
+
+
+def headline_block(root: Path, dataset: str) -> str:
+    """Per variant and sparsity, mean +/- sd over model seeds; raw tokens' BTA below."""
+    table = _read(root, dataset, "headline_seeds.csv")
+    columns = {c: n for c, n in HEADLINE_COLUMNS[dataset].items() if c in table}
+    rows = []
+    for _, r in table.iterrows():
+        name = VARIANT_NAMES[(r["method"], r["whitening"])]
+        cells = [
+            _pm(r[c], r.get(f"{c}_sd", np.nan), 1 if c.startswith(("dead", "n_")) else 3)
+            for c in columns
+        ]
+        rows.append([name, int(r["sparsity"]), int(r["n_seeds"]), *cells])
+    probing = _read(root, dataset, "probing.csv")
+    raw = probing[probing["representation"] == "raw"].groupby("task")["bta"].mean()
+    raw_cells = [
+        f"{raw[c.removeprefix('bta_')]:.3f}" if c.startswith("bta_") else "" for c in columns
+    ]
+    rows.append(["raw tokens", "", "", *raw_cells])
+    lines = _table(["model", "k", "seeds", *columns.values()], rows, "lrr" + "r" * len(columns))
+    return "\n".join(
+        [*lines, "", "mean +/- sd over model seeds. " + _source(dataset, "headline_seeds.csv",
+                                                                 "probing.csv")]
+    )  # fmt: skip
+
+
+def _seed_columns(table: pd.DataFrame, method: str, whitening: str) -> list[str]:
+    return [c for c in table if re.fullmatch(rf"{method}_{whitening}_k\d+_seed\d+", c)]
+
+
+def screen_groups_block(root: Path) -> str:
+    """Per planted gene group: references and each variant's best avg selectivity, held out
+    and in-sample (mean +/- sd over seeds), and whether the encoder sees the group."""
+    detect = _read(root, "cellpainting", "group_detectability.csv").set_index("label")
+    scores = _read(root, "cellpainting", "label_scores.csv")
+    scores = scores[scores["task"] == "gene_group"]
+    rows = []
+    for label in detect.index:
+        d = detect.loc[label]
+        cells = [
+            f"{d['oracle_selectivity']:.2f}",
+            f"{d['linear_reference']:.2f} [{d['linear_reference_low']:.2f}]",
+            f"{d['raw_probe_recall']:.2f} vs {d['chance']:.2f}",
+        ]
+        for method, whitening in VARIANTS:
+            held = scores[
+                (scores["label"] == label)
+                & (scores["method"] == method)
+                & (scores["whitening"] == whitening)
+                & (scores["score"] == "heldout_avg")
+            ]
+            per_seed = held.groupby("seed")["value"].mean()
+            above = held.groupby("seed")["above_null"].any().sum()
+            cells.append(
+                f"{_pm(per_seed.mean(), per_seed.std(ddof=1), 2)} ({above} of {len(per_seed)})"
+            )
+        rows.append([label, *cells])
+    lines = _table(
+        [
+            "gene group",
+            "oracle",
+            "linear reference [low]",
+            "raw-token probe recall vs chance",
+            *(f"{n}: held out (seeds above null)" for n in VARIANT_NAMES.values()),
+        ],
+        rows,
+        "lrrrrrrr",
+    )
+    return "\n".join(
+        [
+            *lines,
+            "",
+            "Held-out best selectivity per model seed, mean +/- sd over seeds; in brackets the "
+            "seeds whose held-out best feature is above null (FDR 0.05). "
+            + _source("cellpainting", "group_detectability.csv", "label_scores.csv"),
+        ]
+    )
+
+
+def heatmap_block(root: Path) -> str:
+    """Which channel a gene group's feature attributes to, against the planted channel."""
+    table = _read(root, "cellpainting", "heatmap_channel_summary.csv")
+    rows = [
+        [
+            r["label"],
+            int(r["feature"]),
+            r["expected_channel"],
+            r["top_channel_vs_control"],
+            int(r["expected_rank_vs_control"]),
+            "yes" if r["expected_is_top_vs_control"] else "no",
+        ]
+        for _, r in table.iterrows()
+    ]
+    hits = int(table["expected_is_top_vs_control"].sum())
+    lines = _table(
+        [
+            "gene group",
+            "feature",
+            "planted channel",
+            "top channel (vs controls)",
+            "planted channel's rank",
+            "planted first",
+        ],
+        rows,
+        "lrllrl",
+    )
+    return "\n".join(
+        [
+            *lines,
+            "",
+            f"The planted channel ranks first for {hits} of {len(table)} groups. One model (the "
+            "first ICFL + PCA model), so no comparison between methods. "
+            + _source("cellpainting", "heatmap_channel_summary.csv"),
+        ]
+    )
+
+
+def single_cell_block(root: Path) -> str:
+    table = _read(root, "cellpainting", "single_cell_summary.csv")
+    table = table[table["comparison"] == "perturbed > unperturbed"]
+    rows = [
+        [
+            r["label"],
+            int(r["feature"]),
+            f"{int(r['n_greater'])} / {int(r['n_lesser'])}",
+            f"{r['p_value']:.3g}",
+            r["stars"],
+            f"{r['recall']:.2f} vs {r['recall_by_chance']:.2f}",
+        ]
+        for _, r in table.iterrows()
+    ]
+    lines = _table(
+        [
+            "gene group",
+            "feature",
+            "cells perturbed / unperturbed",
+            "one-sided Mann-Whitney p",
+            "",
+            "recall vs chance",
+        ],
+        rows,
+        "lrrrll",
+    )
+    return "\n".join(
+        [
+            *lines,
+            "",
+            "Perturbed cells align more with the feature than unperturbed ones (paper Table 3); "
+            "one model (the first ICFL + PCA model). "
+            + _source("cellpainting", "single_cell_summary.csv"),
+        ]
+    )
+
+
+def cp_block(root: Path) -> str:
+    """CellProfiler vs each dictionary: Pearson r of per-label best avg selectivity."""
+    table = _read(root, "cellpainting", "cp_correlation.csv")
+    parts = table["variant"].str.extract(r"^(icfl|topk)_(pca|none)_k(\d+)_seed(\d+)$")
+    table = table.assign(method=parts[0], whitening=parts[1])
+    rows = []
+    for method, whitening in VARIANTS:
+        g = table[(table["method"] == method) & (table["whitening"] == whitening)]
+        if g.empty:
+            continue
+        dictionary = g["mean_best_avg_dictionary"]
+        per_seed = "; ".join(
+            f"{r['pearson_r']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]" for _, r in g.iterrows()
+        )
+        rows.append(
+            [
+                VARIANT_NAMES[(method, whitening)],
+                _pm(g["pearson_r"].mean(), g["pearson_r"].std(ddof=1), 2),
+                per_seed,
+                f"{g['mean_best_avg_cp'].mean():.2f} / "
+                + _pm(dictionary.mean(), dictionary.std(ddof=1), 2),
+            ]
+        )
+    sparsity = _read(root, "cellpainting", "cp_sparsity.csv")
+    cp = sparsity[sparsity["method"] == "CellProfiler"]
+    curve = ", ".join(
+        f"{r['mean_best_avg']:.2f} at {r['mean_active']:.0f}" for _, r in cp.iterrows()
+    )
+    lines = _table(
+        [
+            "dictionary",
+            "Pearson r, mean +/- sd over seeds",
+            "per seed [95% CI]",
+            "mean best avg: CellProfiler / dictionary",
+        ],
+        rows,
+        "lrll",
+    )
+    n = int(table["n_labels"].iloc[0])
+    return "\n".join(
+        [
+            *lines,
+            "",
+            f"{n} labels. CellProfiler's mean best avg selectivity by mean active features per "
+            f"image: {curve}. " + _source("cellpainting", "cp_correlation.csv", "cp_sparsity.csv"),
+        ]
+    )
+
+
+def go_block(root: Path) -> str:
+    table = _read(root, "cellpainting", "go_recovery_summary.csv")
+    rows = [
+        [
+            r["variant"],
+            f"{int(r['recovered'])} of {int(r['groups'])}",
+            f"{int(r['recovered_strict'])} of {int(r['groups'])}",
+            f"{r['mean_precision']:.2f}",
+            f"{100 * r['chance']:.0f}%",
+        ]
+        for _, r in table.iterrows()
+    ]
+    lines = _table(
+        ["model", "recovered (identical-term ties allowed)", "strict", "mean precision", "chance"],
+        rows,
+        "lrrrr",
+    )
+    return "\n".join(
+        [
+            *lines,
+            "",
+            "One model seed per variant (seed 0): a count, not a verdict between methods. "
+            + _source("cellpainting", "go_recovery_summary.csv"),
+        ]
+    )
+
+
+def pbmc_go_block(root: Path, fdr: float = 0.05) -> str:
+    table = _read(root, "pbmc", "enrichment_labels.csv")
+    rows = []
+    for label, g in table.groupby("label", sort=False):
+        hit = g[g["top_fdr"] < fdr]
+        common = hit["top_term"].value_counts()
+        rows.append(
+            [
+                label,
+                f"{len(hit)} of {len(g)}",
+                "; ".join(f"{term} ({n})" for term, n in common.head(3).items()) or "-",
+                f"{g['top_fdr'].min():.2g}",
+            ]
+        )
+    lines = _table(
+        ["cell type", f"models with a top term at FDR < {fdr}", "top terms (models)", "best FDR"],
+        rows,
+        "lrlr",
+    )
+    return "\n".join([*lines, "", _source("pbmc", "enrichment_labels.csv")])
+
+
+def paper_snapshot_block(root: Path) -> str:
+    from cellconcepts.report.paper_map import build_map, snapshot_markdown
+
+    m = meta(root)
+    head = (
+        f"Commit {m['commit']}, {m['date']}, `{m['command']}` on `config/config.yaml`; "
+        f"{m['machine']}, Python {m['python']}, torch {m['torch']}."
+    )
+    return head + "\n\n" + snapshot_markdown(build_map(Path(root), list(DATASETS))).rstrip("\n")
+
+
+BLOCKS: dict[str, Callable[[Path], str]] = {
+    "run": run_block,
+    "verdicts": verdict_block,
+    "nulls": null_block,
+    **{f"claim:{d}": (lambda root, d=d: claim_block(root, d)) for d in DATASETS},
+    **{f"headline:{d}": (lambda root, d=d: headline_block(root, d)) for d in DATASETS},
+    "screen_groups": screen_groups_block,
+    "heatmaps": heatmap_block,
+    "single_cells": single_cell_block,
+    "cellprofiler": cp_block,
+    "go_recovery": go_block,
+    "pbmc_go": pbmc_go_block,
+    "paper_snapshot": paper_snapshot_block,
+}
+
+
+# --- the docs ------------------------------------------------------------------------------
+
+
+def fill(text: str, root: Path, *, doc: str = "doc") -> str:
+    """``text`` with every generated block rewritten from the snapshot at ``root``."""
+
+    def replace(match: re.Match) -> str:
+        name = match["name"]
+        if name not in BLOCKS:
+            raise KeyError(f"{doc}: unknown generated block {name!r}; known: {sorted(BLOCKS)}")
+        return f"{match.group(1)}{BLOCKS[name](root)}\n{match.group(4)}"
+
+    return _BLOCK.sub(replace, text)
+
+
+def block_names(text: str) -> list[str]:
+    return [m["name"] for m in _BLOCK.finditer(text)]
+
+
+def update_docs(root: Path = SNAPSHOT, docs: Sequence[Path] = DOCS, *, check: bool) -> list[Path]:
+    """Rewrite (or, with ``check``, only compare) the generated blocks; returns stale docs."""
+    stale = []
+    for doc in docs:
+        text = doc.read_text()
+        new = fill(text, root, doc=str(doc))
+        if new != text:
+            stale.append(doc)
+            if not check:
+                doc.write_text(new)
+    return stale
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    snap = sub.add_parser("snapshot", help="copy a finished run's tables into docs/snapshot")
+    snap.add_argument("results", type=Path)
+    snap.add_argument("--out", type=Path, default=SNAPSHOT)
+    snap.add_argument("--wall-seconds", type=float, required=True)
+    snap.add_argument("--jobs", type=int, required=True)
+    snap.add_argument("--date", help="the run's date (default: today, UTC)")
+    claim = sub.add_parser("claim", help="print the claim tables of any results folder")
+    claim.add_argument("results", type=Path)
+    claim.add_argument("--sparsity", type=int, default=DEMO_SPARSITY)
+    docs = sub.add_parser("docs", help="rewrite the generated blocks of the docs")
+    docs.add_argument("--snapshot", type=Path, default=SNAPSHOT)
+    docs.add_argument("--check", action="store_true", help="only report stale docs (exit 1)")
+    docs.add_argument("docs", nargs="*", type=Path, default=list(DOCS))
+    args = parser.parse_args(argv)
+    if args.command == "snapshot":
+        print(json.dumps(take_snapshot(args.results, args.out, wall_seconds=args.wall_seconds,
+                                       jobs=args.jobs, started=args.date), indent=2))  # fmt: skip
+        return 0
+    if args.command == "claim":
+        for folder in sorted(
+            p for p in args.results.iterdir() if (p / "tables/claim.csv").exists()
+        ):
+            print(f"**{folder.name}**\n\n{claim_block(args.results, folder.name, args.sparsity)}\n")
+        return 0
+    stale = update_docs(args.snapshot, args.docs, check=args.check)
+    for doc in stale:
+        print(f"{doc}: generated blocks {'differ from' if args.check else 'rewritten from'} "
+              f"{args.snapshot}", file=sys.stderr)  # fmt: skip
+    return 1 if stale and args.check else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
