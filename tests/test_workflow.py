@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -343,6 +344,58 @@ def test_the_report_holds_every_figure_headline_and_annotation(tiny_run: Path, t
         assert f'href=\\"results/{dataset}/browser/index.html\\"' in html, dataset
         assert f"app.showCategory('{dataset}')" in html, dataset
     assert "9. GO enrichment" in categories["pbmc"]
+    # The front page fits a 1400 x 1000 window (workflow.rst's style: the rule graph scrolls in
+    # its own box).
+    if shutil.which("chromium"):
+        layout = front_page_layout(report, tmp_path)
+        window = layout["window_height"]
+        assert layout["text_bottom"] <= window, layout
+        assert layout["graph_bottom"] is not None and layout["graph_bottom"] <= window, layout
+        # The drawing is taller than the window: its box must scroll or clip, not the page.
+        fits = layout["drawing_bottom"] is not None and layout["drawing_bottom"] <= window
+        assert fits or layout["graph_overflow"] in ("auto", "scroll", "hidden"), layout
+        assert layout["page_height"] <= window, layout
+
+
+MEASURE = """<script>
+window.addEventListener("load", () => setTimeout(() => {
+  let layout;
+  try {
+    const graph = document.querySelector("#rulegraph");
+    const bottoms = (selector) => [...document.querySelectorAll(selector)]
+      .map((e) => e.getBoundingClientRect().bottom);
+    const drawing = document.querySelector("#rulegraph canvas, #rulegraph svg");
+    layout = {
+      window_height: window.innerHeight,
+      graph_bottom: graph ? graph.getBoundingClientRect().bottom : null,
+      graph_overflow: graph ? getComputedStyle(graph).overflowY : null,
+      drawing_bottom: drawing ? drawing.getBoundingClientRect().bottom : null,
+      text_bottom: Math.max(0, ...bottoms("p, li")),
+      page_height: Math.max(document.documentElement.scrollHeight, document.body.scrollHeight),
+    };
+  } catch (error) {
+    layout = {error: String(error)};
+  }
+  document.body.setAttribute("data-layout", JSON.stringify(layout));
+}, 2000));
+</script>"""
+
+
+def front_page_layout(report: Path, tmp_path: Path) -> dict:
+    """Where the front page's rule graph and text end in a 1400 x 1000 headless Chromium."""
+    page = tmp_path / "measured.html"
+    html = report.read_text()
+    end = html.rindex("</body>")  # the last one: embedded results may hold the string too
+    page.write_text(html[:end] + MEASURE + html[end:])
+    result = subprocess.run(
+        [shutil.which("chromium"), "--headless", "--no-sandbox", "--disable-gpu",
+         "--window-size=1400,1000", "--virtual-time-budget=20000", "--dump-dom",
+         page.resolve().as_uri()],
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    found = re.search(r'data-layout="([^"]*)"', result.stdout)
+    assert found, result.stderr[-2000:]
+    return json.loads(found.group(1).replace("&quot;", '"'))
 
 
 def test_rerun_is_a_no_op(tiny_run: Path):
