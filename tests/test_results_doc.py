@@ -71,20 +71,24 @@ def test_no_snapshot_file_is_over_one_megabyte():
     assert not big
 
 
-def _demo_prose(text: str) -> str:
-    """The demo part of results.md (up to the first benchmark section), generated blocks cut."""
-    demo = text.split("## What another machine changes", 1)[0]
-    return re.sub(r"<!-- generated: ([\w.:-]+) -->.*?<!-- generated: end \1 -->", "", demo,
+def _prose(text: str) -> str:
+    """Text without its generated blocks and without docs/paper.md's map (paper's numbers)."""
+    text = re.sub(r"<!-- generated: ([\w.:-]+) -->.*?<!-- generated: end \1 -->", "", text,
                   flags=re.S)  # fmt: skip
+    return re.sub(r"<!-- paper map: begin -->.*?<!-- paper map: end -->", "", text, flags=re.S)
 
 
 # Decimal numbers the demo prose may state: settings and the paper's value, not results.
 SETTINGS = {"0.9", "0.05", "0.71"}
+DECIMAL = re.compile(r"(?<![\w.])\d+\.\d+(?![\w.])")
 
 
-def test_the_demo_sections_state_no_result_outside_generated_blocks():
-    decimals = set(re.findall(r"(?<![\w.])\d+\.\d+(?![\w.])", _demo_prose(RESULTS_MD.read_text())))
-    assert decimals <= SETTINGS, f"typed numbers in docs/results.md: {decimals - SETTINGS}"
+def test_the_demo_prose_states_no_result_outside_generated_blocks():
+    """results.md up to its benchmark sections, and paper.md, quote no typed decimal."""
+    demo = RESULTS_MD.read_text().split("## What another machine changes", 1)[0]
+    for doc, text in (("results.md", demo), ("paper.md", PAPER_MD.read_text())):
+        decimals = set(DECIMAL.findall(_prose(text)))
+        assert decimals <= SETTINGS, f"typed numbers in docs/{doc}: {decimals - SETTINGS}"
 
 
 # --- the generators on hand-made tables ------------------------------------------------------
@@ -122,7 +126,8 @@ def test_verdicts_count_the_comparisons_that_name_a_side(tmp_path, monkeypatch):
     assert text.splitlines() == [
         "- **synthetic**, ICFL + PCA vs TopK + PCA: 2 of 3 task x metric comparisons name a side "
         "(t1 under (a): ICFL + PCA higher; t2 under (a): TopK + PCA higher).",
-        "- **synthetic**, ICFL + PCA vs TopK (none): 0 of 1 task x metric comparisons name a side.",
+        "- **synthetic**, ICFL + PCA vs TopK (no whitening): 0 of 1 task x metric comparisons name "
+        "a side.",
     ]
 
 
@@ -131,7 +136,7 @@ def test_no_verdict_is_stated_with_fewer_than_three_seeds(tmp_path, monkeypatch)
     root = _claim(tmp_path, [row], seeds=(3, 2, 3))
     monkeypatch.setattr(rd, "DATASETS", ("synthetic",))
     assert rd.verdict_block(root) == (
-        "- **synthetic**, ICFL + PCA vs TopK + PCA: 2 model seed(s), fewer than 3: no verdict."
+        "- **synthetic**, ICFL + PCA vs TopK + PCA: no verdict (2 seed(s), fewer than 3)."
     )
 
 

@@ -53,7 +53,11 @@ METRICS = {
     "heldout_avg_matched": "(b') held out, matched frequency",
     "heldout_ap": "(c) average precision, held out",
 }
-PAIR_NAMES = {"icfl_pca": "ICFL + PCA", "topk_pca": "TopK + PCA", "topk_none": "TopK (none)"}
+PAIR_NAMES = {
+    "icfl_pca": "ICFL + PCA",
+    "topk_pca": "TopK + PCA",
+    "topk_none": "TopK (no whitening)",
+}
 DEMO_SPARSITY = 8
 
 _BLOCK = re.compile(
@@ -116,7 +120,10 @@ def take_snapshot(
     run_folder = results.parent
     meta = {
         "commit": _git(run_folder, "rev-parse", "--short=7", "HEAD"),
-        "clean_clone": _git(run_folder, "status", "--porcelain", "--untracked-files=no") == "",
+        # A checkout of a commit with no local change, tracked or untracked (ignored outputs
+        # such as results/ aside): what a fresh clone that ran the demo looks like.
+        "clean_clone": bool(_git(run_folder, "rev-parse", "HEAD"))
+        and _git(run_folder, "status", "--porcelain") == "",
         "date": started or datetime.now(UTC).strftime("%Y-%m-%d"),
         "command": command,
         "jobs": int(jobs),
@@ -163,7 +170,8 @@ def _pm(mean: float, sd: float, digits: int) -> str:
 
 
 def _minutes(seconds: float) -> str:
-    return f"{int(seconds // 60)} min {int(round(seconds % 60))} s"
+    minutes, rest = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {rest} s"
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[object]], align: str) -> list[str]:
@@ -216,25 +224,45 @@ def run_block(root: Path) -> str:
     return "\n".join(lines)
 
 
+MIN_SEEDS = 3  # a verdict is stated only where both variants have this many model seeds
+
+
+def _seeds(root: Path, dataset: str, sparsity: int | None) -> dict[str, int]:
+    """Model seeds per variant ('icfl_pca', ...) at ``sparsity`` (all sparsities: the fewest)."""
+    table = _read(root, dataset, "headline_seeds.csv")
+    if sparsity is not None and sparsity in set(table["sparsity"]):
+        table = table[table["sparsity"] == sparsity]
+    variant = table["method"] + "_" + table["whitening"]
+    return table.groupby(variant)["n_seeds"].min().astype(int).to_dict()
+
+
+def _stated(verdict: str, seeds: dict[str, int], second: str) -> str:
+    """The verdict with variant names shown, or why none is stated (too few seeds)."""
+    fewest = min(seeds.get("icfl_pca", 0), seeds.get(second, 0))
+    if fewest < MIN_SEEDS:
+        return f"no verdict ({fewest} seed(s), fewer than {MIN_SEEDS})"
+    for name, shown in PAIR_NAMES.items():
+        verdict = verdict.replace(name, shown)
+    return verdict
+
+
 def claim_block(root: Path, dataset: str, sparsity: int | None = DEMO_SPARSITY) -> str:
     """Per task and pair, ICFL + PCA minus the other under each metric, with its verdict; then
     the labels above null per variant (mean over seeds)."""
     claim = _read(root, dataset, "claim.csv")
     if sparsity is not None and sparsity in set(claim["sparsity"]):
         claim = claim[claim["sparsity"] == sparsity]
+    seeds = _seeds(root, dataset, sparsity)
 
     def cell(row: pd.Series) -> str:
-        verdict = row["verdict"]
-        for name, shown in PAIR_NAMES.items():
-            verdict = verdict.replace(name, shown)
+        verdict = _stated(row["verdict"], seeds, row["second"])
         return f"{row['mean_difference']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}] {verdict}"
 
     rows = []
     for (task, k, second), group in claim.groupby(["task", "sparsity", "second"], sort=False):
         by_score = group.set_index("score")
         cells = [cell(by_score.loc[s]) if s in by_score.index else "-" for s in METRICS]
-        name = "TopK + PCA" if second == "topk_pca" else "TopK, no whitening"
-        rows.append([f"{task} ({k})", name, *cells])
+        rows.append([f"{task} ({k})", PAIR_NAMES.get(second, second), *cells])
     lines = _table(["task (k)", "ICFL + PCA minus", *METRICS.values()], rows, "ll" + "l" * 4)
 
     scores = _read(root, dataset, "label_scores.csv")
@@ -269,32 +297,24 @@ def claim_block(root: Path, dataset: str, sparsity: int | None = DEMO_SPARSITY) 
     return "\n".join(lines)
 
 
-MIN_SEEDS = 3  # a verdict is stated only where both variants have this many model seeds
-
-
 def verdict_block(root: Path, sparsity: int = DEMO_SPARSITY) -> str:
-    """Per dataset and pair, how many task x metric comparisons name a side, and which; none
-    is stated where either variant has fewer than ``MIN_SEEDS`` model seeds."""
+    """Per dataset and pair, how many task x metric comparisons name a side, and which (the
+    metrics per side); none is stated where a variant has fewer than ``MIN_SEEDS`` seeds."""
     lines = []
     for dataset in DATASETS:
         claim = _read(root, dataset, "claim.csv")
         claim = claim[claim["sparsity"] == sparsity]
-        seeds = _read(root, dataset, "headline_seeds.csv")
-        seeds = seeds[seeds["sparsity"] == sparsity]
-        n_seeds = dict(
-            zip(seeds["method"] + "_" + seeds["whitening"], seeds["n_seeds"], strict=True)
-        )
+        seeds = _seeds(root, dataset, sparsity)
         for second, rows in claim.groupby("second", sort=False):
-            head = f"- **{dataset}**, ICFL + PCA vs {PAIR_NAMES[second]}: "
-            fewest = min(n_seeds.get("icfl_pca", 0), n_seeds.get(second, 0))
-            if fewest < MIN_SEEDS:
-                lines.append(head + f"{fewest} model seed(s), fewer than {MIN_SEEDS}: no verdict.")
+            head = f"- **{dataset}**, ICFL + PCA vs {PAIR_NAMES.get(second, second)}: "
+            if _stated("", seeds, second):
+                lines.append(head + _stated("", seeds, second) + ".")
                 continue
             named = rows[rows["verdict"] != "no difference"]
             where = "; ".join(
                 f"{task} under {', '.join(METRICS[s].split(' ')[0] for s in g['score'])}: "
-                + " / ".join(dict.fromkeys(_shown(v) for v in g["verdict"]))
-                for task, g in named.groupby("task", sort=False)
+                + _stated(verdict, seeds, second)
+                for (task, verdict), g in named.groupby(["task", "verdict"], sort=False)
             )
             lines.append(
                 head
@@ -303,12 +323,6 @@ def verdict_block(root: Path, sparsity: int = DEMO_SPARSITY) -> str:
                 + "."
             )
     return "\n".join(lines)
-
-
-def _shown(verdict: str) -> str:
-    for name, shown in PAIR_NAMES.items():
-        verdict = verdict.replace(name, shown)
-    return verdict
 
 
 def null_block(root: Path, sparsity: int = DEMO_SPARSITY) -> str:
@@ -343,7 +357,13 @@ def null_block(root: Path, sparsity: int = DEMO_SPARSITY) -> str:
         "llrrrr",
     )
     return "\n".join(
-        [*lines, "", "Medians over labels, models and seeds of `tables/label_scores.csv`."]
+        [
+            *lines,
+            "",
+            f"Medians over labels, models and seeds at k = {sparsity}. "
+            + ", ".join(_source(d, "label_scores.csv").removesuffix(".") for d in DATASETS)
+            + ".",
+        ]
     )
 
 
@@ -408,8 +428,9 @@ def _seed_columns(table: pd.DataFrame, method: str, whitening: str) -> list[str]
 
 
 def screen_groups_block(root: Path) -> str:
-    """Per planted gene group: references and each variant's best avg selectivity, held out
-    and in-sample (mean +/- sd over seeds), and whether the encoder sees the group."""
+    """Per planted gene group: the oracle, the linear reference, the raw-token probe's recall,
+    and each variant's held-out best avg selectivity (mean +/- sd over seeds) with the seeds
+    whose best feature is above null."""
     detect = _read(root, "cellpainting", "group_detectability.csv").set_index("label")
     scores = _read(root, "cellpainting", "label_scores.csv")
     scores = scores[scores["task"] == "gene_group"]
@@ -457,38 +478,52 @@ def screen_groups_block(root: Path) -> str:
 
 
 def heatmap_block(root: Path) -> str:
-    """Which channel a gene group's feature attributes to, against the planted channel."""
+    """Which channel a gene group's feature attributes to, against the planted channel: by the
+    heatmap's |r| with each channel (the paper's Fig. 5, and the paper map's column) and by r
+    against the controls' r (what the group changes)."""
     table = _read(root, "cellpainting", "heatmap_channel_summary.csv")
+    # The channels' r columns: each has an "_vs_control" twin (as do some summary columns).
+    channels = [
+        c for c in table if f"{c}_vs_control" in table and not c.startswith(("expected_", "top_"))
+    ]
+    abs_rank = table[channels].abs().rank(axis=1, ascending=False, method="min")
+    table = table.assign(
+        rank_abs=[abs_rank.loc[i, c] for i, c in table["expected_channel"].items()]
+    )
     rows = [
         [
             r["label"],
             int(r["feature"]),
             r["expected_channel"],
+            r["top_abs_channel"],
+            int(r["rank_abs"]),
             r["top_channel_vs_control"],
             int(r["expected_rank_vs_control"]),
-            "yes" if r["expected_is_top_vs_control"] else "no",
         ]
         for _, r in table.iterrows()
     ]
-    hits = int(table["expected_is_top_vs_control"].sum())
     lines = _table(
         [
             "gene group",
             "feature",
             "planted channel",
-            "top channel (vs controls)",
-            "planted channel's rank",
-            "planted first",
+            "top channel by abs(r)",
+            "planted channel's rank by abs(r)",
+            "top channel, r vs controls",
+            "planted channel's rank vs controls",
         ],
         rows,
-        "lrllrl",
+        "lrllrlr",
     )
+    first = int(table["expected_is_top_abs"].sum())
+    first_vs_control = int(table["expected_is_top_vs_control"].sum())
     return "\n".join(
         [
             *lines,
             "",
-            f"The planted channel ranks first for {hits} of {len(table)} groups. One model (the "
-            "first ICFL + PCA model), so no comparison between methods. "
+            f"The planted channel ranks first for {first} of {len(table)} groups by abs(r) and "
+            f"for {first_vs_control} against the controls. One model (the first ICFL + PCA "
+            "model), so no comparison between methods. "
             + _source("cellpainting", "heatmap_channel_summary.csv"),
         ]
     )
@@ -520,12 +555,14 @@ def single_cell_block(root: Path) -> str:
         rows,
         "lrrrll",
     )
+    below = int((table["p_value"] < 0.05).sum())
     return "\n".join(
         [
             *lines,
             "",
-            "Perturbed cells align more with the feature than unperturbed ones (paper Table 3); "
-            "one model (the first ICFL + PCA model). "
+            "One-sided test that perturbed cells align more with the feature than unperturbed "
+            f"ones (paper Table 3): p < 0.05 for {below} of {len(table)} groups, uncorrected for "
+            "the groups tested; one model (the first ICFL + PCA model). "
             + _source("cellpainting", "single_cell_summary.csv"),
         ]
     )
