@@ -174,3 +174,34 @@ def test_snapshot_copies_the_tables_and_describes_the_run(tmp_path):
     assert meta["jobs"] == 3 and meta["wall_seconds"] == 61.0 and meta["files"] == 3
     assert json.loads((snap / "SNAPSHOT.json").read_text()) == meta
     assert rd._minutes(meta["wall_seconds"]) == "1 min 1 s"
+
+
+def test_machine_block_counts_the_verdicts_that_hold_on_the_other_run(tmp_path, monkeypatch):
+    rows_a = [
+        _claim_row("t1", "insample_avg", "topk_pca", 0.1, 0.05, 0.2, "icfl_pca higher"),
+        _claim_row("t1", "heldout_avg", "topk_pca", 0.1, 0.01, 0.2, "icfl_pca higher"),
+        _claim_row("t2", "insample_avg", "topk_pca", 0.0, -0.1, 0.1, "no difference"),
+    ]
+    rows_b = [
+        _claim_row("t1", "insample_avg", "topk_pca", 0.1, 0.05, 0.2, "icfl_pca higher"),
+        _claim_row("t1", "heldout_avg", "topk_pca", 0.05, -0.01, 0.1, "no difference"),
+        _claim_row("t2", "insample_avg", "topk_pca", -0.2, -0.3, -0.1, "topk_pca higher"),
+    ]
+    snapshot = _claim(tmp_path / "snapshot", rows_a)
+    other = _claim(tmp_path / "compare" / rd.OTHER_MACHINE, rows_b)
+    (other / "SNAPSHOT.json").write_text(
+        json.dumps({"commit": "abc1234", "date": "2026-12-06", "command": "snakemake",
+                    "wall_seconds": 90, "environment": {"X": "1"}})
+    )  # fmt: skip
+    monkeypatch.setattr(rd, "DATASETS", ("synthetic",))
+    text = rd.machine_block(snapshot)
+    assert "| synthetic | 3 | 2 | 1 | 1 | 1 |" in text
+    assert "`X=1`; 1 min 30 s" in text
+    flips = [line for line in text.splitlines() if line.startswith("- synthetic")]
+    assert len(flips) == 2
+    assert flips[0].endswith("+0.100 [+0.010, +0.200] ICFL + PCA higher -> "
+                             "+0.050 [-0.010, +0.100] no difference")  # fmt: skip
+    # The claim summary marks the side that does not hold on the other run.
+    summary = rd.verdict_block(snapshot)
+    assert "t1 under (a), (b)*: ICFL + PCA higher" in summary
+    assert summary.endswith("(#what-another-machine-changes)).")

@@ -59,6 +59,7 @@ PAIR_NAMES = {
     "topk_none": "TopK (no whitening)",
 }
 DEMO_SPARSITY = 8
+OTHER_MACHINE = "emulated_machine"  # docs/compare/<this>: the same demo with other CPU kernels
 
 _BLOCK = re.compile(
     r"(<!-- generated: (?P<name>[\w.:-]+) -->\n)(?P<body>.*?)(<!-- generated: end (?P=name) -->)",
@@ -96,6 +97,7 @@ def take_snapshot(
     jobs: int,
     started: str | None = None,
     command: str = COMMAND,
+    environment: dict[str, str] | None = None,
 ) -> dict:
     """Copy a finished run's tables into ``out`` and describe the run in SNAPSHOT.json."""
     results = Path(results).resolve()
@@ -133,6 +135,7 @@ def take_snapshot(
         "python": platform.python_version(),
         "torch": torch.__version__,
         "files": copied,
+        "environment": dict(environment or {}),
     }
     (out / "SNAPSHOT.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
@@ -297,14 +300,30 @@ def claim_block(root: Path, dataset: str, sparsity: int | None = DEMO_SPARSITY) 
     return "\n".join(lines)
 
 
+def _marked(score: str, unstable: bool) -> str:
+    """'(b)', or '(b)*' where the other run's verdict differs."""
+    return METRICS[score].split(" ")[0] + ("*" if unstable else "")
+
+
 def verdict_block(root: Path, sparsity: int = DEMO_SPARSITY) -> str:
     """Per dataset and pair, how many task x metric comparisons name a side, and which (the
     metrics per side); none is stated where a variant has fewer than ``MIN_SEEDS`` seeds."""
     lines = []
+    other = Path(root).parent / "compare" / OTHER_MACHINE
     for dataset in DATASETS:
         claim = _read(root, dataset, "claim.csv")
         claim = claim[claim["sparsity"] == sparsity]
         seeds = _seeds(root, dataset, sparsity)
+        unstable = set()  # (task, score, second) whose verdict differs on the other run
+        if (other / dataset / "tables" / "claim.csv").exists():
+            b = _read(other, dataset, "claim.csv").set_index(
+                ["task", "score", "sparsity", "second"]
+            )
+            for _, r in claim.iterrows():
+                key = (r["task"], r["score"], r["sparsity"], r["second"])
+                if key in b.index and b.loc[key, "verdict"] != r["verdict"]:
+                    unstable.add((r["task"], r["score"], r["second"]))
+
         for second, rows in claim.groupby("second", sort=False):
             head = f"- **{dataset}**, ICFL + PCA vs {PAIR_NAMES.get(second, second)}: "
             if _stated("", seeds, second):
@@ -312,8 +331,9 @@ def verdict_block(root: Path, sparsity: int = DEMO_SPARSITY) -> str:
                 continue
             named = rows[rows["verdict"] != "no difference"]
             where = "; ".join(
-                f"{task} under {', '.join(METRICS[s].split(' ')[0] for s in g['score'])}: "
-                + _stated(verdict, seeds, second)
+                f"{task} under "
+                + ", ".join(_marked(s, (task, s, second) in unstable) for s in g["score"])
+                + f": {_stated(verdict, seeds, second)}"
                 for (task, verdict), g in named.groupby(["task", "verdict"], sort=False)
             )
             lines.append(
@@ -322,6 +342,12 @@ def verdict_block(root: Path, sparsity: int = DEMO_SPARSITY) -> str:
                 + (f" ({where})" if where else "")
                 + "."
             )
+    if other.exists():
+        lines += [
+            "",
+            "\\* not the same verdict in the run with other numerical kernels "
+            "([What another machine changes](#what-another-machine-changes)).",
+        ]
     return "\n".join(lines)
 
 
@@ -666,6 +692,65 @@ def pbmc_go_block(root: Path, fdr: float = 0.05) -> str:
     return "\n".join([*lines, "", _source("pbmc", "enrichment_labels.csv")])
 
 
+def machine_block(root: Path) -> str:
+    """Which claim verdicts of the snapshot hold in the same demo run with other numerical
+    kernels (docs/compare/emulated_machine), per dataset, and the ones that flip."""
+    other = Path(root).parent / "compare" / OTHER_MACHINE
+    m = meta(other)
+    env = ", ".join(f"`{k}={v}`" for k, v in m["environment"].items()) or "none"
+    rows, flips = [], []
+    for dataset in DATASETS:
+        a = _read(root, dataset, "claim.csv")
+        b = _read(other, dataset, "claim.csv")
+        key = ["task", "score", "sparsity", "first", "second"]
+        both = a.merge(b, on=key, suffixes=("_a", "_b"), validate="one_to_one")
+        named_a = both["verdict_a"] != "no difference"
+        named_b = both["verdict_b"] != "no difference"
+        same = both["verdict_a"] == both["verdict_b"]
+        rows.append(
+            [
+                dataset,
+                len(both),
+                int(named_a.sum()),
+                int((named_a & same).sum()),
+                int((~named_a & named_b).sum()),
+                int((named_a & ~same).sum()),
+            ]
+        )
+        for _, r in both[~same].iterrows():
+            flips.append(
+                f"- {dataset}, {r['task']} (k = {r['sparsity']}), {METRICS[r['score']]}, ICFL + "
+                f"PCA minus {PAIR_NAMES.get(r['second'], r['second'])}: "
+                f"{r['mean_difference_a']:+.3f} [{r['low_a']:+.3f}, {r['high_a']:+.3f}] "
+                f"{_stated(r['verdict_a'], {'icfl_pca': 3, r['second']: 3}, r['second'])} -> "
+                f"{r['mean_difference_b']:+.3f} [{r['low_b']:+.3f}, {r['high_b']:+.3f}] "
+                f"{_stated(r['verdict_b'], {'icfl_pca': 3, r['second']: 3}, r['second'])}"
+            )
+    lines = [
+        f"The other run: commit {m['commit']}, {m['date']}, `{m['command']}` with {env}; "
+        f"{_minutes(m['wall_seconds'])}. Its tables: [docs/compare/{OTHER_MACHINE}/]"
+        f"(compare/{OTHER_MACHINE}/).",
+        "",
+        *_table(
+            [
+                "dataset",
+                "claim comparisons (all k)",
+                "sides named in the snapshot",
+                "of them the same on the other run",
+                "no difference -> a side",
+                "a side -> no difference or the other side",
+            ],
+            rows,
+            "lrrrrr",
+        ),
+        "",
+        "Verdicts that differ between the two runs:",
+        "",
+        *(flips or ["- none"]),
+    ]
+    return "\n".join(lines)
+
+
 def paper_snapshot_block(root: Path) -> str:
     from cellconcepts.report.paper_map import build_map, snapshot_markdown
 
@@ -689,6 +774,7 @@ BLOCKS: dict[str, Callable[[Path], str]] = {
     "cellprofiler": cp_block,
     "go_recovery": go_block,
     "pbmc_go": pbmc_go_block,
+    "machine": machine_block,
     "paper_snapshot": paper_snapshot_block,
 }
 
@@ -734,6 +820,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     snap.add_argument("--wall-seconds", type=float, required=True)
     snap.add_argument("--jobs", type=int, required=True)
     snap.add_argument("--date", help="the run's date (default: today, UTC)")
+    snap.add_argument(
+        "--env",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="environment variables the run was made with (e.g. ATEN_CPU_CAPABILITY=default)",
+    )
     claim = sub.add_parser("claim", help="print the claim tables of any results folder")
     claim.add_argument("results", type=Path)
     claim.add_argument("--sparsity", type=int, default=DEMO_SPARSITY)
@@ -743,8 +836,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     docs.add_argument("docs", nargs="*", type=Path, default=list(DOCS))
     args = parser.parse_args(argv)
     if args.command == "snapshot":
-        print(json.dumps(take_snapshot(args.results, args.out, wall_seconds=args.wall_seconds,
-                                       jobs=args.jobs, started=args.date), indent=2))  # fmt: skip
+        environment = dict(item.split("=", 1) for item in args.env)
+        meta = take_snapshot(
+            args.results,
+            args.out,
+            wall_seconds=args.wall_seconds,
+            jobs=args.jobs,
+            started=args.date,
+            environment=environment,
+        )
+        print(json.dumps(meta, indent=2))  # fmt: skip
         return 0
     if args.command == "claim":
         for folder in sorted(
