@@ -5,6 +5,10 @@ on the same tokens, at equal non-zeros per token.
     bash benchmarks/peers/setup.sh          # the peers' own environment (once)
     PYTHONPATH=workflow benchmarks/peers/.venv/bin/python benchmarks/peers.py \
         --out benchmarks/results/peers_speed.csv
+    # the paper's shape takes minutes per call for the pursuits: one round of one call
+    PYTHONPATH=workflow benchmarks/peers/.venv/bin/python benchmarks/peers.py \
+        --shapes 1024,1024,8192,100,5 --rounds 1 --calls 1 \
+        --out benchmarks/results/peers_speed.csv --append
 
 For each shape (batch,dim,features,k,L: ICFL runs J = k / L iterations of L atoms) and thread
 count, each model is timed for its encoder alone (no gradient) and for one training step
@@ -30,7 +34,8 @@ import torch
 from cellconcepts.dictionary.models import build_model
 
 # The demo's synthetic dictionary, the shape of issue 30's first measurement, the paper's shape.
-SHAPES = ["1024,64,512,8,2", "1024,256,2048,16,1", "1024,1024,8192,100,5"]
+SHAPES = ["1024,64,512,8,2", "1024,256,2048,16,1"]
+PAPER_SHAPE = "1024,1024,8192,100,5"
 PEERS = ("TopKSAE", "BatchTopKSAE", "MpSAE", "OMPSAE")
 
 
@@ -111,17 +116,22 @@ def measure(shape: str, threads: int, rounds: int, calls: int) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shapes", nargs="+", default=SHAPES, help="batch,dim,features,k,L")
+    parser.add_argument(
+        "--shapes", nargs="+", default=SHAPES, help=f"batch,dim,features,k,L (paper: {PAPER_SHAPE})"
+    )
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--calls", type=int, default=3, help="calls per round")
     parser.add_argument("--out", type=Path, help="CSV of every measurement")
+    parser.add_argument("--append", action="store_true", help="add to --out's rows")
     args = parser.parse_args()
     import overcomplete
 
     print(f"torch {torch.__version__}, overcomplete {getattr(overcomplete, '__version__', '0.3.0')}"
           f", {platform.processor() or platform.machine()}")  # fmt: skip
     rows = []
+    if args.out and args.append and args.out.exists():
+        rows = pd.read_csv(args.out).to_dict("records")
     for shape in args.shapes:
         for threads in args.threads:
             rows += measure(shape, threads, args.rounds, args.calls)
@@ -130,10 +140,9 @@ def main() -> None:
             print(table.pivot(index="model", columns="part", values="ratio_to_cellconcepts_topk")
                   .join(table.pivot(index="model", columns="part", values="seconds"),
                         rsuffix=" s").round(4).to_string())  # fmt: skip
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame(rows).to_csv(args.out, index=False)
-        print(f"\nwrote {args.out}")
+            if args.out:  # after every shape, so that a long run keeps what it measured
+                args.out.parent.mkdir(parents=True, exist_ok=True)
+                pd.DataFrame(rows).to_csv(args.out, index=False)
 
 
 if __name__ == "__main__":
