@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import REPO, run_snakemake
+from test_browser import CHROMIUM
 
 from cellconcepts.report.tables import DATASET_TABLES
 
@@ -346,7 +346,7 @@ def test_the_report_holds_every_figure_headline_and_annotation(tiny_run: Path, t
     assert "9. GO enrichment" in categories["pbmc"]
     # The front page fits a 1400 x 1000 window (workflow.rst's style: the rule graph scrolls in
     # its own box).
-    if shutil.which("chromium"):
+    if CHROMIUM:
         layout = front_page_layout(report, tmp_path)
         window = layout["window_height"]
         assert layout["text_bottom"] <= window, layout
@@ -388,7 +388,7 @@ def front_page_layout(report: Path, tmp_path: Path) -> dict:
     end = html.rindex("</body>")  # the last one: embedded results may hold the string too
     page.write_text(html[:end] + MEASURE + html[end:])
     result = subprocess.run(
-        [shutil.which("chromium"), "--headless", "--no-sandbox", "--disable-gpu",
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
          "--window-size=1400,1000", "--virtual-time-budget=20000", "--dump-dom",
          page.resolve().as_uri()],
         capture_output=True, text=True, timeout=180,

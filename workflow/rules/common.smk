@@ -39,7 +39,7 @@ cellconcepts.share_with_jobs()
 
 # The local profile runs one GPU job at a time (`resources: gpu: 1`). Without a GPU here those
 # jobs run on CPU, one thread each, and the limit would only keep them from running side by
-# side (CHANGELOG.md, 2026-11-30: 19 min 18 s with the limit, 10 min 30 s without). A cluster's login node may have no GPU either;
+# side (CHANGELOG.md, its 2026-11-30 entries). A cluster's login node may have no GPU either;
 # lifting a limit there changes nothing, since each job gets its own node.
 if "gpu" in workflow.global_resources and not gpu_present():
     workflow.register_resource("gpu", 10**6)

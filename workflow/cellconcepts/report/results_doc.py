@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import re
 import shutil
@@ -33,6 +34,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from cellconcepts.files import read_results_csv
+from cellconcepts.report.figures import variant_label
 
 DATASETS = ("synthetic", "pbmc", "cellpainting")
 REPO = Path(__file__).resolve().parents[3]  # workflow/cellconcepts/report/ -> the repository
@@ -53,11 +57,8 @@ METRICS = {
     "heldout_avg_matched": "(b') held out, matched frequency",
     "heldout_ap": "(c) average precision, held out",
 }
-PAIR_NAMES = {
-    "icfl_pca": "ICFL + PCA",
-    "topk_pca": "TopK + PCA",
-    "topk_none": "TopK (no whitening)",
-}
+# 'icfl_pca' -> 'ICFL + PCA', the figures' legend names, as claim.csv names the variants.
+PAIR_NAMES = {f"{m}_{w}": variant_label(m, w) for m, w in VARIANTS}
 DEMO_SPARSITY = 8
 OTHER_MACHINE = "emulated_machine"  # docs/compare/<this>: the same demo with other CPU kernels
 
@@ -152,8 +153,6 @@ def _cpu_name() -> str:
 
 
 def _cores() -> int:
-    import os
-
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
@@ -191,12 +190,15 @@ def _read(root: Path, dataset: str, name: str) -> pd.DataFrame:
     path = Path(root) / dataset / "tables" / name
     if not path.exists():
         raise FileNotFoundError(f"{path}: the snapshot lacks this table")
-    return pd.read_csv(path)
+    return read_results_csv(path)
+
+
+def _link(dataset: str, name: str) -> str:
+    return f"[`{dataset}/tables/{name}`](snapshot/{dataset}/tables/{name})"
 
 
 def _source(dataset: str, *names: str) -> str:
-    files = ", ".join(f"[`{dataset}/tables/{n}`](snapshot/{dataset}/tables/{n})" for n in names)
-    return f"From {files}."
+    return "From " + ", ".join(_link(dataset, n) for n in names) + "."
 
 
 # --- blocks --------------------------------------------------------------------------------
@@ -239,14 +241,44 @@ def _seeds(root: Path, dataset: str, sparsity: int | None) -> dict[str, int]:
     return table.groupby(variant)["n_seeds"].min().astype(int).to_dict()
 
 
-def _stated(verdict: str, seeds: dict[str, int], second: str) -> str:
-    """The verdict with variant names shown, or why none is stated (too few seeds)."""
-    fewest = min(seeds.get("icfl_pca", 0), seeds.get(second, 0))
-    if fewest < MIN_SEEDS:
-        return f"no verdict ({fewest} seed(s), fewer than {MIN_SEEDS})"
+def _shown(verdict: str) -> str:
+    """claim.csv's verdict with the variants' legend names ('topk_pca higher' -> 'TopK + PCA
+    higher')."""
     for name, shown in PAIR_NAMES.items():
         verdict = verdict.replace(name, shown)
     return verdict
+
+
+def _no_verdict(seeds: dict[str, int], second: str) -> str | None:
+    """Why no verdict is stated for ICFL + PCA against ``second`` (too few seeds), or None."""
+    fewest = min(seeds.get("icfl_pca", 0), seeds.get(second, 0))
+    if fewest < MIN_SEEDS:
+        return f"no verdict ({fewest} seed(s), fewer than {MIN_SEEDS})"
+    return None
+
+
+def _stated(verdict: str, seeds: dict[str, int], second: str) -> str:
+    """The verdict with variant names shown, or why none is stated."""
+    return _no_verdict(seeds, second) or _shown(verdict)
+
+
+CLAIM_KEY = ["task", "score", "sparsity", "first", "second"]
+
+
+def _other_run(root: Path) -> Path:
+    return Path(root).parent / "compare" / OTHER_MACHINE
+
+
+def _both_runs(root: Path, dataset: str) -> pd.DataFrame | None:
+    """The snapshot's claim rows beside those of the run with other numerical kernels
+    (docs/compare/emulated_machine; columns suffixed _a and _b), or None without that run."""
+    other = _other_run(root)
+    if not (other / dataset / "tables" / "claim.csv").exists():
+        return None
+    return _read(root, dataset, "claim.csv").merge(
+        _read(other, dataset, "claim.csv"), on=CLAIM_KEY, suffixes=("_a", "_b"),
+        validate="one_to_one",
+    )  # fmt: skip
 
 
 def claim_block(root: Path, dataset: str, sparsity: int | None = DEMO_SPARSITY) -> str:
@@ -309,25 +341,21 @@ def verdict_block(root: Path, sparsity: int = DEMO_SPARSITY) -> str:
     """Per dataset and pair, how many task x metric comparisons name a side, and which (the
     metrics per side); none is stated where a variant has fewer than ``MIN_SEEDS`` seeds."""
     lines = []
-    other = Path(root).parent / "compare" / OTHER_MACHINE
     for dataset in DATASETS:
         claim = _read(root, dataset, "claim.csv")
         claim = claim[claim["sparsity"] == sparsity]
         seeds = _seeds(root, dataset, sparsity)
+        both = _both_runs(root, dataset)
         unstable = set()  # (task, score, second) whose verdict differs on the other run
-        if (other / dataset / "tables" / "claim.csv").exists():
-            b = _read(other, dataset, "claim.csv").set_index(
-                ["task", "score", "sparsity", "second"]
-            )
-            for _, r in claim.iterrows():
-                key = (r["task"], r["score"], r["sparsity"], r["second"])
-                if key in b.index and b.loc[key, "verdict"] != r["verdict"]:
-                    unstable.add((r["task"], r["score"], r["second"]))
-
+        if both is not None:
+            flipped = both[
+                (both["sparsity"] == sparsity) & (both["verdict_a"] != both["verdict_b"])
+            ]
+            unstable = set(zip(flipped["task"], flipped["score"], flipped["second"], strict=True))
         for second, rows in claim.groupby("second", sort=False):
             head = f"- **{dataset}**, ICFL + PCA vs {PAIR_NAMES.get(second, second)}: "
-            if _stated("", seeds, second):
-                lines.append(head + _stated("", seeds, second) + ".")
+            if why := _no_verdict(seeds, second):
+                lines.append(head + why + ".")
                 continue
             named = rows[rows["verdict"] != "no difference"]
             where = "; ".join(
@@ -342,7 +370,7 @@ def verdict_block(root: Path, sparsity: int = DEMO_SPARSITY) -> str:
                 + (f" ({where})" if where else "")
                 + "."
             )
-    if other.exists():
+    if _other_run(root).exists():
         lines += [
             "",
             "\\* not the same verdict in the run with other numerical kernels "
@@ -387,7 +415,8 @@ def null_block(root: Path, sparsity: int = DEMO_SPARSITY) -> str:
             *lines,
             "",
             f"Medians over labels, models and seeds at k = {sparsity}. "
-            + ", ".join(_source(d, "label_scores.csv").removesuffix(".") for d in DATASETS)
+            + "From "
+            + ", ".join(_link(d, "label_scores.csv") for d in DATASETS)
             + ".",
         ]
     )
@@ -695,15 +724,14 @@ def pbmc_go_block(root: Path, fdr: float = 0.05) -> str:
 def machine_block(root: Path) -> str:
     """Which claim verdicts of the snapshot hold in the same demo run with other numerical
     kernels (docs/compare/emulated_machine), per dataset, and the ones that flip."""
-    other = Path(root).parent / "compare" / OTHER_MACHINE
+    other = _other_run(root)
     m = meta(other)
     env = ", ".join(f"`{k}={v}`" for k, v in m["environment"].items()) or "none"
     rows, flips = [], []
     for dataset in DATASETS:
-        a = _read(root, dataset, "claim.csv")
-        b = _read(other, dataset, "claim.csv")
-        key = ["task", "score", "sparsity", "first", "second"]
-        both = a.merge(b, on=key, suffixes=("_a", "_b"), validate="one_to_one")
+        both = _both_runs(root, dataset)
+        if both is None:
+            raise FileNotFoundError(f"{other / dataset}/tables/claim.csv: the other run lacks it")
         named_a = both["verdict_a"] != "no difference"
         named_b = both["verdict_b"] != "no difference"
         same = both["verdict_a"] == both["verdict_b"]
@@ -722,9 +750,9 @@ def machine_block(root: Path) -> str:
                 f"- {dataset}, {r['task']} (k = {r['sparsity']}), {METRICS[r['score']]}, ICFL + "
                 f"PCA minus {PAIR_NAMES.get(r['second'], r['second'])}: "
                 f"{r['mean_difference_a']:+.3f} [{r['low_a']:+.3f}, {r['high_a']:+.3f}] "
-                f"{_stated(r['verdict_a'], {'icfl_pca': 3, r['second']: 3}, r['second'])} -> "
+                f"{_shown(r['verdict_a'])} -> "
                 f"{r['mean_difference_b']:+.3f} [{r['low_b']:+.3f}, {r['high_b']:+.3f}] "
-                f"{_stated(r['verdict_b'], {'icfl_pca': 3, r['second']: 3}, r['second'])}"
+                f"{_shown(r['verdict_b'])}"
             )
     lines = [
         f"The other run: commit {m['commit']}, {m['date']}, `{m['command']}` with {env}; "
