@@ -52,8 +52,8 @@ def _step_seconds(
     then 3 timed)."""
     import torch
 
-    from cellconcepts.config import Variant
     from cellconcepts.stages.train import _dictionary
+    from cellconcepts.variant import Variant
 
     spec = Variant.parse(variant)
     model = _dictionary(spec, settings, transform.output_dim).to(device)
@@ -84,6 +84,7 @@ def run(args: argparse.Namespace) -> None:
     from cellconcepts.stages.whiten import fit_whitening
     from cellconcepts.store.layout import TokenFiles
     from cellconcepts.store.tokens import TokenStore
+    from cellconcepts.variant import Variant
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     config = json.loads(Path(args.settings).read_text())
@@ -115,7 +116,7 @@ def run(args: argparse.Namespace) -> None:
     store = TokenStore.open(files, columns=["split"])
     n_train = int((store.obs["split"] == "train").sum())
     variants = [
-        f"{method}_{white}_k{k}_seed{seed}"
+        Variant(method, white, int(k), int(seed)).name
         for method in config["dictionary"]["methods"]
         for white in config["whitening"]["methods"]
         for k in config["dictionary"]["sparsity"]

@@ -30,6 +30,7 @@ def main() -> None:
     from cellconcepts.stages.train import train_dictionary
     from cellconcepts.stages.whiten import fit_whitening
     from cellconcepts.store.layout import TokenFiles
+    from cellconcepts.variant import Variant
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("settings", help="the JSON that `paper_scale.py resolve` printed")
@@ -74,7 +75,7 @@ def main() -> None:
                 model=model / "model.pt",
                 metrics=model / "metrics.csv",
                 dead=model / "dead.csv",
-                variant=f"icfl_{args.whitening}_k{sparsity}_seed0",
+                variant=Variant("icfl", args.whitening, sparsity, 0).name,
                 settings=own,
                 checkpoint_dir=model / "checkpoints",
                 execution={"device": "cpu", "log_every": 100, "checkpoint_every": 10**9},

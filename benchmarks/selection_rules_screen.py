@@ -40,9 +40,9 @@ def train_and_encode(results: Path, model: Path, variant: str, settings: dict) -
     """Train one dictionary of ``variant`` on a finished run's tokens and whitening fit, through
     the workflow's stages, encode every token, and return the codes (CSR). Leaves the model,
     its training curve, dead features and reconstruction cosines in ``model``."""
-    from cellconcepts.config import Variant
     from cellconcepts.stages.encode import encode_tokens
     from cellconcepts.stages.train import train_dictionary
+    from cellconcepts.variant import Variant
 
     whitening = results / "whitening" / f"{Variant.parse(variant).whitening}.npz"
     tokens, obs = results / "tokens" / "tokens.npy", results / "tokens" / "obs.parquet"
@@ -175,6 +175,7 @@ def printed(table: pd.DataFrame) -> str:
 
 def main() -> None:
     from cellconcepts.config import training_settings
+    from cellconcepts.variant import Variant
 
     run = ScreenRun.from_command_line(__doc__.splitlines()[0])
     settings = training_settings(run.config, DATASET, "icfl")
@@ -184,7 +185,7 @@ def main() -> None:
             for selection in ("signed", "absolute"):
                 model = run.out / f"{whitening}_seed{seed}_{selection}"
                 own = {**settings, "icfl": {**settings["icfl"], "selection": selection}}
-                variant = f"icfl_{whitening}_k{run.sparsity}_seed{seed}"
+                variant = Variant("icfl", whitening, run.sparsity, seed).name
                 codes = train_and_encode(run.results, model, variant, own)
                 cosine = pd.read_parquet(model / "cosine.parquet")
                 frames.append(

@@ -30,7 +30,7 @@ DATASET = "synthetic"
 def main() -> None:
     import torch
 
-    from cellconcepts.config import Variant, training_settings
+    from cellconcepts.config import training_settings
     from cellconcepts.dictionary.models import decoder_directions
     from cellconcepts.dictionary.training import train_dictionary
     from cellconcepts.dictionary.whitening import Whitening
@@ -38,6 +38,7 @@ def main() -> None:
     from cellconcepts.stages.train import _dictionary, _train_config
     from cellconcepts.store import layout
     from cellconcepts.store.tokens import TokenStore
+    from cellconcepts.variant import Variant
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("settings", help="the JSON that `paper_scale.py resolve` printed")
@@ -65,8 +66,8 @@ def main() -> None:
     for seed in args.seeds:
         for method in config["dictionary"]["methods"]:
             for whitening in config["whitening"]["methods"]:
-                variant = f"{method}_{whitening}_k{sparsity}_seed{seed}"
-                spec = Variant.parse(variant)
+                spec = Variant(method, whitening, int(sparsity), int(seed))
+                variant = spec.name
                 settings = training_settings(config, DATASET, spec.method)
                 transform = Whitening.load(root / "whitening" / f"{whitening}.npz")
                 model = _dictionary(spec, settings, transform.output_dim)

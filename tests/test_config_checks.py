@@ -11,7 +11,7 @@ from conftest import REPO, run_snakemake
 from snakemake.utils import validate
 from snakemake_interface_common.exceptions import WorkflowError
 
-from cellconcepts.config import ConfigError, Variant, check_config, deep_merge, variants
+from cellconcepts.config import ConfigError, check_config, deep_merge, variants
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -54,16 +54,6 @@ def test_dataset_override_merges_into_global(demo_config):
     assert pbmc["train"]["steps"] == 1500
     assert pbmc["train"]["lr"] == config["dictionary"]["train"]["lr"]
     assert deep_merge({"a": {"b": 1, "c": 2}}, {"a": {"c": 3}}) == {"a": {"b": 1, "c": 3}}
-
-
-@pytest.mark.parametrize("name", ["icfl_pca_k8_seed0", "topk_none_k100_seed12"])
-def test_variant_name_round_trip(name):
-    assert Variant.parse(name).name == name
-
-
-def test_variant_name_rejects_garbage():
-    with pytest.raises(ConfigError, match="not of the form"):
-        Variant.parse("icfl_zca_k8_seed0")
 
 
 def test_override_with_unknown_key_names_it(demo_config):

@@ -146,8 +146,8 @@ def test_signature_follows_settings_and_inputs(store_and_whitening, settings, tm
 def test_both_methods_read_learn_b_pre_and_their_own_redraws(method):
     """`dictionary.learn_b_pre` applies to ICFL and TopK alike; each method's re-draws are its
     own (`dictionary.<method>.resample_every`), as is the rest of its section."""
-    from cellconcepts.config import Variant
     from cellconcepts.stages.train import _dictionary
+    from cellconcepts.variant import Variant
 
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     config["dictionary"].update(learn_b_pre=False, topk={"resample_every": 50, "aux_k": 4})

@@ -10,9 +10,7 @@ from __future__ import annotations
 import copy
 import fnmatch
 import json
-import re
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,43 +18,11 @@ import yaml
 
 from cellconcepts.files import npy_header
 from cellconcepts.store import layout
-
-VARIANT_PATTERN = re.compile(
-    r"^(?P<method>icfl|topk)_(?P<whitening>pca|none)_k(?P<sparsity>\d+)_seed(?P<seed>\d+)$"
-)
+from cellconcepts.variant import Variant
 
 
 class ConfigError(ValueError):
     """A config value that the schema accepts but the workflow cannot use."""
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One trained model: (method, whitening, sparsity, seed) on one dataset."""
-
-    method: str
-    whitening: str
-    sparsity: int
-    seed: int
-
-    @property
-    def name(self) -> str:
-        return f"{self.method}_{self.whitening}_k{self.sparsity}_seed{self.seed}"
-
-    @classmethod
-    def parse(cls, name: str) -> Variant:
-        match = VARIANT_PATTERN.match(name)
-        if match is None:
-            raise ConfigError(
-                f"model variant {name!r} is not of the form "
-                "'<icfl|topk>_<pca|none>_k<sparsity>_seed<seed>'"
-            )
-        return cls(
-            method=match["method"],
-            whitening=match["whitening"],
-            sparsity=int(match["sparsity"]),
-            seed=int(match["seed"]),
-        )
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

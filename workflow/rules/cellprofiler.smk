@@ -1,18 +1,15 @@
-CP = f"{DS}/cellprofiler"
-
-
 rule cellprofiler_measure:
     input:
         unpack(image_store_files),
         unpack(cellprofiler_pipeline),
     output:
-        cells=f"{CP}/chunks/cells_{{chunk}}.parquet",
-        masks=f"{CP}/chunks/masks_{{chunk}}.npy",
-        timing=f"{CP}/chunks/timing_{{chunk}}.json",
+        cells=paths.cellprofiler_chunk("cells", ".parquet"),
+        masks=paths.cellprofiler_chunk("masks", ".npy"),
+        timing=paths.cellprofiler_chunk("timing", ".json"),
     log:
-        f"{LOGS}/cellprofiler_measure_{{chunk}}.log",
+        paths.log("cellprofiler_measure_{chunk}"),
     benchmark:
-        f"{BENCH}/cellprofiler_measure_{{chunk}}.tsv"
+        paths.benchmark("cellprofiler_measure_{chunk}")
     wildcard_constraints:
         dataset=datasets_of_kind("microscopy"),
         chunk=r"\d+",
@@ -27,7 +24,7 @@ rule cellprofiler_measure:
         settings=cellprofiler_settings,
         chunk=lambda wc: int(wc.chunk),
         n_chunks=lambda wc: cellprofiler_section(wc.dataset)["chunks"],
-        work_dir=lambda wc: f"{R}/{wc.dataset}/cellprofiler/work/chunk_{wc.chunk}",
+        work_dir=lambda wc: paths.cellprofiler_work(wc.chunk, wc.dataset),
     script:
         "../scripts/cellprofiler_measure.py"
 
@@ -35,20 +32,20 @@ rule cellprofiler_measure:
 rule cellprofiler_profiles:
     input:
         image_obs=lambda wc: image_store_files(wc)["image_obs"],
-        cells=lambda wc: cellprofiler_chunks(wc, "cells_{chunk}.parquet"),
-        timing=lambda wc: cellprofiler_chunks(wc, "timing_{chunk}.json"),
+        cells=lambda wc: cellprofiler_chunks(wc, "cells", ".parquet"),
+        timing=lambda wc: cellprofiler_chunks(wc, "timing", ".json"),
     output:
-        profiles=f"{CP}/profiles.parquet",
+        profiles=paths.cellprofiler("profiles.parquet"),
         summary=report(
-            f"{DS}/tables/cellprofiler_profiles.csv",
+            paths.table("cellprofiler_profiles.csv"),
             caption="../report/cp_comparison.rst",
             category="{dataset}",
             subcategory="8. CellProfiler baseline",
         ),
     log:
-        f"{LOGS}/cellprofiler_profiles.log",
+        paths.log("cellprofiler_profiles"),
     benchmark:
-        f"{BENCH}/cellprofiler_profiles.tsv"
+        paths.benchmark("cellprofiler_profiles")
     wildcard_constraints:
         dataset=datasets_of_kind("microscopy"),
     conda:
@@ -64,17 +61,17 @@ rule cellprofiler_profiles:
 
 rule cellprofiler_threshold:
     input:
-        obs=TOKEN_OBS,
-        profiles=f"{CP}/profiles.parquet",
-        validation=VALIDATION,
+        obs=paths.token_obs(),
+        profiles=paths.cellprofiler("profiles.parquet"),
+        validation=paths.validation(),
     output:
-        codes=f"{CP}/codes.npz",
-        thresholds=f"{CP}/thresholds.csv",
-        sweep=f"{CP}/sweep.csv",
+        codes=paths.cellprofiler("codes.npz"),
+        thresholds=paths.cellprofiler("thresholds.csv"),
+        sweep=paths.cellprofiler("sweep.csv"),
     log:
-        f"{LOGS}/cellprofiler_threshold.log",
+        paths.log("cellprofiler_threshold"),
     benchmark:
-        f"{BENCH}/cellprofiler_threshold.tsv"
+        paths.benchmark("cellprofiler_threshold")
     wildcard_constraints:
         dataset=datasets_of_kind("microscopy"),
     conda:
@@ -94,16 +91,16 @@ rule cellprofiler_threshold:
 
 rule cellprofiler_selectivity:
     input:
-        obs=TOKEN_OBS,
-        codes=f"{CP}/codes.npz",
+        obs=paths.token_obs(),
+        codes=paths.cellprofiler("codes.npz"),
     output:
-        counts=f"{CP}/selectivity_counts.csv",
-        best=f"{CP}/best_selectivity.csv",
-        label_scores=f"{CP}/label_scores.csv",
+        counts=paths.cellprofiler("selectivity_counts.csv"),
+        best=paths.cellprofiler("best_selectivity.csv"),
+        label_scores=paths.cellprofiler("label_scores.csv"),
     log:
-        f"{LOGS}/cellprofiler_selectivity.log",
+        paths.log("cellprofiler_selectivity"),
     benchmark:
-        f"{BENCH}/cellprofiler_selectivity.tsv"
+        paths.benchmark("cellprofiler_selectivity")
     wildcard_constraints:
         dataset=datasets_of_kind("microscopy"),
     conda:
@@ -124,31 +121,31 @@ rule cellprofiler_selectivity:
 
 rule cellprofiler_comparison:
     input:
-        cp_best=f"{CP}/best_selectivity.csv",
-        sweep=f"{CP}/sweep.csv",
+        cp_best=paths.cellprofiler("best_selectivity.csv"),
+        sweep=paths.cellprofiler("sweep.csv"),
         best=lambda wc: model_files(wc.dataset, "best_selectivity.csv"),
         codes=lambda wc: model_files(wc.dataset, "codes.npz"),
     output:
         per_label=table_files(
-            f"{DS}/tables/cp_comparison",
+            paths.table("cp_comparison"),
             "../report/cp_comparison.rst",
             "8. CellProfiler baseline",
         ),
         correlation=table_files(
-            f"{DS}/tables/cp_correlation",
+            paths.table("cp_correlation"),
             "../report/cp_comparison.rst",
             "8. CellProfiler baseline",
         ),
-        sparsity=multiext(f"{DS}/tables/cp_sparsity", *TABLE_TEXT),
+        sparsity=multiext(paths.table("cp_sparsity"), *TABLE_TEXT),
         figure=figure_files(
-            f"{DS}/figures/cp_comparison",
+            paths.figure("cp_comparison"),
             "../report/cp_comparison.rst",
             "8. CellProfiler baseline",
         ),
     log:
-        f"{LOGS}/cellprofiler_comparison.log",
+        paths.log("cellprofiler_comparison"),
     benchmark:
-        f"{BENCH}/cellprofiler_comparison.tsv"
+        paths.benchmark("cellprofiler_comparison")
     wildcard_constraints:
         dataset=datasets_of_kind("microscopy"),
     conda:
@@ -166,20 +163,20 @@ rule cellprofiler_comparison:
 rule cellprofiler_segmentation:
     input:
         unpack(image_store_files),
-        true_masks=simulated_screen_file(layout.MASKS),
-        masks=lambda wc: cellprofiler_chunks(wc, "masks_{chunk}.npy"),
+        true_masks=paths.images(layout.MASKS),
+        masks=lambda wc: cellprofiler_chunks(wc, "masks", ".npy"),
     output:
-        per_image=f"{CP}/segmentation_per_image.csv",
+        per_image=paths.cellprofiler("segmentation_per_image.csv"),
         summary=report(
-            f"{DS}/tables/cp_segmentation.csv",
+            paths.table("cp_segmentation.csv"),
             caption="../report/cp_segmentation.rst",
             category="{dataset}",
             subcategory="8. CellProfiler baseline",
         ),
     log:
-        f"{LOGS}/cellprofiler_segmentation.log",
+        paths.log("cellprofiler_segmentation"),
     benchmark:
-        f"{BENCH}/cellprofiler_segmentation.tsv"
+        paths.benchmark("cellprofiler_segmentation")
     wildcard_constraints:
         dataset=datasets_of_kind("microscopy"),
     conda:

@@ -17,7 +17,6 @@ import cellconcepts
 from cellconcepts.config import (
     ENRICHR_PREFIX,
     GO_BP_2023,
-    Variant,
     check_config,
     dictionary_settings,
     enrichment_mode,
@@ -29,9 +28,12 @@ from cellconcepts.config import (
     variants,
 )
 from cellconcepts.device import gpu_present
+from cellconcepts.layout import ResultsLayout
 from cellconcepts.report.figures import DATASET_FIGURES
 from cellconcepts.report.tables import DATASET_TABLES
 from cellconcepts.store import layout
+from cellconcepts.store.layout import ImageFiles
+from cellconcepts.variant import Variant
 
 # Jobs run `workflow/scripts/<rule>.py` in a fresh Python (possibly in a conda env): they import
 # the same cellconcepts package as this Snakefile.
@@ -58,30 +60,17 @@ for warning in check_config(
 ):
     logger.warning(f"config: {warning}")
 
-R = config["results"]
+# Every result path: templates with the wildcards below, or filled in by the input functions.
+paths = ResultsLayout(config["results"])
 DATASETS = config["datasets"]
 ENV = "../../envs/cellconcepts.yaml"
-
-DS = f"{R}/{{dataset}}"
-VARIANT = "{method}_{whitening}_k{sparsity}_seed{seed}"
-MODEL = f"{DS}/models/{VARIANT}"
-TOKENS = f"{DS}/tokens/{layout.TOKENS}"
-TOKEN_OBS = f"{DS}/tokens/{layout.TOKEN_OBS}"
-WHITENING = f"{DS}/whitening/{{whitening}}.npz"
-# Written by validate_dataset; the first jobs that read the token store wait for it.
-VALIDATION = f"{DS}/validation.json"
-LOGS = f"{DS}/logs"
-BENCH = f"{DS}/benchmarks"
 TABLE_TEXT = (".csv", ".md", ".tex")
 FIGURE = (".png", ".pdf")
 
 
 wildcard_constraints:
+    **Variant.wildcard_constraints(),
     dataset="|".join(DATASETS),
-    method="icfl|topk",
-    whitening="pca|none",
-    sparsity=r"\d+",
-    seed=r"\d+",
 
 
 def dataset_section(wildcards, *keys):
@@ -122,7 +111,7 @@ def label_columns(wildcards):
 
 
 def variant_name(wildcards):
-    return VARIANT.format(**wildcards)
+    return Variant.from_wildcards(wildcards).name
 
 
 def variant_names(wildcards):
@@ -131,9 +120,7 @@ def variant_names(wildcards):
 
 def model_files(dataset, filename):
     """One per-model file over every variant of a dataset, in variant order."""
-    return [
-        f"{R}/{dataset}/models/{v.name}/{filename}" for v in variants(config, dataset)
-    ]
+    return paths.models(filename, dataset, variants(config, dataset))
 
 
 def figure_files(prefix, caption, subcategory):
@@ -177,7 +164,7 @@ def image_dir(dataset):
     """Where a microscopy dataset's image store is: made by this workflow (simulated or
     imported) or given."""
     if is_simulated_screen(dataset) or imports_images(dataset):
-        return f"{R}/{dataset}/images"
+        return paths.images(dataset=dataset)
     return DATASETS[dataset]["microscopy"]["images"]
 
 
@@ -190,20 +177,8 @@ def image_listing(wildcards):
 
 
 def image_store_files(wildcards):
-    folder = image_dir(wildcards.dataset)
-    return {
-        "images": f"{folder}/{layout.IMAGES}",
-        "image_obs": f"{folder}/{layout.IMAGE_OBS}",
-    }
-
-
-def simulated_screen_file(name):
-    """A ground-truth file of the simulated screen (masks, cells, groups)."""
-    return f"{R}/{{dataset}}/images/{name}"
-
-
-def workflow_encoder(wildcards):
-    return f"{R}/{wildcards.dataset}/embedding/encoder"
+    files = ImageFiles.of(image_dir(wildcards.dataset))
+    return {"images": str(files.images), "image_obs": str(files.obs)}
 
 
 def image_encoder_files(wildcards):
@@ -211,10 +186,10 @@ def image_encoder_files(wildcards):
     user = DATASETS[wildcards.dataset]["microscopy"]["model"]["checkpoint"]
     if user:
         return {"encoder": user}
-    folder = workflow_encoder(wildcards)
+    dataset = wildcards.dataset
     return {
-        "encoder": f"{folder}/{layout.ENCODER_WEIGHTS}",
-        "encoder_config": f"{folder}/{layout.ENCODER_CONFIG}",
+        "encoder": paths.encoder(layout.ENCODER_WEIGHTS, dataset),
+        "encoder_config": paths.encoder(layout.ENCODER_CONFIG, dataset),
     }
 
 
@@ -255,27 +230,23 @@ def heatmap_variant(dataset):
 def feature_cosine_inputs(wildcards):
     """Rule feature_cosines: the token store, and the first ICFL + PCA model with its whitening
     and selectivity."""
-    name = first_icfl_pca(wildcards.dataset)
-    model = f"{R}/{wildcards.dataset}/models/{name}"
-    whitening = Variant.parse(name).whitening
+    dataset, name = wildcards.dataset, first_icfl_pca(wildcards.dataset)
     return {
-        "tokens": f"{R}/{wildcards.dataset}/tokens/{layout.TOKENS}",
-        "obs": f"{R}/{wildcards.dataset}/tokens/{layout.TOKEN_OBS}",
-        "whitening": f"{R}/{wildcards.dataset}/whitening/{whitening}.npz",
-        "model": f"{model}/model.pt",
-        "best_selectivity": f"{model}/best_selectivity.csv",
+        "tokens": paths.tokens(dataset),
+        "obs": paths.token_obs(dataset),
+        "whitening": paths.whitening(dataset, Variant.parse(name).whitening),
+        "model": paths.model("model.pt", dataset, name),
+        "best_selectivity": paths.model("best_selectivity.csv", dataset, name),
     }
 
 
 def heatmap_model(wildcards):
-    name = heatmap_variant(wildcards.dataset)
-    model = f"{R}/{wildcards.dataset}/models/{name}"
-    whitening = Variant.parse(name).whitening
+    dataset, name = wildcards.dataset, heatmap_variant(wildcards.dataset)
     return {
-        "model": f"{model}/model.pt",
-        "codes": f"{model}/codes.npz",
-        "best_selectivity": f"{model}/best_selectivity.csv",
-        "whitening": f"{R}/{wildcards.dataset}/whitening/{whitening}.npz",
+        "model": paths.model("model.pt", dataset, name),
+        "codes": paths.model("codes.npz", dataset, name),
+        "best_selectivity": paths.model("best_selectivity.csv", dataset, name),
+        "whitening": paths.whitening(dataset, Variant.parse(name).whitening),
     }
 
 
@@ -291,10 +262,11 @@ def heatmap_groups(wildcards):
     """The planted groups (and the channel each change lives in) and the cell masks of a
     simulated screen."""
     if is_simulated_screen(wildcards.dataset):
+        dataset = wildcards.dataset
         return {
-            "groups": f"{R}/{wildcards.dataset}/images/{layout.GROUPS}",
-            "masks": f"{R}/{wildcards.dataset}/images/{layout.MASKS}",
-            "cells": f"{R}/{wildcards.dataset}/images/{layout.CELLS}",
+            "groups": paths.images(layout.GROUPS, dataset),
+            "masks": paths.images(layout.MASKS, dataset),
+            "cells": paths.images(layout.CELLS, dataset),
         }
     return {}
 
@@ -311,7 +283,7 @@ def expression_source_input(wildcards):
 def expression_model_input(wildcards):
     inputs = expression_source_input(wildcards)
     if DATASETS[wildcards.dataset]["scrna"]["embedding"] == "autoencoder":
-        inputs["model"] = f"{R}/{wildcards.dataset}/embedding/autoencoder.pt"
+        inputs["model"] = paths.embedding("autoencoder.pt", wildcards.dataset)
     return inputs
 
 
@@ -326,7 +298,7 @@ def user_token_inputs(wildcards):
 def report_inputs(wildcards):
     dataset = wildcards.dataset
     inputs = {
-        "raw_probing": f"{R}/{dataset}/raw/probing.csv",
+        "raw_probing": paths.raw("probing.csv", dataset),
         "metrics": model_files(dataset, "metrics.csv"),
         "dead": model_files(dataset, "dead_features.csv"),
         "cosine": model_files(dataset, "reconstruction_cosine.parquet"),
@@ -334,7 +306,7 @@ def report_inputs(wildcards):
         "best_selectivity": model_files(dataset, "best_selectivity.csv"),
         "probing": model_files(dataset, "probing.csv"),
         "label_scores": model_files(dataset, "label_scores.csv"),
-        "references": f"{R}/{dataset}/raw/references.csv",
+        "references": paths.raw("references.csv", dataset),
     }
     if has_ground_truth(dataset):
         inputs["atom_recovery"] = model_files(dataset, "atom_recovery.csv")
@@ -373,12 +345,12 @@ def detectability_inputs(wildcards):
     CellProfiler profiles where the dataset has them."""
     dataset = wildcards.dataset
     inputs = {
-        "obs": f"{R}/{dataset}/tokens/{layout.TOKEN_OBS}",
+        "obs": paths.token_obs(dataset),
         "label_scores": model_files(dataset, "label_scores.csv"),
-        "references": f"{R}/{dataset}/raw/references.csv",
+        "references": paths.raw("references.csv", dataset),
     }
     if has_cellprofiler(dataset):
-        inputs["profiles"] = f"{R}/{dataset}/cellprofiler/profiles.parquet"
+        inputs["profiles"] = paths.cellprofiler("profiles.parquet", dataset)
     return inputs
 
 
@@ -408,11 +380,11 @@ def cellprofiler_pipeline(wildcards):
     return {"pipeline": os.path.relpath(shipped) if shipped else configured}
 
 
-def cellprofiler_chunks(wildcards, filename):
+def cellprofiler_chunks(wildcards, kind, suffix):
+    """One file of every chunk's measurements (``kind``: cells, masks or timing)."""
     n = cellprofiler_section(wildcards.dataset)["chunks"]
     return [
-        f"{R}/{wildcards.dataset}/cellprofiler/chunks/{filename.format(chunk=i)}"
-        for i in range(n)
+        paths.cellprofiler_chunk(kind, suffix, wildcards.dataset, i) for i in range(n)
     ]
 
 
@@ -439,7 +411,7 @@ def enrichment_inputs(wildcards):
         inputs.update(expression_source_input(wildcards))
     spec = enrichment_settings(config, wildcards.dataset)["gene_sets"]
     if spec.startswith(ENRICHR_PREFIX):
-        inputs["gene_sets"] = f"{R}/gene_sets/{spec.removeprefix(ENRICHR_PREFIX)}.gmt"
+        inputs["gene_sets"] = paths.gene_sets(spec.removeprefix(ENRICHR_PREFIX))
     elif spec != GO_BP_2023:
         inputs["gene_sets"] = spec
     return inputs
@@ -487,21 +459,17 @@ def validation_enrichment(wildcards):
 def validation_warnings():
     """The warnings of every dataset's validate_dataset job, for the main log."""
     for dataset in DATASETS:
-        path = Path(f"{R}/{dataset}/validation.json")
+        path = Path(paths.validation(dataset))
         if path.is_file():
             for warning in json.loads(path.read_text()).get("warnings", []):
                 logger.warning(f"validate_dataset ({dataset}): {warning}")
 
 
 def enrichment_table_inputs(wildcards):
-    names = enrichment_variants(config, wildcards.dataset)
+    dataset, names = wildcards.dataset, enrichment_variants(config, wildcards.dataset)
     return {
-        "best_selectivity": [
-            f"{R}/{wildcards.dataset}/models/{n}/best_selectivity.csv" for n in names
-        ],
-        "enrichment": [
-            f"{R}/{wildcards.dataset}/enrich/{n}/enrichment.parquet" for n in names
-        ],
+        "best_selectivity": paths.models("best_selectivity.csv", dataset, names),
+        "enrichment": [paths.enrich("enrichment.parquet", dataset, n) for n in names],
     }
 
 
@@ -533,24 +501,25 @@ def browser_inputs(wildcards):
     dataset = wildcards.dataset
     kind = DATASETS[dataset]["kind"]
     inputs = {
-        "obs": f"{R}/{dataset}/tokens/{layout.TOKEN_OBS}",
+        "obs": paths.token_obs(dataset),
         "codes": model_files(dataset, "codes.npz"),
         "models": model_files(dataset, "model.pt"),
         "dead": model_files(dataset, "dead_features.csv"),
     }
     if has_enrichment(dataset):
-        folders = [
-            f"{R}/{dataset}/enrich/{n}" for n in enrichment_variants(config, dataset)
-        ]
-        inputs["annotation"] = [f"{f}/feature_annotation.csv" for f in folders]
-        inputs["genes"] = [f"{f}/feature_genes.parquet" for f in folders]
-        inputs["terms"] = [f"{f}/enrichment.parquet" for f in folders]
+        names = enrichment_variants(config, dataset)
+        for key, name in (
+            ("annotation", "feature_annotation.csv"),
+            ("genes", "feature_genes.parquet"),
+            ("terms", "enrichment.parquet"),
+        ):
+            inputs[key] = [paths.enrich(name, dataset, n) for n in names]
     if kind == "microscopy":
         inputs.update(image_store_files(wildcards))
         if is_simulated_screen(dataset):
-            inputs["masks"] = f"{R}/{dataset}/images/{layout.MASKS}"
+            inputs["masks"] = paths.images(layout.MASKS, dataset)
     if kind == "scrna":
-        inputs["umap"] = f"{R}/{dataset}/embedding/umap.parquet"
+        inputs["umap"] = paths.embedding("umap.parquet", dataset)
         if has_enrichment(dataset):
             inputs.update(expression_source_input(wildcards))
     return inputs
@@ -570,40 +539,42 @@ def browser_expression(wildcards):
 
 
 def all_targets():
-    targets = [f"{R}/paper_map.md"]
+    targets = [paths.paper_map(".md")]
     for dataset in DATASETS:
-        targets.append(f"{R}/{dataset}/headline.csv")
-        targets.append(f"{R}/{dataset}/tables/selectivity_verdicts.csv")
-        targets += [f"{R}/{dataset}/figures/{name}.png" for name in DATASET_FIGURES]
-        targets.append(f"{R}/{dataset}/figures/feature_cosines.png")
+        targets.append(paths.headline(dataset) + ".csv")
+        targets.append(paths.table("selectivity_verdicts.csv", dataset))
+        targets += [paths.figure(f"{name}.png", dataset) for name in DATASET_FIGURES]
+        targets.append(paths.figure("feature_cosines.png", dataset))
         if config["browser"]["enabled"]:
-            targets.append(f"{R}/{dataset}/browser")
+            targets.append(paths.browser(dataset))
         if has_ground_truth(dataset):
-            targets.append(f"{R}/{dataset}/tables/atom_recovery.csv")
+            targets.append(paths.table("atom_recovery.csv", dataset))
         if DATASETS[dataset]["kind"] == "microscopy":
             targets += [
-                f"{R}/{dataset}/tables/layer_probe.csv",
-                f"{R}/{dataset}/tables/label_selectivity.csv",
-                f"{R}/{dataset}/tables/group_detectability.csv",
+                paths.table("layer_probe.csv", dataset),
+                paths.table("label_selectivity.csv", dataset),
+                paths.table("group_detectability.csv", dataset),
             ]
             if has_heatmaps(dataset):
-                targets.append(f"{R}/{dataset}/tables/heatmap_channels.csv")
+                targets.append(paths.table("heatmap_channels.csv", dataset))
         if has_single_cell_check(dataset):
-            targets.append(f"{R}/{dataset}/tables/single_cell_summary.csv")
+            targets.append(paths.table("single_cell_summary.csv", dataset))
         if has_cellprofiler(dataset):
             targets += [
-                f"{R}/{dataset}/tables/cp_correlation.csv",
-                f"{R}/{dataset}/tables/cellprofiler_profiles.csv",
+                paths.table("cp_correlation.csv", dataset),
+                paths.table("cellprofiler_profiles.csv", dataset),
             ]
             if is_simulated_screen(dataset):
-                targets.append(f"{R}/{dataset}/tables/cp_segmentation.csv")
+                targets.append(paths.table("cp_segmentation.csv", dataset))
         if has_enrichment(dataset):
-            targets.append(f"{R}/{dataset}/tables/enrichment_labels.csv")
+            targets.append(paths.table("enrichment_labels.csv", dataset))
             for name in enrichment_variants(config, dataset):
-                folder = f"{R}/{dataset}/enrich/{name}"
-                targets += [f"{folder}/feature_annotation.csv", f"{folder}/dotplot.png"]
+                targets += [
+                    paths.enrich("feature_annotation.csv", dataset, name),
+                    paths.enrich("dotplot.png", dataset, name),
+                ]
                 if DATASETS[dataset]["kind"] == "scrna":
-                    targets.append(f"{folder}/umap.png")
+                    targets.append(paths.enrich("umap.png", dataset, name))
             if has_go_recovery(dataset):
-                targets.append(f"{R}/{dataset}/tables/go_recovery.csv")
+                targets.append(paths.table("go_recovery.csv", dataset))
     return targets

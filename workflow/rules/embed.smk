@@ -2,12 +2,12 @@ rule train_expression_model:
     input:
         unpack(expression_source_input),
     output:
-        model=f"{DS}/embedding/autoencoder.pt",
-        history=f"{DS}/embedding/autoencoder_history.csv",
+        model=paths.embedding("autoencoder.pt"),
+        history=paths.embedding("autoencoder_history.csv"),
     log:
-        f"{LOGS}/train_expression_model.log",
+        paths.log("train_expression_model"),
     benchmark:
-        f"{BENCH}/train_expression_model.tsv"
+        paths.benchmark("train_expression_model")
     wildcard_constraints:
         dataset=datasets_of_kind("scrna"),
     conda:
@@ -27,12 +27,12 @@ rule embed_scrna:
     input:
         unpack(expression_model_input),
     output:
-        tokens=TOKENS,
-        obs=TOKEN_OBS,
+        tokens=paths.tokens(),
+        obs=paths.token_obs(),
     log:
-        f"{LOGS}/embed_scrna.log",
+        paths.log("embed_scrna"),
     benchmark:
-        f"{BENCH}/embed_scrna.tsv"
+        paths.benchmark("embed_scrna")
     wildcard_constraints:
         dataset=datasets_of_kind("scrna"),
     conda:
@@ -54,12 +54,12 @@ rule import_tokens:
     input:
         unpack(user_token_inputs),
     output:
-        tokens=TOKENS,
-        obs=TOKEN_OBS,
+        tokens=paths.tokens(),
+        obs=paths.token_obs(),
     log:
-        f"{LOGS}/import_tokens.log",
+        paths.log("import_tokens"),
     benchmark:
-        f"{BENCH}/import_tokens.tsv"
+        paths.benchmark("import_tokens")
     wildcard_constraints:
         dataset=datasets_of_kind("tokens"),
     conda:
@@ -81,12 +81,12 @@ rule import_images:
     input:
         listing=image_listing,
     output:
-        images=f"{DS}/images/{layout.IMAGES}",
-        image_obs=f"{DS}/images/{layout.IMAGE_OBS}",
+        images=paths.images(layout.IMAGES),
+        image_obs=paths.images(layout.IMAGE_OBS),
     log:
-        f"{LOGS}/import_images.log",
+        paths.log("import_images"),
     benchmark:
-        f"{BENCH}/import_images.tsv"
+        paths.benchmark("import_images")
     wildcard_constraints:
         dataset=datasets_where(imports_images),
     conda:
@@ -104,13 +104,13 @@ rule train_mae:
     input:
         unpack(image_store_files),
     output:
-        encoder_config=f"{DS}/embedding/encoder/{layout.ENCODER_CONFIG}",
-        encoder_weights=f"{DS}/embedding/encoder/{layout.ENCODER_WEIGHTS}",
-        history=f"{DS}/embedding/mae_history.csv",
+        encoder_config=paths.encoder(layout.ENCODER_CONFIG),
+        encoder_weights=paths.encoder(layout.ENCODER_WEIGHTS),
+        history=paths.embedding("mae_history.csv"),
     log:
-        f"{LOGS}/train_mae.log",
+        paths.log("train_mae"),
     benchmark:
-        f"{BENCH}/train_mae.tsv"
+        paths.benchmark("train_mae")
     wildcard_constraints:
         dataset=datasets_of_kind("microscopy"),
     # The longest job of the demo (2 min on one core) heads its longest chain: start it first.
@@ -127,7 +127,7 @@ rule train_mae:
         ),
         mae=lambda wc: dataset_section(wc, "microscopy", "model", "mae"),
         # Outside the declared outputs, so that a killed job resumes from it.
-        checkpoint=f"{DS}/checkpoints/mae.pt",
+        checkpoint=paths.checkpoints("mae.pt"),
     script:
         "../scripts/train_mae.py"
 
@@ -137,11 +137,11 @@ rule embed_images:
         unpack(image_store_files),
         unpack(image_encoder_files),
     output:
-        layer_tokens=temp(f"{DS}/embedding/layer_tokens.npy"),
+        layer_tokens=temp(paths.embedding("layer_tokens.npy")),
     log:
-        f"{LOGS}/embed_images.log",
+        paths.log("embed_images"),
     benchmark:
-        f"{BENCH}/embed_images.tsv"
+        paths.benchmark("embed_images")
     wildcard_constraints:
         dataset=datasets_of_kind("microscopy"),
     conda:
@@ -162,19 +162,19 @@ rule embed_images:
 rule choose_layer:
     input:
         image_obs=lambda wc: image_store_files(wc)["image_obs"],
-        layer_tokens=f"{DS}/embedding/layer_tokens.npy",
+        layer_tokens=paths.embedding("layer_tokens.npy"),
     output:
-        tokens=TOKENS,
-        obs=TOKEN_OBS,
-        choice=f"{DS}/embedding/layer.json",
-        table=multiext(f"{DS}/tables/layer_probe", *TABLE_TEXT),
+        tokens=paths.tokens(),
+        obs=paths.token_obs(),
+        choice=paths.embedding("layer.json"),
+        table=multiext(paths.table("layer_probe"), *TABLE_TEXT),
         figure=figure_files(
-            f"{DS}/figures/layer_probe", "../report/layer_probe.rst", "5. Embedding"
+            paths.figure("layer_probe"), "../report/layer_probe.rst", "5. Embedding"
         ),
     log:
-        f"{LOGS}/choose_layer.log",
+        paths.log("choose_layer"),
     benchmark:
-        f"{BENCH}/choose_layer.tsv"
+        paths.benchmark("choose_layer")
     wildcard_constraints:
         dataset=datasets_of_kind("microscopy"),
     conda:

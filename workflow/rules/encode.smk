@@ -1,18 +1,18 @@
 rule encode_tokens:
     input:
-        tokens=TOKENS,
-        obs=TOKEN_OBS,
-        whitening=WHITENING,
-        model=f"{MODEL}/model.pt",
+        tokens=paths.tokens(),
+        obs=paths.token_obs(),
+        whitening=paths.whitening(),
+        model=paths.model("model.pt"),
     output:
-        codes=f"{MODEL}/codes.npz",
+        codes=paths.model("codes.npz"),
         # As large as the token store and read only by the probes.
-        reconstructions=temp(f"{MODEL}/reconstructions.npy"),
-        cosine=f"{MODEL}/reconstruction_cosine.parquet",
+        reconstructions=temp(paths.model("reconstructions.npy")),
+        cosine=paths.model("reconstruction_cosine.parquet"),
     log:
-        f"{LOGS}/encode_{VARIANT}.log",
+        paths.model_log("encode"),
     benchmark:
-        f"{BENCH}/encode_{VARIANT}.tsv"
+        paths.model_benchmark("encode")
     conda:
         ENV
     resources:

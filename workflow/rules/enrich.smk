@@ -1,17 +1,14 @@
-ENRICH = f"{DS}/enrich/{VARIANT}"
-
-
 rule token_umap:
     input:
-        tokens=TOKENS,
-        obs=TOKEN_OBS,
-        validation=VALIDATION,
+        tokens=paths.tokens(),
+        obs=paths.token_obs(),
+        validation=paths.validation(),
     output:
-        umap=f"{DS}/embedding/umap.parquet",
+        umap=paths.embedding("umap.parquet"),
     log:
-        f"{LOGS}/token_umap.log",
+        paths.log("token_umap"),
     benchmark:
-        f"{BENCH}/token_umap.tsv"
+        paths.benchmark("token_umap")
     wildcard_constraints:
         dataset=datasets_of_kind("scrna"),
     conda:
@@ -26,27 +23,29 @@ rule token_umap:
 rule enrich_model:
     input:
         unpack(enrichment_inputs),
-        obs=TOKEN_OBS,
-        codes=f"{MODEL}/codes.npz",
+        obs=paths.token_obs(),
+        codes=paths.model("codes.npz"),
     output:
-        enrichment=f"{ENRICH}/enrichment.parquet",
-        enrichment_csv=f"{ENRICH}/enrichment.csv",
-        genes=f"{ENRICH}/feature_genes.parquet",
+        enrichment=paths.enrich("enrichment.parquet"),
+        enrichment_csv=paths.enrich("enrichment.csv"),
+        genes=paths.enrich("feature_genes.parquet"),
         annotation=report(
-            f"{ENRICH}/feature_annotation.csv",
+            paths.enrich("feature_annotation.csv"),
             caption="../report/feature_annotation.rst",
             category="{dataset}",
             subcategory="9. GO enrichment",
         ),
-        check=f"{ENRICH}/gseapy_check.csv",
-        summary=f"{ENRICH}/summary.csv",
+        check=paths.enrich("gseapy_check.csv"),
+        summary=paths.enrich("summary.csv"),
         dotplot=figure_files(
-            f"{ENRICH}/dotplot", "../report/enrichment_dotplot.rst", "9. GO enrichment"
+            paths.enrich("dotplot"),
+            "../report/enrichment_dotplot.rst",
+            "9. GO enrichment",
         ),
     log:
-        f"{LOGS}/enrich_{VARIANT}.log",
+        paths.model_log("enrich"),
     benchmark:
-        f"{BENCH}/enrich_{VARIANT}.tsv"
+        paths.model_benchmark("enrich")
     wildcard_constraints:
         dataset=enrichment_datasets(),
     conda:
@@ -68,18 +67,18 @@ rule enrich_model:
 
 rule enrichment_umap:
     input:
-        obs=TOKEN_OBS,
-        codes=f"{MODEL}/codes.npz",
-        annotation=f"{ENRICH}/feature_annotation.csv",
-        umap=f"{DS}/embedding/umap.parquet",
+        obs=paths.token_obs(),
+        codes=paths.model("codes.npz"),
+        annotation=paths.enrich("feature_annotation.csv"),
+        umap=paths.embedding("umap.parquet"),
     output:
         figure=figure_files(
-            f"{ENRICH}/umap", "../report/enrichment_umap.rst", "9. GO enrichment"
+            paths.enrich("umap"), "../report/enrichment_umap.rst", "9. GO enrichment"
         ),
     log:
-        f"{LOGS}/enrichment_umap_{VARIANT}.log",
+        paths.model_log("enrichment_umap"),
     benchmark:
-        f"{BENCH}/enrichment_umap_{VARIANT}.tsv"
+        paths.model_benchmark("enrichment_umap")
     wildcard_constraints:
         dataset=datasets_of_kind("scrna"),
     conda:
@@ -101,11 +100,11 @@ rule enrichment_umap:
 
 rule download_gene_sets:
     output:
-        gmt=f"{R}/gene_sets/{{library}}.gmt",
+        gmt=paths.gene_sets(),
     log:
-        f"{R}/gene_sets/{{library}}.log",
+        paths.gene_sets(suffix=".log"),
     benchmark:
-        f"{R}/gene_sets/{{library}}.benchmark.tsv"
+        paths.gene_sets(suffix=".benchmark.tsv")
     conda:
         ENV
     resources:
@@ -122,14 +121,14 @@ rule enrichment_labels:
         unpack(enrichment_table_inputs),
     output:
         table=table_files(
-            f"{DS}/tables/enrichment_labels",
+            paths.table("enrichment_labels"),
             "../report/enrichment_labels.rst",
             "9. GO enrichment",
         ),
     log:
-        f"{LOGS}/enrichment_labels.log",
+        paths.log("enrichment_labels"),
     benchmark:
-        f"{BENCH}/enrichment_labels.tsv"
+        paths.benchmark("enrichment_labels")
     wildcard_constraints:
         dataset=enrichment_datasets(),
     conda:
@@ -150,17 +149,17 @@ rule go_recovery:
     input:
         unpack(enrichment_table_inputs),
         unpack(enrichment_inputs),
-        groups=simulated_screen_file(layout.GROUPS),
-        obs=TOKEN_OBS,
+        groups=paths.images(layout.GROUPS),
+        obs=paths.token_obs(),
     output:
         table=table_files(
-            f"{DS}/tables/go_recovery", "../report/go_recovery.rst", "9. GO enrichment"
+            paths.table("go_recovery"), "../report/go_recovery.rst", "9. GO enrichment"
         ),
-        summary=multiext(f"{DS}/tables/go_recovery_summary", *TABLE_TEXT),
+        summary=multiext(paths.table("go_recovery_summary"), *TABLE_TEXT),
     log:
-        f"{LOGS}/go_recovery.log",
+        paths.log("go_recovery"),
     benchmark:
-        f"{BENCH}/go_recovery.tsv"
+        paths.benchmark("go_recovery")
     wildcard_constraints:
         dataset=datasets_of_kind("microscopy"),
     conda:

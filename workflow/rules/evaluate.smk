@@ -1,15 +1,15 @@
 rule selectivity:
     input:
-        obs=TOKEN_OBS,
-        codes=f"{MODEL}/codes.npz",
+        obs=paths.token_obs(),
+        codes=paths.model("codes.npz"),
     output:
-        counts=f"{MODEL}/selectivity_counts.csv",
-        best=f"{MODEL}/best_selectivity.csv",
-        label_scores=f"{MODEL}/label_scores.csv",
+        counts=paths.model("selectivity_counts.csv"),
+        best=paths.model("best_selectivity.csv"),
+        label_scores=paths.model("label_scores.csv"),
     log:
-        f"{LOGS}/selectivity_{VARIANT}.log",
+        paths.model_log("selectivity"),
     benchmark:
-        f"{BENCH}/selectivity_{VARIANT}.tsv"
+        paths.model_benchmark("selectivity")
     conda:
         ENV
     resources:
@@ -28,16 +28,16 @@ rule selectivity:
 
 rule probe_model:
     input:
-        tokens=TOKENS,
-        obs=TOKEN_OBS,
-        codes=f"{MODEL}/codes.npz",
-        reconstructions=f"{MODEL}/reconstructions.npy",
+        tokens=paths.tokens(),
+        obs=paths.token_obs(),
+        codes=paths.model("codes.npz"),
+        reconstructions=paths.model("reconstructions.npy"),
     output:
-        probing=f"{MODEL}/probing.csv",
+        probing=paths.model("probing.csv"),
     log:
-        f"{LOGS}/probe_{VARIANT}.log",
+        paths.model_log("probe"),
     benchmark:
-        f"{BENCH}/probe_{VARIANT}.tsv"
+        paths.model_benchmark("probe")
     conda:
         ENV
     resources:
@@ -55,15 +55,15 @@ rule probe_model:
 
 rule probe_raw:
     input:
-        tokens=TOKENS,
-        obs=TOKEN_OBS,
-        validation=VALIDATION,
+        tokens=paths.tokens(),
+        obs=paths.token_obs(),
+        validation=paths.validation(),
     output:
-        probing=f"{DS}/raw/probing.csv",
+        probing=paths.raw("probing.csv"),
     log:
-        f"{LOGS}/probe_raw.log",
+        paths.log("probe_raw"),
     benchmark:
-        f"{BENCH}/probe_raw.tsv"
+        paths.benchmark("probe_raw")
     conda:
         ENV
     resources:
@@ -81,15 +81,15 @@ rule probe_raw:
 
 rule selectivity_references:
     input:
-        tokens=TOKENS,
-        obs=TOKEN_OBS,
-        validation=VALIDATION,
+        tokens=paths.tokens(),
+        obs=paths.token_obs(),
+        validation=paths.validation(),
     output:
-        references=f"{DS}/raw/references.csv",
+        references=paths.raw("references.csv"),
     log:
-        f"{LOGS}/selectivity_references.log",
+        paths.log("selectivity_references"),
     benchmark:
-        f"{BENCH}/selectivity_references.tsv"
+        paths.benchmark("selectivity_references")
     conda:
         ENV
     resources:
@@ -108,34 +108,34 @@ rule selectivity_references:
 
 rule compare_variants:
     input:
-        obs=TOKEN_OBS,
+        obs=paths.token_obs(),
         codes=lambda wc: model_files(wc.dataset, "codes.npz"),
         label_scores=lambda wc: model_files(wc.dataset, "label_scores.csv"),
     output:
         intervals=table_files(
-            f"{DS}/tables/selectivity_intervals",
+            paths.table("selectivity_intervals"),
             "../report/selectivity_intervals.rst",
             "4. Selectivity",
         ),
         differences=table_files(
-            f"{DS}/tables/selectivity_differences",
+            paths.table("selectivity_differences"),
             "../report/selectivity_differences.rst",
             "4. Selectivity",
         ),
         verdicts=table_files(
-            f"{DS}/tables/selectivity_verdicts",
+            paths.table("selectivity_verdicts"),
             "../report/selectivity_verdicts.rst",
             "4. Selectivity",
         ),
         claim=table_files(
-            f"{DS}/tables/claim",
+            paths.table("claim"),
             "../report/claim.rst",
             "1. Headline",
         ),
     log:
-        f"{LOGS}/compare_variants.log",
+        paths.log("compare_variants"),
     benchmark:
-        f"{BENCH}/compare_variants.tsv"
+        paths.benchmark("compare_variants")
     conda:
         ENV
     resources:
@@ -157,14 +157,14 @@ rule group_detectability:
         unpack(detectability_inputs),
     output:
         groups=table_files(
-            f"{DS}/tables/group_detectability",
+            paths.table("group_detectability"),
             "../report/group_detectability.rst",
             "4. Selectivity",
         ),
     log:
-        f"{LOGS}/group_detectability.log",
+        paths.log("group_detectability"),
     benchmark:
-        f"{BENCH}/group_detectability.tsv"
+        paths.benchmark("group_detectability")
     wildcard_constraints:
         dataset=datasets_of_kind("microscopy"),
     conda:
@@ -189,16 +189,16 @@ rule group_detectability:
 
 rule atom_recovery:
     input:
-        model=f"{MODEL}/model.pt",
-        whitening=WHITENING,
-        atoms=f"{DS}/ground_truth/{layout.ATOMS}",
-        atom_table=f"{DS}/ground_truth/{layout.ATOM_TABLE}",
+        model=paths.model("model.pt"),
+        whitening=paths.whitening(),
+        atoms=paths.ground_truth(layout.ATOMS),
+        atom_table=paths.ground_truth(layout.ATOM_TABLE),
     output:
-        recovery=f"{MODEL}/atom_recovery.csv",
+        recovery=paths.model("atom_recovery.csv"),
     log:
-        f"{LOGS}/atom_recovery_{VARIANT}.log",
+        paths.model_log("atom_recovery"),
     benchmark:
-        f"{BENCH}/atom_recovery_{VARIANT}.tsv"
+        paths.model_benchmark("atom_recovery")
     wildcard_constraints:
         dataset=datasets_of_kind("synthetic"),
     conda:
@@ -217,20 +217,20 @@ rule feature_cosines:
         unpack(feature_cosine_inputs),
     output:
         table=table_files(
-            f"{DS}/tables/feature_cosines",
+            paths.table("feature_cosines"),
             "../report/table_feature_cosines.rst",
             "4. Selectivity",
         ),
-        histograms=f"{DS}/tables/feature_cosine_histograms.csv",
+        histograms=paths.table("feature_cosine_histograms.csv"),
         figure=figure_files(
-            f"{DS}/figures/feature_cosines",
+            paths.figure("feature_cosines"),
             "../report/feature_cosines.rst",
             "4. Selectivity",
         ),
     log:
-        f"{LOGS}/feature_cosines.log",
+        paths.log("feature_cosines"),
     benchmark:
-        f"{BENCH}/feature_cosines.tsv"
+        paths.benchmark("feature_cosines")
     conda:
         ENV
     resources:

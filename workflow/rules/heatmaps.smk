@@ -1,20 +1,17 @@
-HEATMAPS = f"{DS}/heatmaps"
-
-
 rule heatmap_patch_tokens:
     input:
         unpack(image_store_files),
         unpack(heatmap_model),
         unpack(image_encoder_files),
-        obs=TOKEN_OBS,
-        choice=f"{DS}/embedding/layer.json",
+        obs=paths.token_obs(),
+        choice=paths.embedding("layer.json"),
     output:
-        patch_tokens=f"{HEATMAPS}/patch_tokens.npy",
-        selected=f"{HEATMAPS}/selected.csv",
+        patch_tokens=paths.heatmaps("patch_tokens.npy"),
+        selected=paths.heatmaps("selected.csv"),
     log:
-        f"{LOGS}/heatmap_patch_tokens.log",
+        paths.log("heatmap_patch_tokens"),
     benchmark:
-        f"{BENCH}/heatmap_patch_tokens.tsv"
+        paths.benchmark("heatmap_patch_tokens")
     wildcard_constraints:
         dataset=datasets_of_kind("microscopy"),
     conda:
@@ -44,25 +41,25 @@ rule token_heatmaps:
         unpack(heatmap_groups),
         model=lambda wc: heatmap_model(wc)["model"],
         whitening=lambda wc: heatmap_model(wc)["whitening"],
-        obs=TOKEN_OBS,
-        patch_tokens=f"{HEATMAPS}/patch_tokens.npy",
-        selected=f"{HEATMAPS}/selected.csv",
+        obs=paths.token_obs(),
+        patch_tokens=paths.heatmaps("patch_tokens.npy"),
+        selected=paths.heatmaps("selected.csv"),
     output:
-        channels=multiext(f"{DS}/tables/heatmap_channels", *TABLE_TEXT),
+        channels=multiext(paths.table("heatmap_channels"), *TABLE_TEXT),
         summary=table_files(
-            f"{DS}/tables/heatmap_channel_summary",
+            paths.table("heatmap_channel_summary"),
             "../report/token_heatmaps.rst",
             "6. Token heatmaps",
         ),
         figure=figure_files(
-            f"{DS}/figures/token_heatmaps",
+            paths.figure("token_heatmaps"),
             "../report/token_heatmaps.rst",
             "6. Token heatmaps",
         ),
     log:
-        f"{LOGS}/token_heatmaps.log",
+        paths.log("token_heatmaps"),
     benchmark:
-        f"{BENCH}/token_heatmaps.tsv"
+        paths.benchmark("token_heatmaps")
     wildcard_constraints:
         dataset=datasets_of_kind("microscopy"),
     conda:
@@ -81,27 +78,27 @@ rule single_cell_check:
         unpack(image_store_files),
         model=lambda wc: heatmap_model(wc)["model"],
         whitening=lambda wc: heatmap_model(wc)["whitening"],
-        masks=simulated_screen_file(layout.MASKS),
-        cells=simulated_screen_file(layout.CELLS),
-        patch_tokens=f"{HEATMAPS}/patch_tokens.npy",
-        selected=f"{HEATMAPS}/selected.csv",
+        masks=paths.images(layout.MASKS),
+        cells=paths.images(layout.CELLS),
+        patch_tokens=paths.heatmaps("patch_tokens.npy"),
+        selected=paths.heatmaps("selected.csv"),
     output:
-        alignment=f"{DS}/tables/single_cell_alignment.csv",
-        per_image=multiext(f"{DS}/tables/single_cell_images", *TABLE_TEXT),
+        alignment=paths.table("single_cell_alignment.csv"),
+        per_image=multiext(paths.table("single_cell_images"), *TABLE_TEXT),
         summary=table_files(
-            f"{DS}/tables/single_cell_summary",
+            paths.table("single_cell_summary"),
             "../report/single_cell_alignment.rst",
             "7. Single-cell check",
         ),
         figure=figure_files(
-            f"{DS}/figures/single_cell_alignment",
+            paths.figure("single_cell_alignment"),
             "../report/single_cell_alignment.rst",
             "7. Single-cell check",
         ),
     log:
-        f"{LOGS}/single_cell_check.log",
+        paths.log("single_cell_check"),
     benchmark:
-        f"{BENCH}/single_cell_check.tsv"
+        paths.benchmark("single_cell_check")
     wildcard_constraints:
         dataset=datasets_of_kind("microscopy"),
     conda:

@@ -21,25 +21,25 @@ rule paper_map:
         # The tables the map reads that this config builds (the map says 'not in this run' for
         # the others).
         tables=[
-            f"{R}/{dataset}/{file}"
+            paths.dataset_file(file, dataset)
             for dataset, file in needed_tables(list(DATASETS))
             if file not in TABLE_NEEDS or PAPER_MAP_NEEDS[TABLE_NEEDS[file]](dataset)
         ],
     output:
         csv=report(
-            f"{R}/paper_map.csv",
+            paths.paper_map(".csv"),
             caption="../report/paper_map.rst",
             category="Paper map",
         ),
         md=report(
-            f"{R}/paper_map.md",
+            paths.paper_map(".md"),
             caption="../report/paper_map.rst",
             category="Paper map",
         ),
     log:
-        f"{R}/logs/paper_map.log",
+        paths.run_log("paper_map"),
     benchmark:
-        f"{R}/benchmarks/paper_map.tsv"
+        paths.run_benchmark("paper_map")
     conda:
         ENV
     resources:

@@ -16,12 +16,12 @@ rule report_dataset:
     input:
         unpack(report_inputs),
     output:
-        headline=table_files(f"{DS}/headline", "../report/headline.rst", "1. Headline"),
+        headline=table_files(paths.headline(), "../report/headline.rst", "1. Headline"),
         tables=[
             path
             for name in DATASET_TABLES
             for path in table_files(
-                f"{DS}/tables/{name}",
+                paths.table(name),
                 f"../report/table_{name}.rst",
                 REPORT_STAGE[name],
             )
@@ -30,13 +30,13 @@ rule report_dataset:
             path
             for name in DATASET_FIGURES
             for path in figure_files(
-                f"{DS}/figures/{name}", f"../report/{name}.rst", REPORT_STAGE[name]
+                paths.figure(name), f"../report/{name}.rst", REPORT_STAGE[name]
             )
         ],
     log:
-        f"{LOGS}/report_dataset.log",
+        paths.log("report_dataset"),
     benchmark:
-        f"{BENCH}/report_dataset.tsv"
+        paths.benchmark("report_dataset")
     conda:
         ENV
     resources:
@@ -55,12 +55,12 @@ rule atom_recovery_table:
         recovery=lambda wc: model_files(wc.dataset, "atom_recovery.csv"),
     output:
         table=table_files(
-            f"{DS}/tables/atom_recovery", "../report/atom_recovery.rst", "2. Training"
+            paths.table("atom_recovery"), "../report/atom_recovery.rst", "2. Training"
         ),
     log:
-        f"{LOGS}/atom_recovery_table.log",
+        paths.log("atom_recovery_table"),
     benchmark:
-        f"{BENCH}/atom_recovery_table.tsv"
+        paths.benchmark("atom_recovery_table")
     wildcard_constraints:
         dataset=datasets_of_kind("synthetic"),
     conda:
@@ -79,17 +79,17 @@ rule label_selectivity:
     input:
         best_selectivity=lambda wc: model_files(wc.dataset, "best_selectivity.csv"),
         label_scores=lambda wc: model_files(wc.dataset, "label_scores.csv"),
-        references=f"{DS}/raw/references.csv",
+        references=paths.raw("references.csv"),
     output:
         table=table_files(
-            f"{DS}/tables/label_selectivity",
+            paths.table("label_selectivity"),
             "../report/label_selectivity.rst",
             "4. Selectivity",
         ),
     log:
-        f"{LOGS}/label_selectivity.log",
+        paths.log("label_selectivity"),
     benchmark:
-        f"{BENCH}/label_selectivity.tsv"
+        paths.benchmark("label_selectivity")
     wildcard_constraints:
         dataset=datasets_of_kind("microscopy"),
     conda:
@@ -109,11 +109,11 @@ rule feature_browser:
     input:
         unpack(browser_inputs),
     output:
-        browser=directory(f"{DS}/browser"),
+        browser=directory(paths.browser()),
     log:
-        f"{LOGS}/feature_browser.log",
+        paths.log("feature_browser"),
     benchmark:
-        f"{BENCH}/feature_browser.tsv"
+        paths.benchmark("feature_browser")
     conda:
         ENV
     resources:

@@ -1,14 +1,14 @@
 rule simulate_superposition:
     output:
-        tokens=TOKENS,
-        obs=TOKEN_OBS,
-        atoms=f"{DS}/ground_truth/{layout.ATOMS}",
-        atom_table=f"{DS}/ground_truth/{layout.ATOM_TABLE}",
-        nuisance=f"{DS}/ground_truth/{layout.NUISANCE}",
+        tokens=paths.tokens(),
+        obs=paths.token_obs(),
+        atoms=paths.ground_truth(layout.ATOMS),
+        atom_table=paths.ground_truth(layout.ATOM_TABLE),
+        nuisance=paths.ground_truth(layout.NUISANCE),
     log:
-        f"{LOGS}/simulate_superposition.log",
+        paths.log("simulate_superposition"),
     benchmark:
-        f"{BENCH}/simulate_superposition.tsv"
+        paths.benchmark("simulate_superposition")
     wildcard_constraints:
         dataset=datasets_of_kind("synthetic"),
     conda:
@@ -24,15 +24,15 @@ rule simulate_superposition:
 
 rule simulate_cellpainting:
     output:
-        images=f"{DS}/images/{layout.IMAGES}",
-        image_obs=f"{DS}/images/{layout.IMAGE_OBS}",
-        masks=simulated_screen_file(layout.MASKS),
-        cells=simulated_screen_file(layout.CELLS),
-        groups=simulated_screen_file(layout.GROUPS),
+        images=paths.images(layout.IMAGES),
+        image_obs=paths.images(layout.IMAGE_OBS),
+        masks=paths.images(layout.MASKS),
+        cells=paths.images(layout.CELLS),
+        groups=paths.images(layout.GROUPS),
     log:
-        f"{LOGS}/simulate_cellpainting.log",
+        paths.log("simulate_cellpainting"),
     benchmark:
-        f"{BENCH}/simulate_cellpainting.tsv"
+        paths.benchmark("simulate_cellpainting")
     wildcard_constraints:
         dataset=datasets_where(is_simulated_screen),
     # Upstream of the longest chain (train_mae).

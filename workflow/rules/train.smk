@@ -1,16 +1,16 @@
 rule train_dictionary:
     input:
-        tokens=TOKENS,
-        obs=TOKEN_OBS,
-        whitening=WHITENING,
+        tokens=paths.tokens(),
+        obs=paths.token_obs(),
+        whitening=paths.whitening(),
     output:
-        model=f"{MODEL}/model.pt",
-        metrics=f"{MODEL}/metrics.csv",
-        dead=f"{MODEL}/dead_features.csv",
+        model=paths.model("model.pt"),
+        metrics=paths.model("metrics.csv"),
+        dead=paths.model("dead_features.csv"),
     log:
-        f"{LOGS}/train_{VARIANT}.log",
+        paths.model_log("train"),
     benchmark:
-        f"{BENCH}/train_{VARIANT}.tsv"
+        paths.model_benchmark("train")
     conda:
         ENV
     resources:
@@ -22,6 +22,6 @@ rule train_dictionary:
         settings=lambda wc: training_settings(config, wc.dataset, wc.method),
         # Checkpoints live outside the declared outputs so a failed or killed job keeps them
         # and the next run resumes from the last one.
-        checkpoint_dir=lambda wc: f"{R}/{wc.dataset}/checkpoints/{variant_name(wc)}",
+        checkpoint_dir=lambda wc: paths.checkpoints(variant_name(wc), wc.dataset),
     script:
         "../scripts/train_dictionary.py"

@@ -1,14 +1,14 @@
 rule validate_dataset:
     input:
         unpack(enrichment_inputs),
-        tokens=TOKENS,
-        obs=TOKEN_OBS,
+        tokens=paths.tokens(),
+        obs=paths.token_obs(),
     output:
-        validation=VALIDATION,
+        validation=paths.validation(),
     log:
-        f"{LOGS}/validate_dataset.log",
+        paths.log("validate_dataset"),
     benchmark:
-        f"{BENCH}/validate_dataset.tsv"
+        paths.benchmark("validate_dataset")
     conda:
         ENV
     resources:

@@ -1,14 +1,14 @@
 rule fit_whitening:
     input:
-        tokens=TOKENS,
-        obs=TOKEN_OBS,
-        validation=VALIDATION,
+        tokens=paths.tokens(),
+        obs=paths.token_obs(),
+        validation=paths.validation(),
     output:
-        whitening=WHITENING,
+        whitening=paths.whitening(),
     log:
-        f"{LOGS}/fit_whitening_{{whitening}}.log",
+        paths.log("fit_whitening_{whitening}"),
     benchmark:
-        f"{BENCH}/fit_whitening_{{whitening}}.tsv"
+        paths.benchmark("fit_whitening_{whitening}")
     conda:
         ENV
     resources:

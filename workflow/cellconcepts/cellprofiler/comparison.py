@@ -11,9 +11,9 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy import stats
 
-from cellconcepts.config import Variant
 from cellconcepts.files import PathLike
 from cellconcepts.report.figures import save_figure, variant_label, variant_style
+from cellconcepts.variant import Variant
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from cellconcepts.dictionary.columns import unit_columns
 from cellconcepts.dictionary.icfl import ICFL
 from cellconcepts.dictionary.topk import TopKSAE
 from cellconcepts.files import PathLike, atomic_path
+from cellconcepts.variant import METHODS
 
-METHODS = ("icfl", "topk")
 # What `build_model` takes besides the shape and seed, per method: ICFL's L and the model's own
 # keyword settings, all saved in the model's meta (`save_model`) and read back by `load_model`.
 OPTIONS = {

@@ -17,10 +17,9 @@ import torch
 
 from cellconcepts.files import PathLike, atomic_path
 from cellconcepts.store.tokens import iter_batches
+from cellconcepts.variant import WHITENINGS
 
 logger = logging.getLogger(__name__)
-
-METHODS = ("pca", "none")
 
 
 @dataclass(eq=False)
@@ -37,9 +36,9 @@ class Whitening:
     )
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
+        if self.method not in WHITENINGS:
             raise ValueError(
-                f"whitening method must be one of {list(METHODS)}, got {self.method!r}"
+                f"whitening method must be one of {list(WHITENINGS)}, got {self.method!r}"
             )
         self.mean = np.asarray(self.mean, dtype=np.float64)
         if self.method == "pca":
@@ -294,8 +293,8 @@ def fit_whitening(
     eigenvectors of the control covariance (default: all with eigenvalue > 1e-10 * max) and uses
     eps = eps_relative * mean(retained eigenvalues); "none" only centres. Needs >= 2 control rows.
     """
-    if method not in METHODS:
-        raise ValueError(f"whitening method must be one of {list(METHODS)}, got {method!r}")
+    if method not in WHITENINGS:
+        raise ValueError(f"whitening method must be one of {list(WHITENINGS)}, got {method!r}")
     if tokens.ndim != 2:
         raise ValueError(f"tokens must be 2-D (n, d), got shape {tokens.shape}")
     rows = np.asarray(control_indices)

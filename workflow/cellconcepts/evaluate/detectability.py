@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cellconcepts.config import Variant
 from cellconcepts.evaluate.probing import ProbeSettings
 from cellconcepts.evaluate.references import out_of_fold, scored_recalls
+from cellconcepts.variant import Variant
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def group_detectability(
         heldout.append(
             pd.DataFrame(
                 {
-                    "variant": f"{spec.method}_{spec.whitening}_k{spec.sparsity}",
+                    "variant": spec.setting,
                     "label": shown,
                     "value": rows["value"].to_numpy(),
                     "above": rows["above_null"].astype(float).to_numpy(),

@@ -22,11 +22,11 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from cellconcepts.config import Variant
 from cellconcepts.evaluate.label_scores import SCORES, TEST, TaskDesign
 from cellconcepts.evaluate.precision import chosen_feature_precision
 from cellconcepts.evaluate.selectivity import active_indicator, as_csr, avg_from_counts
 from cellconcepts.evaluate.uncertainty import interval, unit_weights
+from cellconcepts.variant import Variant
 
 # The four variants of the paper's comparison, in the order pairs are formed (first - second).
 VARIANT_ORDER = (("icfl", "pca"), ("icfl", "none"), ("topk", "pca"), ("topk", "none"))

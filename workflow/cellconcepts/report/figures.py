@@ -14,8 +14,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from cellconcepts.config import Variant  # noqa: E402
 from cellconcepts.files import PathLike, atomic_path  # noqa: E402
+from cellconcepts.variant import Variant  # noqa: E402
 
 log = logging.getLogger(__name__)
 

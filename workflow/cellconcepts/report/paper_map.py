@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from cellconcepts.variant import Variant
+
 SCREEN, SYNTHETIC, PBMC = "cellpainting", "synthetic", "pbmc"
 NOT_IN_RUN = "not in this run"
 
@@ -87,7 +89,6 @@ MODEL_NAMES = {
     ("topk", "pca"): "TopK + PCA",
     ("topk", "none"): "TopK",
 }
-_VARIANT = re.compile(r"^(icfl|topk)_(pca|none)_k(\d+)_seed(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -306,7 +307,8 @@ def needed_tables(datasets: Sequence[str]) -> list[tuple[str, str]]:
 
 
 def _variant_parts(values: pd.Series) -> pd.DataFrame:
-    return values.astype(str).str.extract(_VARIANT)
+    """Columns method, whitening, sparsity and seed of model names (NaN where not one)."""
+    return values.astype(str).str.extract(Variant.pattern())
 
 
 def _derive(table: pd.DataFrame) -> pd.DataFrame:
@@ -318,7 +320,7 @@ def _derive(table: pd.DataFrame) -> pd.DataFrame:
         (
             c
             for c in ("variant", "method")
-            if c in table and _variant_parts(table[c])[0].notna().any()
+            if c in table and _variant_parts(table[c])["method"].notna().any()
         ),
         None,
     )
@@ -328,15 +330,18 @@ def _derive(table: pd.DataFrame) -> pd.DataFrame:
             keys = zip(table["method"].astype(str), table["whitening"].astype(str), strict=True)
             table["model"] = [MODEL_NAMES.get(key, key[0]) for key in keys]
         elif parts is not None:
-            names = [MODEL_NAMES.get((m, w)) for m, w in zip(parts[0], parts[1], strict=True)]
+            names = [
+                MODEL_NAMES.get((m, w))
+                for m, w in zip(parts["method"], parts["whitening"], strict=True)
+            ]
             table["model"] = [n or str(v) for n, v in zip(names, table[source], strict=True)]
     if "k" not in table:
         if "sparsity" in table:
             table["k"] = table["sparsity"]
         elif parts is not None:
-            table["k"] = pd.to_numeric(parts[2])
+            table["k"] = pd.to_numeric(parts["sparsity"])
     if "seed" not in table and parts is not None:
-        table["seed"] = pd.to_numeric(parts[3])
+        table["seed"] = pd.to_numeric(parts["seed"])
     return table
 
 

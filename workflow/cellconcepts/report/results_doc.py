@@ -36,7 +36,9 @@ import numpy as np
 import pandas as pd
 
 from cellconcepts.files import read_results_csv
+from cellconcepts.layout import ResultsLayout
 from cellconcepts.report.figures import variant_label
+from cellconcepts.variant import Variant
 
 DATASETS = ("synthetic", "pbmc", "cellpainting")
 REPO = Path(__file__).resolve().parents[3]  # workflow/cellconcepts/report/ -> the repository
@@ -102,21 +104,22 @@ def take_snapshot(
 ) -> dict:
     """Copy a finished run's tables into ``out`` and describe the run in SNAPSHOT.json."""
     results = Path(results).resolve()
-    if not (results / "paper_map.csv").exists():
+    if not Path(ResultsLayout(results).paper_map(".csv")).exists():
         raise FileNotFoundError(f"{results}: no paper_map.csv; is this a finished demo run?")
     if out.exists():
         shutil.rmtree(out)
     copied = 0
-    for dataset in sorted(p for p in results.iterdir() if (p / "tables").is_dir()):
-        files = sorted((dataset / "tables").glob("*.csv"))
-        if (dataset / "headline.csv").exists():
-            files.append(dataset / "headline.csv")
+    paths = ResultsLayout(results)
+    for name in sorted(p.name for p in results.iterdir() if Path(paths.table("", p.name)).is_dir()):
+        files = sorted(Path(paths.table("", name)).glob("*.csv"))
+        if Path(paths.headline(name) + ".csv").exists():
+            files.append(Path(paths.headline(name) + ".csv"))
         for file in files:
             target = out / file.relative_to(results)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(file, target)
             copied += 1
-    shutil.copyfile(results / "paper_map.csv", out / "paper_map.csv")
+    shutil.copyfile(ResultsLayout(results).paper_map(".csv"), ResultsLayout(out).paper_map(".csv"))
     copied += 1
     import torch
 
@@ -187,7 +190,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[object]], align: str) 
 
 
 def _read(root: Path, dataset: str, name: str) -> pd.DataFrame:
-    path = Path(root) / dataset / "tables" / name
+    path = Path(ResultsLayout(root).table(name, dataset))
     if not path.exists():
         raise FileNotFoundError(f"{path}: the snapshot lacks this table")
     return read_results_csv(path)
@@ -273,7 +276,7 @@ def _both_runs(root: Path, dataset: str) -> pd.DataFrame | None:
     """The snapshot's claim rows beside those of the run with other numerical kernels
     (docs/compare/emulated_machine; columns suffixed _a and _b), or None without that run."""
     other = _other_run(root)
-    if not (other / dataset / "tables" / "claim.csv").exists():
+    if not Path(ResultsLayout(other).table("claim.csv", dataset)).exists():
         return None
     return _read(root, dataset, "claim.csv").merge(
         _read(other, dataset, "claim.csv"), on=CLAIM_KEY, suffixes=("_a", "_b"),
@@ -626,8 +629,8 @@ def single_cell_block(root: Path) -> str:
 def cp_block(root: Path) -> str:
     """CellProfiler vs each dictionary: Pearson r of per-label best avg selectivity."""
     table = _read(root, "cellpainting", "cp_correlation.csv")
-    parts = table["variant"].str.extract(r"^(icfl|topk)_(pca|none)_k(\d+)_seed(\d+)$")
-    table = table.assign(method=parts[0], whitening=parts[1])
+    parts = table["variant"].str.extract(Variant.pattern())
+    table = table.assign(method=parts["method"], whitening=parts["whitening"])
     rows = []
     for method, whitening in VARIANTS:
         g = table[(table["method"] == method) & (table["whitening"] == whitening)]
@@ -731,7 +734,8 @@ def machine_block(root: Path) -> str:
     for dataset in DATASETS:
         both = _both_runs(root, dataset)
         if both is None:
-            raise FileNotFoundError(f"{other / dataset}/tables/claim.csv: the other run lacks it")
+            claim = ResultsLayout(other).table("claim.csv", dataset)
+            raise FileNotFoundError(f"{claim}: the other run lacks it")
         named_a = both["verdict_a"] != "no difference"
         named_b = both["verdict_b"] != "no difference"
         same = both["verdict_a"] == both["verdict_b"]

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from cellconcepts.config import Variant
 from cellconcepts.files import PathLike, atomic_path, read_results_csv
+from cellconcepts.variant import Variant
 
 log = logging.getLogger(__name__)
 

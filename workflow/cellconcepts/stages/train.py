@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cellconcepts.config import Variant
 from cellconcepts.files import PathLike, atomic_path
 from cellconcepts.store.layout import TokenFiles
 from cellconcepts.store.tokens import TokenStore
+from cellconcepts.variant import Variant
 
 log = logging.getLogger(__name__)
 
