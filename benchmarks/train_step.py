@@ -26,8 +26,8 @@ def time_steps(method: str, args: argparse.Namespace, x: torch.Tensor) -> float:
         args.dim,
         args.features,
         args.sparsity,
-        atoms_per_iteration=args.atoms_per_iteration,
         seed=0,
+        **({"atoms_per_iteration": args.atoms_per_iteration} if method == "icfl" else {}),
     ).to(x.device)
     optimiser = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     generator = torch.Generator().manual_seed(0)

@@ -10,9 +10,8 @@ import pytest
 
 from cellconcepts.defaults import schema_default, schema_node
 from cellconcepts.dictionary.encode import encode_tokens
-from cellconcepts.dictionary.icfl import ICFL
 from cellconcepts.dictionary.models import build_model
-from cellconcepts.dictionary.topk import TopKSAE
+from cellconcepts.dictionary.settings import ICFLSettings, TopKSettings
 from cellconcepts.dictionary.training import TrainConfig
 from cellconcepts.dictionary.whitening import fit_whitening
 from cellconcepts.enrich.gene_lists import expression_gene_lists, selective_gene_lists
@@ -31,16 +30,16 @@ from cellconcepts.store.obs import assign_split
 # compared. `expected` lists parameters that must be among those compared, so a renamed key
 # cannot silently drop out of the check.
 CASES = {
-    "build_model": (build_model, ["dictionary.icfl"], {"atoms_per_iteration"}),
-    "ICFL": (
-        ICFL,
+    # Every field of the methods' settings is a config key.
+    "ICFLSettings": (
+        ICFLSettings,
         ["dictionary.icfl", "dictionary"],
-        {"selection", "resample_every", "resample_threshold", "learn_b_pre"},
+        {f.name for f in fields(ICFLSettings)},
     ),
-    "TopKSAE": (
-        TopKSAE,
+    "TopKSettings": (
+        TopKSettings,
         ["dictionary.topk", "dictionary"],
-        {"aux_k", "aux_coef", "resample_every", "resample_threshold", "learn_b_pre"},
+        {f.name for f in fields(TopKSettings)},
     ),
     "TrainConfig": (
         TrainConfig,

@@ -10,6 +10,7 @@ import torch
 
 from cellconcepts.dictionary.encode import encode_tokens
 from cellconcepts.dictionary.icfl import ICFL
+from cellconcepts.dictionary.settings import ICFLSettings
 from cellconcepts.dictionary.topk import TopKSAE
 from cellconcepts.dictionary.whitening import fit_whitening
 
@@ -56,7 +57,7 @@ def test_perfect_model_gives_original_tokens_back(tmp_path: Path, method: str) -
 def test_codes_match_dense_encode_and_cosines_are_independent(tmp_path: Path) -> None:
     tokens = make_tokens(n=75, d=8, seed=1)
     whitening = fit_whitening(tokens, np.arange(30), "pca")
-    model = ICFL(8, 20, 2, 2, seed=3)
+    model = ICFL(8, 20, 4, ICFLSettings(atoms_per_iteration=2), seed=3)
     with torch.no_grad():
         model.b_pre.copy_(0.05 * torch.arange(8.0))
     result = encode_tokens(model, tokens, whitening, batch_size=7, device="cpu")

@@ -8,6 +8,7 @@ import torch
 
 from cellconcepts.dictionary.icfl import ICFL, icfl_encode
 from cellconcepts.dictionary.models import build_model
+from cellconcepts.dictionary.settings import ICFLSettings
 
 
 def omp_reference(
@@ -226,7 +227,7 @@ def _model_with_pair(cosine: float, seed: int = 0) -> tuple[ICFL, np.ndarray]:
     W = unit_columns(rng.standard_normal((d, m)))
     u = W[:, 5] - (W[:, 5] @ W[:, 3]) * W[:, 3]
     W[:, 5] = cosine * W[:, 3] + np.sqrt(1 - cosine**2) * u / np.linalg.norm(u)
-    model = ICFL(d, m, 1, 1, seed=seed)
+    model = ICFL(d, m, 1, ICFLSettings(atoms_per_iteration=1), seed=seed)
     with torch.no_grad():
         model.W_dec.copy_(torch.from_numpy(W).float())
     return model, W
@@ -274,7 +275,7 @@ def test_model_keeps_its_gram_until_the_decoder_changes() -> None:
     from cellconcepts.dictionary.icfl import decoder_gram
 
     torch.manual_seed(0)
-    model = ICFL(512, 1024, n_iterations=20, atoms_per_iteration=2, seed=0)
+    model = ICFL(512, 1024, 40, ICFLSettings(atoms_per_iteration=2), seed=0)
     x = torch.randn(256, 512)
     model.encode(x)
     first = model._gram_matrix

@@ -14,8 +14,8 @@ from conftest import REPO, run_snakemake
 from snakemake.utils import validate
 from snakemake_executor_plugin_slurm.partitions import get_best_partition, read_partition_file
 
-from cellconcepts.config import GPU_RULES, execution_settings
 from cellconcepts.device import gpu_present
+from cellconcepts.stages.execution import GPU_RULES, execution_settings
 
 PROFILES = REPO / "profiles"
 RULES = sorted(p.stem for p in (REPO / "workflow" / "scripts").glob("*.py"))

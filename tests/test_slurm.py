@@ -29,7 +29,7 @@ import pytest
 from conftest import REPO, run_snakemake
 from test_workflow import TINY
 
-from cellconcepts.config import GPU_RULES
+from cellconcepts.stages.execution import GPU_RULES
 
 pytestmark = pytest.mark.slow
 

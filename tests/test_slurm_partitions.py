@@ -25,7 +25,7 @@ from snakemake_executor_plugin_slurm.validation import validate_slurm_extra
 from snakemake_interface_common.exceptions import WorkflowError
 
 from cellconcepts.cluster import refuse_unadmitted_jobs, unadmitted
-from cellconcepts.config import GPU_RULES
+from cellconcepts.stages.execution import GPU_RULES
 
 PROFILE = REPO / "profiles" / "slurm"
 PARTITIONS = PROFILE / "partitions.yaml"

@@ -10,6 +10,7 @@ import torch
 
 from cellconcepts.dictionary.icfl import ICFL
 from cellconcepts.dictionary.models import build_model, decoder_directions, load_model, save_model
+from cellconcepts.dictionary.settings import TopKSettings
 from cellconcepts.dictionary.topk import TopKSAE
 
 
@@ -82,7 +83,7 @@ def test_loss_decreases_and_decoder_stays_unit_norm() -> None:
 def test_auxk_adds_positive_term_and_trains_dead_latents() -> None:
     x = unit_rows(8, 16, 4)
     plain = TopKSAE(16, 64, 4, seed=0)
-    aux = TopKSAE(16, 64, 4, aux_k=8, aux_coef=0.5, seed=0)
+    aux = TopKSAE(16, 64, 4, TopKSettings(aux_k=8, aux_coef=0.5), seed=0)
     z = plain.encode(x)
     dead = (z == 0).all(0)  # never selected on this batch
     assert 8 < int(dead.sum()) < 64
@@ -103,8 +104,12 @@ def test_auxk_adds_positive_term_and_trains_dead_latents() -> None:
 
 @pytest.mark.parametrize("method", ["icfl", "topk"])
 def test_save_load_round_trip(tmp_path: Path, method: str) -> None:
-    options = {"aux_k": 6, "learn_b_pre": False, "resample_every": 7} if method == "topk" else {}
-    model = build_model(method, 8, 24, 4, atoms_per_iteration=2, seed=5, **options)
+    options = (
+        {"aux_k": 6, "learn_b_pre": False, "resample_every": 7}
+        if method == "topk"
+        else {"atoms_per_iteration": 2}
+    )
+    model = build_model(method, 8, 24, 4, seed=5, **options)
     with torch.no_grad():
         model.b_pre.add_(0.5)
     path = tmp_path / "model.pt"
@@ -139,8 +144,8 @@ def test_training_loss_decodes_the_selected_columns_like_the_dense_product(metho
     pre-activations, recomputed here (float64). Repeated atoms (ICFL may pick one twice) add
     up in both."""
     torch.manual_seed(0)
-    options = {"aux_k": 5} if method == "topk" else {}
-    model = build_model(method, 12, 40, 6, atoms_per_iteration=2, seed=1, **options).double()
+    options = {"aux_k": 5} if method == "topk" else {"atoms_per_iteration": 2}
+    model = build_model(method, 12, 40, 6, seed=1, **options).double()
     with torch.no_grad():  # non-zero offsets: TopK's encoder gradient has a b_pre term
         model.b_pre.copy_(torch.linspace(-0.3, 0.3, 12, dtype=torch.float64))
         if method == "topk":

@@ -17,6 +17,11 @@ from cellconcepts.dictionary.topk import TopKSAE
 from cellconcepts.dictionary.training import TrainConfig, _DeadTracker, train_dictionary
 
 
+def icfl_l(method: str, atoms: int) -> dict[str, int]:
+    """ICFL's L as a build_model option; TopK has no such setting."""
+    return {"atoms_per_iteration": atoms} if method == "icfl" else {}
+
+
 def planted(seed: int = 0, n: int = 4096, d: int = 16, n_atoms: int = 32, k: int = 3):
     """Unit-norm tokens made of k of n_atoms unit atoms with coefficients in [0.5, 1.5] + noise."""
     rng = np.random.default_rng(seed)
@@ -95,7 +100,7 @@ def test_topk_recovers_planted_dictionary(tmp_path: Path) -> None:
 def test_learn_b_pre_false_holds_b_pre_at_zero(tmp_path: Path, method: str) -> None:
     """`learn_b_pre: false` applies to both methods: b_pre stays 0 through training."""
     tokens, _ = planted(seed=2, n=600)
-    model = build_model(method, 16, 24, 4, atoms_per_iteration=2, seed=0, learn_b_pre=False)
+    model = build_model(method, 16, 24, 4, seed=0, learn_b_pre=False, **icfl_l(method, 2))
     run(model, tokens, tmp_path, steps=20, batch_size=100, lr=1e-2, log_every=10)
     assert not model.b_pre.requires_grad and not model.b_pre.detach().any()
 
@@ -179,7 +184,7 @@ def test_a_transform_gives_the_model_trained_on_transformed_tokens(
         ("transformed first", whitening.transform(tokens), None),
         ("transformed as read", tokens, whitening.transform),
     ):
-        model = build_model(method, whitening.output_dim, 24, 4, atoms_per_iteration=2, seed=1)
+        model = build_model(method, whitening.output_dim, 24, 4, seed=1, **icfl_l(method, 2))
         train_dictionary(
             model,
             store,
@@ -277,7 +282,7 @@ def test_training_on_cuda_follows_the_cpu_run(tmp_path: Path, method: str) -> No
     tokens, _ = planted(seed=3)
     results = {}
     for device in ("cpu", "cuda"):
-        model = build_model(method, 16, 32, 4, atoms_per_iteration=2, seed=0)
+        model = build_model(method, 16, 32, 4, seed=0, **icfl_l(method, 2))
         results[device] = run(
             model,
             tokens,

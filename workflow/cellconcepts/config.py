@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from cellconcepts.dictionary.settings import SHARED_KEYS, own_keys
 from cellconcepts.files import npy_header
 from cellconcepts.store import layout
 from cellconcepts.variant import Variant
@@ -36,10 +37,8 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
     return merged
 
 
-# The keys of the dictionary section that a model's training reads (`training_settings`): the
-# method's own, and learn_b_pre, which applies to both methods.
-ICFL_KEYS = ("atoms_per_iteration", "selection", "resample_every", "resample_threshold")
-TOPK_KEYS = ("aux_k", "aux_coef", "resample_every", "resample_threshold")
+# The keys of `dictionary.train` that a model's training reads (`training_settings`); the
+# method's own keys are its settings object's (`dictionary.settings`).
 TRAIN_KEYS = (
     "steps",
     "batch_size",
@@ -121,67 +120,15 @@ def training_settings(config: Mapping[str, Any], dataset: str, method: str) -> d
     sparsity, seed): the dictionary size, the method's own settings and the optimisation.
 
     Plain values only (a rule's params), so that Snakemake reruns a model exactly when one of
-    them changes; the device and the log and checkpoint cadence are `execution_settings`.
+    them changes; the device and the log and checkpoint cadence are `stages.execution`'s.
     """
     settings = dictionary_settings(config, dataset)
-    own = (
-        {k: settings["icfl"][k] for k in ICFL_KEYS}
-        if method == "icfl"
-        else {k: settings["topk"][k] for k in TOPK_KEYS}
-    )
-    train = {k: settings["train"][k] for k in TRAIN_KEYS}
     return {
         "n_features": settings["n_features"],
-        "learn_b_pre": settings["learn_b_pre"],
-        method: own,
-        "train": train,
+        **{key: settings[key] for key in SHARED_KEYS},
+        method: {key: settings[method][key] for key in own_keys(method)},
+        "train": {key: settings["train"][key] for key in TRAIN_KEYS},
     }
-
-
-# Rules whose stage can run on a GPU: `execution_settings` gives them a `device`. Each declares
-# `gpu=1` in its resources, the one place a GPU is requested: the local profile limits how many
-# run at once and the SLURM executor sends them to a partition that has GPUs.
-GPU_RULES = frozenset(
-    {
-        "train_expression_model",
-        "train_mae",
-        "embed_images",
-        "heatmap_patch_tokens",
-        "train_dictionary",
-        "encode_tokens",
-    }
-)
-
-
-def execution_settings(config: Mapping[str, Any], rule: str, dataset: str | None) -> dict[str, Any]:
-    """Config keys that change how a rule's job runs but never what it computes: the device,
-    inference batch sizes, logging and checkpoint cadence, the CellProfiler executable.
-
-    Stages read them from the config at run time (`cellconcepts.stages.arguments`) instead of
-    the rule's params, so that editing them reruns nothing.
-    """
-    if dataset is None:
-        return {}
-    section = config["datasets"][dataset]
-    train = dictionary_settings(config, dataset)["train"]
-    microscopy = section.get("microscopy", {})
-    images = {"device": microscopy.get("device"), "batch_size": microscopy.get("batch_size")}
-    by_rule = {
-        "train_expression_model": {"device": train["device"]},
-        "train_dictionary": {
-            "device": train["device"],
-            "log_every": train["log_every"],
-            "checkpoint_every": train["checkpoint_every"],
-        },
-        "encode_tokens": {"device": train["device"], "batch_size": config["encode"]["batch_size"]},
-        "train_mae": {"device": microscopy.get("device")},
-        "embed_images": images,
-        "heatmap_patch_tokens": images,
-        "cellprofiler_measure": {
-            "executable": microscopy.get("cellprofiler", {}).get("executable"),
-        },
-    }
-    return dict(by_rule.get(rule, {}))
 
 
 # --------------------------------------------------------------------------- config files

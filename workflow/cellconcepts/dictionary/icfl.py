@@ -13,13 +13,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from cellconcepts.defaults import schema_default
 from cellconcepts.dictionary.columns import (
     Decoder,
     decode_selected,
     dense_codes,
     linear_init,
 )
+from cellconcepts.dictionary.settings import ICFLSettings, as_meta
 
 # Relative ridge added to the L x L Gram of the selected atoms (scaled by its mean diagonal):
 # small enough not to bias well-conditioned solves, large enough that nearly collinear selections
@@ -286,7 +286,8 @@ class ICFL(Decoder, nn.Module):
     """Iterative codebook feature learning: OMP-encoded codes, decoder learned by gradient descent.
 
     Only ``W_dec`` and ``b_pre`` are parameters; codes come from :func:`icfl_encode` and are held
-    fixed during the decoder update. Keyword defaults are the config schema's.
+    fixed during the decoder update. ``sparsity`` = J * L non-zeros per code, L being
+    ``settings.atoms_per_iteration``; ``settings`` default to the config schema's.
     """
 
     method = "icfl"
@@ -295,39 +296,41 @@ class ICFL(Decoder, nn.Module):
         self,
         input_dim: int,
         n_features: int,
-        n_iterations: int,
-        atoms_per_iteration: int,
+        sparsity: int,
+        settings: ICFLSettings | None = None,
         seed: int = 0,
-        *,
-        resample_every: int = schema_default("dictionary.icfl.resample_every"),
-        resample_threshold: float = schema_default("dictionary.icfl.resample_threshold"),
-        learn_b_pre: bool = schema_default("dictionary.learn_b_pre"),
-        selection: str = schema_default("dictionary.icfl.selection"),
     ) -> None:
         super().__init__()
+        settings = ICFLSettings() if settings is None else settings
+        if not isinstance(settings, ICFLSettings):
+            raise TypeError(f"ICFL: settings must be ICFLSettings, got {type(settings).__name__}")
         if input_dim < 1 or n_features < 1:
             raise ValueError(
                 f"ICFL: input_dim and n_features must be >= 1, got {input_dim}, {n_features}"
             )
-        if n_iterations < 1 or not 1 <= atoms_per_iteration <= n_features:
+        L = settings.atoms_per_iteration
+        if not 1 <= L <= n_features or sparsity < L or sparsity % L != 0:
             raise ValueError(
-                f"ICFL: need n_iterations >= 1 and 1 <= atoms_per_iteration <= n_features "
-                f"({n_features}), got {n_iterations}, {atoms_per_iteration}"
+                f"icfl: sparsity ({sparsity}) must be a positive multiple of "
+                f"atoms_per_iteration ({L}), which must be in [1, n_features = {n_features}]"
             )
-        if selection not in SELECTIONS:
-            raise ValueError(f"ICFL: selection must be one of {SELECTIONS}, got {selection!r}")
-        self.selection = selection
+        if settings.selection not in SELECTIONS:
+            raise ValueError(
+                f"ICFL: selection must be one of {SELECTIONS}, got {settings.selection!r}"
+            )
+        self.settings = settings
+        self.selection = settings.selection
         self.input_dim = input_dim
         self.n_features = n_features
-        self.n_iterations = n_iterations
-        self.atoms_per_iteration = atoms_per_iteration
+        self.n_iterations = sparsity // L
+        self.atoms_per_iteration = L
         self.seed = seed
-        self.resample_every = resample_every
-        self.resample_threshold = resample_threshold
+        self.resample_every = settings.resample_every
+        self.resample_threshold = settings.resample_threshold
         generator = torch.Generator().manual_seed(seed)
         self.W_dec = nn.Parameter(linear_init(input_dim, n_features, generator))
         self.b_pre = nn.Parameter(torch.zeros(input_dim))
-        self.learn_b_pre = learn_b_pre
+        self.learn_b_pre = settings.learn_b_pre
         self.last_resampled = torch.empty(0, dtype=torch.long)
         self._gram_matrix: Tensor | None = None
         self._gram_key: tuple | None = None
@@ -338,19 +341,15 @@ class ICFL(Decoder, nn.Module):
         return self.n_iterations * self.atoms_per_iteration
 
     def config(self) -> dict[str, Any]:
-        """Constructor arguments, for :func:`save_model`."""
+        """Constructor arguments and settings, for :func:`save_model`."""
         return {
             "method": self.method,
             "input_dim": self.input_dim,
             "n_features": self.n_features,
             "sparsity": self.sparsity,
             "n_iterations": self.n_iterations,
-            "atoms_per_iteration": self.atoms_per_iteration,
             "seed": self.seed,
-            "resample_every": self.resample_every,
-            "resample_threshold": self.resample_threshold,
-            "learn_b_pre": self.learn_b_pre,
-            "selection": self.selection,
+            **as_meta(self.settings),
         }
 
     def encode(self, x: Tensor) -> Tensor:

@@ -10,25 +10,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from cellconcepts.defaults import schema_default
 from cellconcepts.dictionary.columns import unit_columns
 from cellconcepts.dictionary.icfl import ICFL
+from cellconcepts.dictionary.settings import MethodSettings, from_meta, with_options
 from cellconcepts.dictionary.topk import TopKSAE
 from cellconcepts.files import PathLike, atomic_path
 from cellconcepts.variant import METHODS
-
-# What `build_model` takes besides the shape and seed, per method: ICFL's L and the model's own
-# keyword settings, all saved in the model's meta (`save_model`) and read back by `load_model`.
-OPTIONS = {
-    "icfl": (
-        "atoms_per_iteration",
-        "selection",
-        "learn_b_pre",
-        "resample_every",
-        "resample_threshold",
-    ),
-    "topk": ("aux_k", "aux_coef", "learn_b_pre", "resample_every", "resample_threshold"),
-}
 
 
 def build_model(
@@ -37,30 +24,22 @@ def build_model(
     n_features: int,
     sparsity: int,
     *,
-    atoms_per_iteration: int = schema_default("dictionary.icfl.atoms_per_iteration"),
     seed: int = 0,
+    settings: MethodSettings | None = None,
     **options: Any,
 ) -> ICFL | TopKSAE:
-    """ICFL with J = sparsity // atoms_per_iteration iterations, or a TopK SAE with k = sparsity
-    (``atoms_per_iteration`` is then unused). ``options`` are the model's own keyword settings
-    (`OPTIONS`: `ICFL` and `TopKSAE`); those left out take the config schema's defaults."""
+    """ICFL with J = sparsity // L iterations of L = ``atoms_per_iteration`` atoms, or a TopK
+    SAE with k = sparsity. ``settings``: the method's settings object (`dictionary.settings`);
+    without it, the config schema's with ``options`` changed (e.g. ``atoms_per_iteration=2``)."""
+    if settings is None:
+        settings = with_options(method, **options)
+    elif options:
+        raise TypeError(f"build_model: give settings or options, not both ({sorted(options)})")
+    if settings.method != method:
+        raise ValueError(f"build_model: {type(settings).__name__} given for method {method!r}")
     if method == "icfl":
-        if atoms_per_iteration < 1 or sparsity % atoms_per_iteration != 0:
-            raise ValueError(
-                f"icfl: sparsity ({sparsity}) must be a positive multiple of "
-                f"atoms_per_iteration ({atoms_per_iteration})"
-            )
-        return ICFL(
-            input_dim,
-            n_features,
-            sparsity // atoms_per_iteration,
-            atoms_per_iteration,
-            seed,
-            **options,
-        )
-    if method == "topk":
-        return TopKSAE(input_dim, n_features, sparsity, seed=seed, **options)
-    raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+        return ICFL(input_dim, n_features, sparsity, settings, seed)
+    return TopKSAE(input_dim, n_features, sparsity, settings, seed)
 
 
 def decoder_directions(model: nn.Module) -> np.ndarray:
@@ -115,17 +94,15 @@ def load_model(
     missing = [k for k in ("method", "input_dim", "n_features", "sparsity") if k not in meta]
     if missing:
         raise ValueError(f"{path}: model meta lacks {missing}")
-    if meta["method"] not in OPTIONS:
+    if meta["method"] not in METHODS:
         raise ValueError(f"{path}: unknown method {meta['method']!r} in the model meta")
-    # A setting missing from an older model's meta takes the schema's default.
-    options = {k: meta[k] for k in OPTIONS[meta["method"]] if k in meta}
     model = build_model(
         meta["method"],
         meta["input_dim"],
         meta["n_features"],
         meta["sparsity"],
         seed=meta.get("seed", 0),
-        **options,
+        settings=from_meta(meta["method"], meta),
     )
     try:
         model.load_state_dict(payload["state_dict"])

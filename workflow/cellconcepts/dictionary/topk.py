@@ -9,13 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cellconcepts.defaults import schema_default
 from cellconcepts.dictionary.columns import (
     Decoder,
     decode_selected,
     dense_codes,
     linear_init,
 )
+from cellconcepts.dictionary.settings import TopKSettings, as_meta
 
 
 class TopKSAE(Decoder, nn.Module):
@@ -24,7 +24,7 @@ class TopKSAE(Decoder, nn.Module):
     AuxK (reconstruct the residual from the top ``aux_k`` dead latents) is off unless ``aux_k``
     is set and :meth:`loss` is given a dead mask. ``learn_b_pre`` False holds b_pre at 0;
     ``resample_every`` > 0 re-draws correlated decoder columns as ICFL does (`Decoder`), and
-    the re-drawn features' encoder rows with them. Keyword defaults are the config schema's.
+    the re-drawn features' encoder rows with them. ``settings`` default to the config schema's.
     """
 
     method = "topk"
@@ -34,15 +34,16 @@ class TopKSAE(Decoder, nn.Module):
         input_dim: int,
         n_features: int,
         k: int,
-        *,
-        aux_k: int | None = schema_default("dictionary.topk.aux_k"),
-        aux_coef: float = schema_default("dictionary.topk.aux_coef"),
-        learn_b_pre: bool = schema_default("dictionary.learn_b_pre"),
-        resample_every: int = schema_default("dictionary.topk.resample_every"),
-        resample_threshold: float = schema_default("dictionary.topk.resample_threshold"),
+        settings: TopKSettings | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
+        settings = TopKSettings() if settings is None else settings
+        if not isinstance(settings, TopKSettings):
+            raise TypeError(
+                f"TopKSAE: settings must be TopKSettings, got {type(settings).__name__}"
+            )
+        aux_k = settings.aux_k
         if input_dim < 1 or not 1 <= k <= n_features:
             raise ValueError(
                 f"TopKSAE: need input_dim >= 1 and 1 <= k <= n_features ({n_features}), "
@@ -53,8 +54,9 @@ class TopKSAE(Decoder, nn.Module):
         self.input_dim = input_dim
         self.n_features = n_features
         self.k = k
+        self.settings = settings
         self.aux_k = aux_k
-        self.aux_coef = aux_coef
+        self.aux_coef = settings.aux_coef
         self.seed = seed
         generator = torch.Generator().manual_seed(seed)
         W_dec = linear_init(input_dim, n_features, generator)
@@ -62,9 +64,9 @@ class TopKSAE(Decoder, nn.Module):
         self.W_enc = nn.Parameter(W_dec.T.clone())
         self.b_enc = nn.Parameter(torch.zeros(n_features))
         self.b_pre = nn.Parameter(torch.zeros(input_dim))
-        self.learn_b_pre = learn_b_pre
-        self.resample_every = resample_every
-        self.resample_threshold = resample_threshold
+        self.learn_b_pre = settings.learn_b_pre
+        self.resample_every = settings.resample_every
+        self.resample_threshold = settings.resample_threshold
         self.last_resampled = torch.empty(0, dtype=torch.long)
         self.last_aux_loss: Tensor | None = None
 
@@ -74,18 +76,14 @@ class TopKSAE(Decoder, nn.Module):
         return self.k
 
     def config(self) -> dict[str, Any]:
-        """Constructor arguments, for :func:`save_model`."""
+        """Constructor arguments and settings, for :func:`save_model`."""
         return {
             "method": self.method,
             "input_dim": self.input_dim,
             "n_features": self.n_features,
             "sparsity": self.k,
-            "aux_k": self.aux_k,
-            "aux_coef": self.aux_coef,
-            "learn_b_pre": self.learn_b_pre,
-            "resample_every": self.resample_every,
-            "resample_threshold": self.resample_threshold,
             "seed": self.seed,
+            **as_meta(self.settings),
         }
 
     def pre_activations(self, x: Tensor) -> Tensor:

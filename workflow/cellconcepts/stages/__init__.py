@@ -16,15 +16,16 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from cellconcepts.config import execution_settings
 from cellconcepts.logs import log_to_file
+from cellconcepts.stages.execution import execution_settings
 
 
 def arguments(stage: Callable[..., Any], job: Any) -> dict[str, Any]:
     """Keyword arguments of ``stage`` from a Snakemake job (the ``snakemake`` object of a rule
     script): its named inputs, outputs and params; ``threads``; and ``execution``, the config
-    keys that change how the job runs but never what it computes (`config.execution_settings`),
-    read from the config at run time so that editing them reruns nothing."""
+    keys that change how the job runs but never what it computes
+    (`stages.execution.execution_settings`), read from the config at run time so that editing
+    them reruns nothing."""
     available: dict[str, Any] = {}
     for kind in (job.input, job.output, job.params):
         for name, value in kind.items():

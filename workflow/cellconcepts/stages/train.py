@@ -47,15 +47,11 @@ def checkpoint_signature(
 def _dictionary(spec: Variant, settings: Mapping[str, Any], input_dim: int) -> Any:
     """An untrained ICFL or TopK model of this variant, with the method's own settings."""
     from cellconcepts.dictionary.models import build_model
+    from cellconcepts.dictionary.settings import from_config
 
+    own = from_config(spec.method, settings)
     return build_model(
-        spec.method,
-        input_dim,
-        settings["n_features"],
-        spec.sparsity,
-        seed=spec.seed,
-        learn_b_pre=settings["learn_b_pre"],
-        **settings[spec.method],
+        spec.method, input_dim, settings["n_features"], spec.sparsity, seed=spec.seed, settings=own
     )
 
 
