@@ -248,7 +248,7 @@ def microscopy_input(
 ) -> Callable[[Path], dict]:
     """A case input: a user image store my_images/ (images.npy + obs.parquet, ``edit``-ed:
     it returns new (images, obs) or edits in place) and a user checkpoint (``checkpoint``
-    writes one and returns its path; default: a ViT saved with `vit.save_pretrained`)."""
+    writes one and returns its path; default: a ViT saved with `checkpoints.save_pretrained`)."""
 
     def make(workdir: Path) -> dict:
         images, obs = image_store()
@@ -285,11 +285,11 @@ def microscopy_input(
 def save_encoder(workdir: Path, architecture: dict | None = None) -> str:
     import torch
 
-    from cellconcepts.microscopy import vit
+    from cellconcepts.microscopy import checkpoints, vit
 
     torch.manual_seed(0)
     encoder = vit.ViTEncoder(vit.ViTConfig(**(architecture or ARCHITECTURE)))
-    vit.save_pretrained(encoder, workdir / "my_model")
+    checkpoints.save_pretrained(encoder, workdir / "my_model")
     return "my_model"
 
 

@@ -392,3 +392,71 @@ def test_the_headline_says_direction_and_significance() -> None:
     row = pd.Series({"nearest_term": "T (GO:1)", "nearest_direction": "", "best_fdr": 0.01})
     assert headline_term(row, 0.05).startswith("GO term of its genes: <b")
     assert headline_term(pd.Series({"nearest_term": np.nan}), 0.05) == "no GO term"
+
+
+def test_model_view_scores_every_task_and_shows_fold_changes_with_expression() -> None:
+    from cellconcepts.report.browser import model_view
+
+    codes = sp.csr_matrix(np.array([[0.9, 0.0], [0.8, 0.2], [0.0, 0.3], [0.0, 0.0]]))
+    labels = {
+        "t": pd.Series(["a", "a", "b", "b"], dtype=object),
+        "u": pd.Series(["x", "y", "x", None], dtype=object),
+    }
+    directions = np.eye(2)
+    dead = np.array([False, True])
+    view = model_view("icfl_pca_k8_seed0", codes, directions, dead, labels, fdr=0.1)
+    assert view.name == "icfl_pca_k8_seed0" and view.fdr == 0.1
+    assert list(view.selectivity) == ["t", "u"]
+    for task, values in labels.items():
+        np.testing.assert_array_equal(view.selectivity[task].avg, selectivity(codes, values).avg)
+    np.testing.assert_array_equal(view.dead, dead)
+    assert view.genes is None and view.annotation is None and view.terms is None
+    # feature 0: a on every active token, b on none: avg selectivity 1 for a, -1 for b
+    np.testing.assert_allclose(view.selectivity["t"].avg[:, 0], [1.0, -1.0])
+
+    genes = pd.DataFrame({"feature": [0], "direction": ["up"], "gene": ["G"], "fdr": 0.01})
+    annotation = pd.DataFrame({"feature": [0], "sign": [1], "activation_threshold": [0.5]})
+    log1p = np.log1p(np.array([[4.0], [6.0], [1.0], [1.0]]))
+    shown = model_view(
+        "m",
+        codes,
+        directions,
+        dead,
+        labels,
+        annotation=annotation,
+        genes=genes,
+        expression=(log1p, ["G"]),
+    )
+    pd.testing.assert_frame_equal(shown.genes, fold_changes(genes, annotation, codes, log1p, ["G"]))
+    assert shown.genes.loc[0, "mean_active"] == pytest.approx(log1p[:2].mean())
+    without = model_view("m", codes, directions, dead, labels, annotation=annotation, genes=genes)
+    assert "mean_active" not in without.genes.columns  # no expression: the genes as given
+
+
+def test_a_folder_is_replaced_only_when_its_build_completes(tmp_path: Path) -> None:
+    from cellconcepts.report.browser import folder_files, replacing_folder
+
+    folder = tmp_path / "browser"
+    folder.mkdir()
+    (folder / "old.html").write_text("old")
+    with pytest.raises(RuntimeError), replacing_folder(folder) as building:
+        assert building == tmp_path / ".browser.building" and building.is_dir()
+        (building / "new.html").write_text("new")
+        raise RuntimeError("failed build")
+    assert [p.name for p in folder.iterdir()] == ["old.html"]  # the old browser stays
+    with replacing_folder(folder) as building:
+        assert not (building / "new.html").exists()  # a fresh build folder
+        (building / "index.html").write_text("12345")
+        (building / "pages").mkdir()
+        (building / "pages" / "feature_0.html").write_text("abc")
+    assert not building.exists()
+    assert sorted(p.name for p in folder.rglob("*")) == ["feature_0.html", "index.html", "pages"]
+    assert folder_files(folder) == (2, 8)
+
+
+def test_control_images_are_the_is_control_flags() -> None:
+    from cellconcepts.report.browser import control_images
+
+    flags = control_images(pd.DataFrame({"is_control": [1, 0, 1]}))
+    assert flags.dtype == bool and flags.tolist() == [True, False, True]
+    assert control_images(pd.DataFrame({"gene": ["A"]})) is None

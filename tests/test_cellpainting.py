@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cellconcepts.enrich.genesets import go_bp_2023_path, read_gmt
 from cellconcepts.sources import cellpainting as cp
+from cellconcepts.store.gene_sets import go_bp_2023_path, read_gmt
 from cellconcepts.store.images import open_image_store
 from cellconcepts.store.layout import ImageFiles
 

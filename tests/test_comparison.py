@@ -62,3 +62,50 @@ def test_dictionary_points_count_active_codes():
     points = cp_comparison.dictionary_sparsity_points({"v": codes}, per_label)
     assert points.mean_active.tolist() == [1.5]
     assert points.mean_best_avg.tolist() == [pytest.approx(0.3)]
+
+
+def test_compare_with_dictionaries_builds_the_figure_tables():
+    """Five labels, two dictionaries: labels by CellProfiler's score, r as np.corrcoef, a
+    sparsity point per dictionary (mean non-zeros per row, mean per-label score) after the
+    CellProfiler sweep in the curve."""
+    cp = {"A": 0.1, "B": 0.5, "C": 0.3, "D": 0.9, "E": 0.7}
+    first = {"A": 0.2, "B": 0.4, "C": 0.1, "D": 0.8, "E": 0.6}
+    second = {"A": 0.5, "B": 0.1, "C": 0.4, "D": 0.2, "E": 0.3}
+    codes = {
+        "icfl_pca_k8_seed0": sp.csr_matrix(np.array([[1.0, 0, -1.0], [0, 0, 2.0]])),
+        "topk_none_k8_seed0": sp.csr_matrix(np.array([[0.0, 0, 0], [1.0, 1.0, 1.0]])),
+    }
+    sweep = pd.DataFrame(
+        {"method": "CellProfiler", "target": [2, 4], "alpha": [0.01, 0.1]}
+        | {"mean_active": [2.5, 4.5], "mean_best_avg": [0.3, 0.4]}
+    )
+    result = cp_comparison.compare_with_dictionaries(
+        best("gene", cp),
+        {"icfl_pca_k8_seed0": best("gene", first), "topk_none_k8_seed0": best("gene", second)},
+        codes,
+        sweep,
+        "gene",
+    )
+    labels = result.per_label
+    assert labels.columns.tolist() == [
+        "label",
+        "CellProfiler",
+        "icfl_pca_k8_seed0",
+        "topk_none_k8_seed0",
+    ]
+    assert labels.label.tolist() == ["D", "E", "B", "C", "A"]
+    assert labels.icfl_pca_k8_seed0.tolist() == [0.8, 0.6, 0.4, 0.1, 0.2]
+    order = ["A", "B", "C", "D", "E"]
+    x = np.array([cp[k] for k in order])
+    correlations = result.correlations.set_index("variant")
+    for name, scores in (("icfl_pca_k8_seed0", first), ("topk_none_k8_seed0", second)):
+        y = np.array([scores[k] for k in order])
+        assert correlations.loc[name, "pearson_r"] == pytest.approx(np.corrcoef(x, y)[0, 1])
+        assert correlations.loc[name, "n_labels"] == 5
+        assert correlations.loc[name, "mean_best_avg_dictionary"] == pytest.approx(y.mean())
+    assert result.points.method.tolist() == list(codes)
+    assert result.points.mean_active.tolist() == [1.5, 1.5]
+    assert result.points.mean_best_avg.tolist() == [pytest.approx(0.42), pytest.approx(0.3)]
+    assert result.curve.columns.tolist() == ["method", "mean_active", "mean_best_avg"]
+    assert result.curve.method.tolist() == ["CellProfiler", "CellProfiler", *codes]
+    assert result.curve.mean_active.tolist() == [2.5, 4.5, 1.5, 1.5]

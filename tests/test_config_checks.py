@@ -282,7 +282,8 @@ def test_user_images_without_the_gene_column_fail_at_config_time(demo_config, tm
 def test_a_checkpoint_must_say_how_its_images_are_normalised(tmp_path):
     """OpenPhenom-style weights given without input_norm would silently get the demo's
     standardisation: refused, naming the key. The example config says instance_norm."""
-    from cellconcepts.microscopy.vit import ViTConfig, ViTEncoder, save_pretrained
+    from cellconcepts.microscopy.checkpoints import save_pretrained
+    from cellconcepts.microscopy.vit import ViTConfig, ViTEncoder
 
     config = _validated(yaml.safe_load((REPO / "config" / "openphenom_rxrx3.yaml").read_text()))
     (tmp_path / "data" / "rxrx3_core").mkdir(parents=True)

@@ -34,7 +34,7 @@ import tifffile
 import torch
 from conftest import TINY_VIT, run_snakemake
 
-from cellconcepts.microscopy import vit
+from cellconcepts.microscopy import checkpoints, vit
 from cellconcepts.sources import cellpainting
 
 pytestmark = pytest.mark.slow
@@ -167,7 +167,7 @@ def _load_data_screen(root: Path) -> pd.DataFrame:
 
 def _user_checkpoint(root: Path) -> str:
     torch.manual_seed(0)
-    vit.save_pretrained(vit.ViTEncoder(vit.ViTConfig(**TINY_VIT)), root / "my_model")
+    checkpoints.save_pretrained(vit.ViTEncoder(vit.ViTConfig(**TINY_VIT)), root / "my_model")
     return "my_model"
 
 

@@ -47,3 +47,64 @@ def test_a_label_without_other_tokens_has_no_auc():
     )
     assert summary.n_other.item() == 0
     assert np.isnan(summary.auc_own_vs_other.item())
+
+
+def best_table() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "task": ["t", "t", "t", "u"],
+            "label": ["a", "b", "c", "a"],
+            "best_feature": [3, 1, 4, 0],
+            "best_avg": [0.2, 0.9, 0.5, 1.0],
+        }
+    )
+
+
+def test_the_most_selective_labels_of_the_task_come_first():
+    from cellconcepts.evaluate.cosines import most_selective_labels
+
+    pairs = most_selective_labels(best_table(), "t", 2)
+    assert pairs["label"].tolist() == ["b", "c"]
+    assert pairs["feature"].tolist() == [1, 4]
+    assert pairs["best_avg"].tolist() == [0.9, 0.5]
+    with pytest.raises(ValueError, match="best.csv: no labels of task 'v'"):
+        most_selective_labels(best_table(), "v", 2, "best.csv")
+
+
+def test_cosine_tables_carry_each_labels_best_selectivity():
+    from cellconcepts.evaluate.cosines import cosine_tables, most_selective_labels
+
+    pairs = most_selective_labels(best_table(), "t", 2)  # b (feature 1), c (feature 4)
+    cosines = np.array([[0.5, 0.0], [0.1, 0.8], [0.3, 0.6], [-0.1, 0.2]])
+    labels = pd.Series(["b", "c", "c", "a"], dtype=object)
+    summary, counts = cosine_tables(cosines, labels, pairs)
+    assert summary.columns[:3].tolist() == ["label", "feature", "best_avg_selectivity"]
+    assert summary["best_avg_selectivity"].tolist() == [0.9, 0.5]
+    assert summary["feature"].tolist() == [1, 4]
+    assert summary.loc[0, "mean_cosine_own"] == pytest.approx(0.5)
+    assert summary.loc[0, "mean_cosine_other"] == pytest.approx((0.1 + 0.3 - 0.1) / 3)
+    assert summary.loc[1, "mean_cosine_own"] == pytest.approx(0.7)
+    assert summary.loc[1, "mean_cosine_other"] == pytest.approx(0.1)
+    assert counts.groupby(["label", "group"])["count"].sum().to_dict() == {
+        ("b", "other"): 3,
+        ("b", "own"): 1,
+        ("c", "other"): 2,
+        ("c", "own"): 2,
+    }
+
+
+def test_summary_lines_give_the_mean_cosines_and_auc():
+    from cellconcepts.evaluate.cosines import summary_lines
+
+    summary = pd.DataFrame(
+        {
+            "label": ["b"],
+            "feature": [7],
+            "mean_cosine_own": [0.51234],
+            "mean_cosine_other": [-0.1],
+            "auc_own_vs_other": [0.875],
+        }
+    )
+    assert summary_lines(summary) == [
+        "b (feature 7): mean cosine own 0.512 vs other -0.100, AUC 0.875"
+    ]

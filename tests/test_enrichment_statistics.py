@@ -18,13 +18,15 @@ import scipy.sparse as sp
 from scipy.stats import false_discovery_control, hypergeom
 
 from cellconcepts.enrich import genesets
-from cellconcepts.enrich.genesets import TermMatrix, read_gmt, term_matrix
+from cellconcepts.enrich.genesets import TermMatrix, term_matrix
 from cellconcepts.enrich.statistics import (
     ENRICHMENT_COLUMNS,
     benjamini_hochberg,
+    by_feature,
     enrich_lists,
     hypergeometric_p,
 )
+from cellconcepts.store.gene_sets import read_gmt
 
 # --------------------------------------------------------------------------- helpers
 
@@ -517,3 +519,18 @@ def test_term_matrix_groups_terms_with_identical_background_genes() -> None:
     terms = term_matrix(library, ["a", "b", "c", "d"], min_size=2, max_size=10)
     assert list(terms.terms) == ["T1", "T2", "T3"]
     assert terms.same_genes[0] == terms.same_genes[1] != terms.same_genes[2]
+
+
+def test_by_feature_puts_each_lists_feature_and_direction_in_front(
+    enrich_terms: TermMatrix,
+) -> None:
+    lists = _lists_matrix(ENRICH_LISTS, ENRICH_BACKGROUND)
+    table = enrich_lists(lists, enrich_terms)
+    index = pd.DataFrame({"feature": [0, 0, 3, 5], "direction": ["up", "down", "up", "up"]})
+    out = by_feature(table, index)
+    assert list(out.columns) == ["feature", "direction", *ENRICHMENT_COLUMNS]
+    pd.testing.assert_frame_equal(out[ENRICHMENT_COLUMNS], table[ENRICHMENT_COLUMNS])
+    expected = {0: (0, "up"), 2: (3, "up"), 3: (5, "up")}  # list 1 is empty: no rows
+    assert [expected[i] for i in table["list"]] == list(
+        out[["feature", "direction"]].itertuples(index=False, name=None)
+    )

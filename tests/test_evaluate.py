@@ -444,3 +444,14 @@ def test_probe_reads_only_the_rows_it_uses_and_scores_as_before():
     expected = linear_probe(x[keep][train], y[train], x[keep][test], y[test], max_train=50)
     assert row["bta"] == expected["bta"] and row["n_train"] == 50
     assert sum(len(index) for index in Recorder.read) == 50 + test.sum()
+
+
+def test_features_above_null_per_task_and_on_any_task() -> None:
+    from cellconcepts.evaluate.selectivity import features_above_null_counts
+
+    above = {
+        "t1": np.array([True, False, False, True]),
+        "t2": np.array([False, False, True, True]),
+    }
+    # 'any': features 0, 2 and 3 are above null on some task.
+    assert features_above_null_counts(pd.Series(["t1", "t2", "any"]), above) == [2, 2, 3]

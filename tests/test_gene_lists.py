@@ -534,3 +534,95 @@ def test_selective_gene_lists_needs_two_screened_genes() -> None:
     codes, labels = _screen()
     with pytest.raises(ValueError, match="at least 2 screened genes"):
         fg.selective_gene_lists(codes, labels, controls=[CONTROL, *SCREENED[1:]])
+
+
+# --------------------------------------------------------------------------- screen_controls
+
+
+@pytest.fixture
+def screen_obs() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "gene": ["NTC", "NTC", "GENE1", "GENE2", "MIXED", "MIXED", "ONLYCTRL", None],
+            "perturbation": ["p0", "p0", "p1", "p2", "p3", "p3", "p4", "p5"],
+            "is_control": [True, True, False, False, True, False, True, True],
+        }
+    )
+
+
+def test_screen_controls_configured_values_and_control_only_values(
+    screen_obs: pd.DataFrame,
+) -> None:
+    dataset = {"control": {"column": "gene", "values": ["Scrambled", "NTC"]}}
+    assert fg.screen_controls(dataset["control"], screen_obs, "gene") == [
+        "NTC",
+        "ONLYCTRL",
+        "Scrambled",
+    ]
+
+
+def test_screen_controls_without_config(screen_obs: pd.DataFrame) -> None:
+    assert fg.screen_controls(None, screen_obs, "gene") == ["NTC", "ONLYCTRL"]
+    assert fg.screen_controls(None, screen_obs, "gene") == ["NTC", "ONLYCTRL"]
+
+
+def test_screen_controls_config_on_another_column_is_ignored(screen_obs: pd.DataFrame) -> None:
+    dataset = {"control": {"column": "perturbation", "values": ["GENE1", "p1"]}}
+    assert fg.screen_controls(dataset["control"], screen_obs, "gene") == ["NTC", "ONLYCTRL"]
+    # on the perturbation column: the configured values, and p0, p4, p5 (control rows only)
+    assert fg.screen_controls(dataset["control"], screen_obs, "perturbation") == [
+        "GENE1",
+        "p0",
+        "p1",
+        "p4",
+        "p5",
+    ]
+
+
+def test_screen_controls_mixed_values_are_screened(screen_obs: pd.DataFrame) -> None:
+    out = fg.screen_controls(None, screen_obs, "gene")
+    assert "MIXED" not in out
+    assert "GENE1" not in out
+    assert not any(v in out for v in ["None", "nan", "<NA>"])  # missing genes are no value
+
+
+# --------------------------------------------------------------------------- screen background
+
+
+def test_screened_genes_leaves_out_the_controls_in_label_order() -> None:
+    out = fg.screened_genes(["G2", "NTC", "G1", "SCR"], ["NTC", "SCR", "ABSENT"])
+    assert out.dtype == object
+    assert list(out) == ["G2", "G1"]
+    assert list(fg.screened_genes(["G1"], [])) == ["G1"]
+
+
+def test_screen_gene_labels_normalises_and_keeps_missing() -> None:
+    obs = pd.DataFrame({"gene": [" g1", "Ntc", None, "G1 ", np.nan]})
+    labels = fg.screen_gene_labels(obs, "gene")
+    assert list(labels[[0, 1, 3]]) == ["G1", "NTC", "G1"]
+    assert labels[[2, 4]].isna().all()
+    with pytest.raises(ValueError, match="no column 'perturbed'"):
+        fg.screen_gene_labels(obs, "perturbed")
+
+
+def test_screen_background_is_the_background_of_the_selective_lists(
+    screen_obs: pd.DataFrame,
+) -> None:
+    obs = screen_obs.assign(
+        gene=["NTC", "ntc", "gene1", "GENE2", "MIXED", "MIXED", "OnlyCtrl", None]
+    )
+    control = {"column": "gene", "values": ["NTC"]}
+    # NTC and ntc (configured, or on control rows only) and ONLYCTRL (control rows only) are left
+    # out; MIXED (on a control and a screened row) stays; symbols upper-cased and sorted
+    background = fg.screen_background(obs, "gene", control)
+    assert list(background) == ["GENE1", "GENE2", "MIXED"]
+    codes = sp.csr_matrix(np.eye(8)[:, :2])
+    lists = fg.feature_gene_lists(
+        "screen",
+        codes,
+        obs,
+        {"screen": {"gene_column": "gene", "min_selectivity": None, "top_n": 1}},
+        control=control,
+        expression_source=None,
+    )
+    assert list(lists.genes) == list(background)

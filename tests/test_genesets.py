@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from cellconcepts.enrich import genesets
-from cellconcepts.enrich.genesets import go_bp_2023_path, read_gmt
 from cellconcepts.sources.cellpainting import DEFAULT_GROUPS
+from cellconcepts.store import gene_sets
+from cellconcepts.store.gene_sets import go_bp_2023_path, read_gmt
 
 
 def _write(path: Path, text: str) -> Path:
@@ -70,7 +71,7 @@ def test_go_bp_2023_contains_the_default_terms() -> None:
 
 def test_go_bp_2023_path_does_not_import_pyenrichr() -> None:
     code = (
-        "import sys; from cellconcepts.enrich.genesets import go_bp_2023_path; go_bp_2023_path(); "
+        "import sys; from cellconcepts.store.gene_sets import go_bp_2023_path; go_bp_2023_path(); "
         "assert 'pyenrichr' not in sys.modules, 'pyenrichr was imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -79,7 +80,7 @@ def test_go_bp_2023_path_does_not_import_pyenrichr() -> None:
 def test_go_bp_2023_path_missing_package(monkeypatch: pytest.MonkeyPatch) -> None:
     real = importlib.util.find_spec
     monkeypatch.setattr(
-        genesets.importlib.util,
+        gene_sets.importlib.util,
         "find_spec",
         lambda name, *a: None if name == "pyenrichr" else real(name, *a),
     )
@@ -120,7 +121,7 @@ def test_description_field_is_detected(second, described):
         (2, ["T2", second[1], "TP53", "ACTB"]),
         (3, ["T3", second[2], "ACTB", "GAPDH"]),
     ]
-    assert genesets.gmt_has_descriptions(rows) is described
+    assert gene_sets.gmt_has_descriptions(rows) is described
 
 
 @pytest.mark.parametrize(
@@ -139,7 +140,7 @@ def test_description_field_is_detected_when_terms_share_no_gene(second, describe
         (1, ["TERM_A", second[0], "GAPDH", "CD3E", "CD19", "MS4A1", "CD14"]),
         (2, ["TERM_B", second[1], "NKG7", "GNLY", "CD8A", "IL7R", "CCR7"]),
     ]
-    assert genesets.gmt_has_descriptions(rows) is described
+    assert gene_sets.gmt_has_descriptions(rows) is described
 
 
 def test_disjoint_terms_without_description_keep_their_first_gene(tmp_path):
@@ -164,3 +165,27 @@ def test_binary_and_non_utf8_gene_sets_are_refused_by_name(tmp_path):
     latin.write_bytes("T1\t\tGENE1\nT\xe9rm\t\tGENE2\n".encode("latin-1"))
     with pytest.raises(ValueError, match=r"latin\.gmt, line 2: not UTF-8"):
         read_gmt(latin)
+
+
+def test_library_terms_reads_the_gmt_and_restricts_it_to_the_background(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _write(
+        tmp_path / "sets.gmt",
+        "T1\t\ta\tb\tc\tOUT\nT2\t\tD\nT3\t\tb\tc\td\te\nT4\t\tA\tOUT\tOUT2\n",
+    )
+    terms = genesets.library_terms(
+        path, ["A", "b", "C", "d", "F"], min_size=2, max_size=3, where="x"
+    )
+    # inside the background: T1 {A, B, C}, T2 {D} (too small), T3 {B, C, D} (E is outside),
+    # T4 {A} (too small); F is in no term
+    assert list(terms.terms) == ["T1", "T3"]
+    assert list(terms.genes) == ["A", "B", "C", "D", "F"]
+    assert terms.membership.toarray().tolist() == [[1, 1, 1, 0, 0], [0, 1, 1, 1, 0]]
+    assert (terms.n_library_terms, terms.n_unmatched) == (4, 1)
+    # no GMT: the offline default
+    monkeypatch.setattr(genesets, "go_bp_2023_path", lambda: path)
+    default = genesets.library_terms(None, ["A", "B", "C"], min_size=2, max_size=3, where="x")
+    assert list(default.terms) == ["T1", "T3"]  # T3: B and C inside
+    with pytest.raises(ValueError, match="^where: no gene set has between 4 and 5"):
+        genesets.library_terms(path, ["A", "B", "C"], min_size=4, max_size=5, where="where")

@@ -458,3 +458,148 @@ def test_channel_summary_ranks_the_expected_channel_per_attribution() -> None:
     assert summary.loc["h", "top_channel_vs_control"] == "b"
     assert summary["expected_is_top_vs_control"].tolist() == [True, True]
     assert "expected_rank_oracle_vs_control" not in summary.columns
+
+
+# --------------------------------------------------------------------------- controls
+
+
+def test_sample_control_images_seeded_sorted_and_capped() -> None:
+    is_control = np.array([False, True, True, False, True, True, False])
+    assert heatmaps.CONTROL_SEED == 0 and heatmaps.CENTRE_CONTROL_IMAGES == 256
+    draw = np.random.default_rng(0).choice(np.array([1, 2, 4, 5]), size=2, replace=False)
+    np.testing.assert_array_equal(heatmaps.sample_control_images(is_control, 2), np.sort(draw))
+    np.testing.assert_array_equal(
+        heatmaps.sample_control_images(is_control, 2), heatmaps.sample_control_images(is_control, 2)
+    )
+    # fewer controls than asked for: all of them, sorted
+    np.testing.assert_array_equal(heatmaps.sample_control_images(is_control), [1, 2, 4, 5])
+    assert heatmaps.sample_control_images(np.zeros(3, dtype=bool)).size == 0
+
+
+def test_sample_plate_controls_draws_per_plate_with_one_generator() -> None:
+    is_control = np.array([True, True, False, True, True, True, False])
+    plates = np.array(["q", "q", "q", "p", "p", "r", "r"])
+    rng = np.random.default_rng(0)
+    # plates in sorted order (p, q, r), one generator across them
+    expected = np.sort(
+        np.concatenate(
+            [
+                rng.choice(np.array([3, 4]), size=1, replace=False),
+                rng.choice(np.array([0, 1]), size=1, replace=False),
+                rng.choice(np.array([5]), size=1, replace=False),
+            ]
+        )
+    )
+    np.testing.assert_array_equal(heatmaps.sample_plate_controls(is_control, plates, 1), expected)
+    np.testing.assert_array_equal(
+        heatmaps.sample_plate_controls(is_control, plates), [0, 1, 3, 4, 5]
+    )
+    with pytest.raises(ValueError, match="obs.parquet: no control image"):
+        heatmaps.sample_plate_controls(np.zeros(7, dtype=bool), plates, where="obs.parquet")
+
+
+def test_image_plates_joins_the_present_columns() -> None:
+    obs = pd.DataFrame({"plate": ["a", "b"], "batch": [1, 2], "other": ["x", "y"]})
+    assert heatmaps.image_plates(obs, "plate").tolist() == ["a", "b"]
+    assert heatmaps.image_plates(obs, ["batch", "missing", "plate"]).tolist() == ["1/a", "2/b"]
+    assert heatmaps.image_plates(obs, ["missing"]).tolist() == ["all", "all"]
+
+
+def test_channel_names_cell_painting_or_numbered() -> None:
+    from cellconcepts.sources.cellpainting import CHANNELS as PAINTED
+
+    assert heatmaps.channel_names(len(PAINTED)) == list(PAINTED)
+    assert heatmaps.channel_names(2) == ["channel_0", "channel_1"]
+
+
+def test_control_reference_fits_sampled_controls_per_plate(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Constant images: plate p's controls (rows 0, 1) average 2, and plate q, without
+    controls, falls back to every plate's controls (warned)."""
+    values = np.array([1.0, 3.0, 7.0, 5.0, 9.0])
+    images = np.broadcast_to(values[:, None, None, None], (5, 2, 4, 4)).copy()
+    images[:, 1] *= 10
+    plates = np.array(["p", "p", "p", "q", "q"])
+    is_control = np.array([True, True, False, False, False])
+    with caplog.at_level(logging.WARNING, logger=heatmaps.log.name):
+        reference = heatmaps.control_reference(images, plates, is_control, 2)
+    assert sorted(reference.fits) == ["all plates", "p"]
+    expected = np.broadcast_to(np.array([2.0, 20.0])[:, None, None], (2, 2, 2))
+    np.testing.assert_allclose(reference.fits["p"], expected)
+    np.testing.assert_allclose(reference.fits["all plates"], expected)
+    assert "plates without control images: ['q']" in caplog.text
+    np.testing.assert_allclose(
+        reference.change(images[3], "q", 2), np.broadcast_to([[[3.0]], [[30.0]]], (2, 2, 2))
+    )
+    with pytest.raises(ValueError, match="obs: no control image"):
+        heatmaps.control_reference(images, plates, np.zeros(5, dtype=bool), 2, where="obs")
+
+
+def test_perturbed_cell_heats_cover_the_perturbed_cells_of_each_row() -> None:
+    masks = np.stack([_cells_image([(0, 0), (8, 8)], size=8 * 2), _cells_image([(0, 12)])])
+    cells = pd.DataFrame(
+        {
+            "image_index": [0, 0, 1],
+            "cell_label": [1, 2, 1],
+            "perturbed": [False, True, False],
+        }
+    )
+    heats = heatmaps.perturbed_cell_heats(masks, cells, np.array([1, 0]), 8)
+    # image 1: no perturbed cell; image 0: cell 2 fills 16 of patch (1, 1)'s 64 pixels
+    np.testing.assert_array_equal(heats, [[[0, 0], [0, 0]], [[0, 0], [0, 0.25]]])
+
+
+def test_patch_token_rows_indexes_the_distinct_rows() -> None:
+    selected = pd.DataFrame({"label": ["a", "a", "b", "b"], "row": [5, 2, 5, 9]})
+    indexed, rows = heatmaps.patch_token_rows(selected)
+    np.testing.assert_array_equal(rows, [2, 5, 9])
+    assert indexed["patch_index"].tolist() == [1, 0, 1, 2]
+    assert indexed.columns.tolist() == ["label", "row", "patch_index"]
+    assert "patch_index" not in selected.columns
+    with pytest.raises(ValueError, match="codes.npz: no feature is active"):
+        heatmaps.patch_token_rows(selected.iloc[:0], where="codes.npz")
+
+
+def test_feature_attribution_raw_against_controls_and_oracle() -> None:
+    """Two plates of 8x8 images on a 2x2 grid of 4-pixel patches; row 2 (plate p) and row 3
+    (plate q) are drawn, each with its plate's controls as reference."""
+    rng = np.random.default_rng(3)
+    images = rng.normal(size=(5, 2, 8, 8))
+    masks = np.stack([_cells_image([(0, 0), (4, 4)], size=8)] * 5)
+    cells = pd.DataFrame(
+        {"image_index": [2, 2, 3], "cell_label": [1, 2, 2], "perturbed": [True, False, True]}
+    )
+    plates = np.array(["p", "p", "p", "q", "q"])
+    reference = heatmaps.ControlReference.fit(images, plates, np.array([0, 1, 4]), 4)
+    selected = pd.DataFrame(
+        {"label": ["a", "b"], "feature": [7, 8], "row": [2, 3], "image_id": ["i2", "i3"]}
+    )
+    heats = np.array([[[1.0, 0.0], [0.0, 2.0]], [[0.0, 1.0], [3.0, 0.0]]])
+
+    table = heatmaps.feature_attribution(
+        selected, heats, images, plates, reference, 4, ["u", "v"], masks, cells
+    )
+
+    assert table.columns.tolist()[:4] == ["label", "feature", "control_reference", "image_id"]
+    assert table["label"].tolist() == ["a", "b"] and table["feature"].tolist() == [7, 8]
+    assert table["control_reference"].tolist() == ["p", "q"]
+    pooled = _pooled_by_loops
+    for i, (row, controls) in enumerate([(2, [0, 1]), (3, [4])]):
+        change = pooled(images[row], 4) - np.mean([pooled(images[c], 4) for c in controls], 0)
+        for c, name in enumerate(["u", "v"]):
+            raw = np.corrcoef(heats[i].ravel(), pooled(images[row], 4)[c].ravel())[0, 1]
+            assert table.loc[i, name] == pytest.approx(raw)
+            vs_control = np.corrcoef(heats[i].ravel(), change[c].ravel())[0, 1]
+            assert table.loc[i, f"{name}_vs_control"] == pytest.approx(vs_control)
+    # the oracle heatmap: row 2's cell 1 fills patch (0, 0); row 3's cell 2 fills (1, 1)
+    oracle_2 = np.array([1.0, 0.0, 0.0, 0.0])
+    change_2 = pooled(images[2], 4) - np.mean([pooled(images[c], 4) for c in [0, 1]], 0)
+    assert table.loc[0, "v_oracle_vs_control"] == pytest.approx(
+        np.corrcoef(oracle_2, change_2[1].ravel())[0, 1]
+    )
+    without_cells = heatmaps.feature_attribution(
+        selected, heats, images, plates, reference, 4, ["u", "v"]
+    )
+    assert not any(c.endswith("_oracle_vs_control") for c in without_cells.columns)
+    pd.testing.assert_frame_equal(without_cells, table[without_cells.columns])

@@ -306,3 +306,120 @@ def test_seed_summary_gives_mean_and_sd_over_seeds():
     assert table.loc["icfl", "bta_x_sd"] == pytest.approx(0.1)
     assert np.isnan(table.loc["topk", "bta_x_sd"])
     assert "raw" not in table.index
+
+
+def test_references_table_stacks_every_tasks_references():
+    from cellconcepts.evaluate.references import references_table
+
+    rng = np.random.default_rng(5)
+    n = 120
+    y = np.array(["x", "y", "z"])[np.arange(n) % 3]
+    features = rng.normal(size=(n, 4)) + 2.0 * (y[:, None] == np.array(["x", "y", "z", "x"]))
+    table = pd.DataFrame({"label": y, "other": np.where(np.arange(n) % 4 < 2, "p", "q")})
+    tasks = [{"name": "t", "column": "label"}, {"name": "u", "column": "other"}]
+    probe = ProbeSettings(max_iter=200)
+    units = np.arange(n) // 2
+    bootstrap = {"replicates": 30, "seed": 3, "level": 0.9}
+    found = references_table(
+        features, table, tasks, probe=probe, units=units, folds=3, bootstrap=bootstrap
+    )
+    expected = [
+        task_references(features, table, task, probe=probe, units=units, folds=3, **bootstrap)
+        for task in tasks
+    ]
+    assert found["task"].tolist() == ["t"] * 3 + ["u"] * 2
+    assert found.index.tolist() == list(range(5))
+    pd.testing.assert_frame_equal(found, pd.concat(expected, ignore_index=True))
+
+
+def test_shown_labels_are_the_sorted_text_labels_less_the_excluded():
+    from cellconcepts.evaluate.detectability import shown_labels
+
+    labels = pd.Series(["g2", "ctrl", np.nan, "g1", "g2", 3], dtype=object)
+    assert shown_labels(labels, ["ctrl"]) == ["3", "g1", "g2"]
+    assert shown_labels(labels, [3, "g2"]) == ["ctrl", "g1"]
+
+
+def test_task_detectability_reads_its_tasks_references_only():
+    from cellconcepts.evaluate.detectability import task_detectability
+
+    def limits(task: str, recall: float) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "task": task,
+                "label": ["ctrl", "g1"],
+                "n_tokens": 10,
+                "chance": 0.5,
+                "probe_recall": recall,
+                "probe_recall_low": recall - 0.1,
+                "probe_recall_high": recall + 0.1,
+                "linear_reference": 0.3,
+                "linear_reference_low": 0.2,
+                "oracle_selectivity": 1.0,
+            }
+        )
+
+    references = pd.concat([limits("other", 0.1), limits("t", 0.9)], ignore_index=True)
+    scores = pd.DataFrame(
+        {
+            "task": ["t", "other"],
+            "label": ["g1", "g1"],
+            "score": "heldout_avg",
+            "value": [0.4, 0.0],
+            "above_null": [True, False],
+        }
+    )
+    labels = pd.Series(["ctrl", "g1", "g1", None], dtype=object)
+    groups = task_detectability(labels, ["ctrl"], {"icfl_pca_k8_seed0": scores}, references, "t")
+    assert groups["label"].tolist() == ["g1"]
+    assert groups["raw_probe_recall"].tolist() == [0.9]
+    assert groups["encoder_sees"].tolist() == [True]
+    assert groups["heldout_icfl_pca_k8"].tolist() == [0.4]
+    assert groups["above_null_icfl_pca_k8"].tolist() == [1.0]
+
+
+def test_profile_recalls_probe_the_profiles_in_token_order():
+    from cellconcepts.cellprofiler.profiles import aligned_profiles
+    from cellconcepts.evaluate.detectability import probe_recalls, profile_recalls
+    from cellconcepts.evaluate.references import fold_groups
+    from cellconcepts.evaluate.uncertainty import split_units
+
+    rng = np.random.default_rng(6)
+    n = 90
+    y = np.array(["a", "b", "c"])[np.arange(n) % 3]
+    matrix = rng.normal(size=(n, 3)) + 2.0 * (y[:, None] == np.array(["a", "b", "c"]))
+    obs = pd.DataFrame(
+        {"token_id": [f"i{k}" for k in range(n)], "label": y, "plate": np.arange(n) // 9}
+    )
+    order = rng.permutation(n)  # profiles in another order than the tokens
+    profiles = pd.DataFrame(matrix[order], columns=["f1", "f2", "f3"])
+    profiles.insert(0, "image_id", obs["token_id"].to_numpy()[order])
+    labels = pd.Series(y)
+    task = {"name": "t", "column": "label"}
+    probe = ProbeSettings(max_iter=200)
+    bootstrap = {"replicates": 40, "seed": 1, "level": 0.9}
+    aligned, _ = aligned_profiles(profiles, obs, "profiles.parquet")
+    found = profile_recalls(
+        aligned,
+        obs,
+        task,
+        labels,
+        resample_unit=["plate"],
+        probe=probe,
+        folds=3,
+        bootstrap=bootstrap,
+    )
+    plates = obs["plate"].astype(str).factorize()[0]
+    expected = probe_recalls(
+        matrix,
+        labels,
+        fold_groups(obs, task, split_units(obs, ["plate"])),
+        plates,
+        probe=probe,
+        folds=3,
+        bootstrap=bootstrap,
+    )
+    pd.testing.assert_frame_equal(found, expected)
+    assert set(found["label"]) == {"a", "b", "c", "BTA"}
+    with pytest.raises(ValueError, match="profiles.parquet: no profile for tokens"):
+        aligned_profiles(profiles.iloc[1:], obs, "profiles.parquet")

@@ -22,7 +22,7 @@ import pytest
 import torch
 from conftest import REPO, TINY_VIT, run_snakemake
 
-from cellconcepts.microscopy import vit
+from cellconcepts.microscopy import checkpoints, vit
 from cellconcepts.sources import cellpainting
 
 pytestmark = pytest.mark.slow
@@ -143,7 +143,7 @@ def finished(tmp_path_factory) -> Path:
     np.save(workdir / "my_images" / "images.npy", screen.images)
     screen.obs.to_parquet(workdir / "my_images" / "obs.parquet")
     torch.manual_seed(0)
-    vit.save_pretrained(vit.ViTEncoder(vit.ViTConfig(**TINY_VIT)), workdir / "my_model")
+    checkpoints.save_pretrained(vit.ViTEncoder(vit.ViTConfig(**TINY_VIT)), workdir / "my_model")
     shutil.copy2(REPO / "resources" / "cellprofiler" / "cellpainting.cppipe", workdir / PIPELINE)
     result = run_snakemake(workdir, CONFIG, "--cores", "2", *TARGETS)
     assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]

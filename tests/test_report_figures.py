@@ -272,3 +272,134 @@ def test_layer_probe_has_integer_layers_and_its_legend_beside_the_lines(
     assert ticks == [1, 2, 3, 4]
     assert _axes_legend_outside(fig, ax)
     plt.close(fig)
+
+
+def test_dataset_figures_draw_each_figure_once_with_the_raw_probes_test_sizes(
+    tmp_path: Path, monkeypatch
+) -> None:
+    calls = {}
+
+    def record(name):
+        def plot(*args, **kwargs):
+            calls[name] = (args, kwargs)
+
+        return plot
+
+    for name in ("plot_training_curves", "plot_best_selectivity", "plot_probing", "plot_sparsity"):
+        monkeypatch.setattr(figures, name, record(name))
+    paths = {stem: tmp_path / f"{stem}.png" for stem in figures.DATASET_FIGURES}
+    metrics, best, probes, headline = (pd.DataFrame({"x": [i]}) for i in range(4))
+    raw = pd.DataFrame({"task": ["cells", "genes"], "n_test": [140, 60], "bta": [0.7, 0.8]})
+    figures.plot_dataset_figures(
+        paths,
+        metrics=metrics,
+        best=best,
+        probes=probes,
+        headline=headline,
+        raw_probing=raw,
+        tasks=["cells", "genes"],
+        title="toy",
+    )
+    assert calls["plot_training_curves"] == ((metrics, paths["training_curves"]), {"title": "toy"})
+    assert calls["plot_best_selectivity"] == ((best, paths["best_selectivity"]), {"title": "toy"})
+    args, kwargs = calls["plot_probing"]
+    assert args == (probes, ["cells", "genes"], paths["probing_bta"]) and kwargs == {"title": "toy"}
+    args, kwargs = calls["plot_sparsity"]
+    assert args == (headline, ["cells", "genes"], paths["sparsity"])
+    assert kwargs == {"title": "toy", "n_test": {"cells": 140, "genes": 60}}
+
+
+def test_best_selectivity_gets_the_labels_references() -> None:
+    from cellconcepts.report.tables import best_with_references
+
+    best = pd.DataFrame({"task": "t", "label": [1, 2, 3], "best_avg": [0.5, 0.6, 0.7]})
+    references = pd.DataFrame(
+        {
+            "task": ["t", "t", "u"],
+            "label": ["1", "3", "2"],
+            "oracle_selectivity": [0.9, 0.8, 0.7],
+            "linear_reference": [0.4, 0.3, 0.2],
+            "probe_recall": 0.5,
+        }
+    )
+    table = best_with_references(best, references)
+    assert table.columns.tolist() == [
+        "task",
+        "label",
+        "best_avg",
+        "oracle_selectivity",
+        "linear_reference",
+    ]
+    assert table["label"].tolist() == ["1", "2", "3"]
+    np.testing.assert_array_equal(table["oracle_selectivity"], [0.9, np.nan, 0.8])
+    np.testing.assert_array_equal(table["linear_reference"], [0.4, np.nan, 0.3])
+
+
+def test_probing_table_adds_the_raw_tokens_as_a_variant() -> None:
+    from cellconcepts.report.tables import probing_table
+
+    models = pd.DataFrame(
+        {"variant": ["icfl_pca_k8_seed0"], "method": ["icfl"], "task": ["t"], "bta": [0.6]}
+    )
+    raw = pd.DataFrame({"task": ["t"], "bta": [0.7]})
+    table = probing_table(models, raw)
+    assert table.to_dict("list") == {
+        "variant": ["icfl_pca_k8_seed0", "raw"],
+        "method": ["icfl", "raw"],
+        "task": ["t", "t"],
+        "bta": [0.6, 0.7],
+    }
+    assert raw.columns.tolist() == ["task", "bta"]  # the raw table is left as it was
+
+
+def test_dataset_tables_are_the_declared_ones_with_captions() -> None:
+    from cellconcepts.report.tables import DATASET_TABLES, dataset_tables, seed_summary
+
+    headline = pd.DataFrame(
+        {
+            "method": ["icfl", "icfl", "raw"],
+            "whitening": ["pca", "pca", "none"],
+            "sparsity": [8, 8, None],
+            "seed": [0, 1, None],
+            "n_features": [16, 16, None],
+            "dead_features": [2, 4, None],
+            "bta_t": [0.5, 0.7, 0.9],
+        }
+    )
+    frames = {name: pd.DataFrame({"x": [i]}) for i, name in enumerate("abcd")}
+    reconstruction = {
+        "icfl_pca_k8_seed0": {"recon_cosine": 0.9, "recon_cosine_original": 0.8},
+        "icfl_pca_k8_seed1": {"recon_cosine": 0.7, "recon_cosine_original": 0.6},
+    }
+    tables = dataset_tables(
+        "toy",
+        headline=headline,
+        references=frames["a"],
+        label_scores=frames["b"],
+        selectivity_counts=frames["c"],
+        best_selectivity=frames["d"],
+        probing=frames["a"],
+        reconstruction=reconstruction,
+    )
+    assert sorted(tables) == sorted(DATASET_TABLES)
+    assert tables["references"][0] is frames["a"] and tables["probing"][0] is frames["a"]
+    assert tables["label_scores"][0] is frames["b"]
+    assert tables["selectivity_counts"][0] is frames["c"]
+    assert tables["best_selectivity"][0] is frames["d"]
+    pd.testing.assert_frame_equal(tables["headline_seeds"][0], seed_summary(headline))
+    assert tables["dead_features"][0].to_dict("list") == {
+        "method": ["icfl", "icfl"],
+        "whitening": ["pca", "pca"],
+        "sparsity": [8.0, 8.0],
+        "seed": [0.0, 1.0],
+        "n_features": [16.0, 16.0],
+        "dead_features": [2.0, 4.0],
+    }
+    assert tables["reconstruction"][0].to_dict("list") == {
+        "variant": ["icfl_pca_k8_seed0", "icfl_pca_k8_seed1"],
+        "recon_cosine": [0.9, 0.7],
+        "recon_cosine_original": [0.8, 0.6],
+    }
+    assert tables["dead_features"][1] == "toy: dead features"
+    assert tables["probing"][1] == "toy: linear probing BTA"
+    assert all(caption.startswith("toy: ") for _, caption in tables.values())

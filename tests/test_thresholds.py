@@ -22,6 +22,7 @@ from cellconcepts.cellprofiler.thresholds import (
     nearest_alpha,
     quantile_bounds,
     selectivity_sweep,
+    threshold_profiles,
 )
 
 
@@ -260,3 +261,51 @@ def test_bad_tolerance_is_refused(normal_data):
     X, reference = normal_data
     with pytest.raises(ValueError, match="tol"):
         alpha_for_target(X, reference, 10, tol=-1)
+
+
+def test_threshold_profiles_codes_bounds_and_sweep():
+    """The whole procedure on 40 images: codes and bounds at the alpha for the target, from
+    np.quantile over the control rows, and the sweep over the targets (the target once) scored
+    on the task's labels without the rare one."""
+    from cellconcepts.evaluate.selectivity import selectivity
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(40, 20))
+    gene = np.where(np.arange(40) < 20, "ctrl", np.where(np.arange(40) % 2, "a", "b"))
+    gene[39] = "rare"
+    obs = pd.DataFrame({"is_control": np.arange(40) < 20, "gene": gene})
+    names = [f"f{j}" for j in range(20)]
+    result = threshold_profiles(
+        X,
+        names,
+        obs,
+        reference="controls",
+        target_active=4.0,
+        sweep_targets=[8.0, 4.0, 2.0],
+        task={"name": "gene", "column": "gene"},
+        min_label_size=2,
+    )
+    table = result.thresholds
+    assert list(table.columns) == ["feature", "lower", "upper", "alpha", "target", "mean_active"]
+    assert table.feature.tolist() == names and (table.target == 4.0).all()
+    alpha = table.alpha[0]
+    assert (table.alpha == alpha).all()
+    controls = X[:20]
+    np.testing.assert_array_equal(table.lower, np.quantile(controls, alpha, axis=0))
+    np.testing.assert_array_equal(table.upper, np.quantile(controls, 1 - alpha, axis=0))
+    expected = np.where(X > table.upper.to_numpy(), 1, np.where(X < table.lower.to_numpy(), -1, 0))
+    assert sp.isspmatrix_csr(result.codes) and result.codes.dtype == np.float32
+    np.testing.assert_array_equal(result.codes.toarray(), expected)
+    n_active = float((expected != 0).sum(axis=1).mean())
+    assert (table.mean_active == n_active).all() and abs(n_active - 4.0) <= 0.5
+    sweep = result.sweep
+    assert sweep.target.tolist() == [2.0, 4.0, 8.0] and (sweep.method == "CellProfiler").all()
+    reference = np.arange(40) < 20
+    for row in sweep.itertuples():
+        assert row.mean_active == independent_mean_active(X, reference, row.alpha)
+    at_target = sweep.set_index("target").loc[4.0]
+    assert at_target.alpha == alpha and at_target.mean_active == n_active
+    labels = pd.Series(gene).where(gene != "rare")
+    scores = selectivity(sp.csr_matrix(expected.astype(np.float32)), labels)
+    assert scores.labels.tolist() == ["a", "b", "ctrl"]
+    assert at_target.mean_best_avg == float(scores.avg.max(axis=1).mean())

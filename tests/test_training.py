@@ -14,7 +14,14 @@ from cellconcepts.dictionary.columns import active_entries, dense_codes
 from cellconcepts.dictionary.icfl import ICFL
 from cellconcepts.dictionary.models import build_model, decoder_directions
 from cellconcepts.dictionary.topk import TopKSAE
-from cellconcepts.dictionary.training import TrainConfig, _DeadTracker, train_dictionary
+from cellconcepts.dictionary.training import (
+    TrainConfig,
+    _DeadTracker,
+    dead_feature_table,
+    model_meta,
+    train_dictionary,
+    train_rows,
+)
 
 
 def icfl_l(method: str, atoms: int) -> dict[str, int]:
@@ -299,3 +306,32 @@ def test_training_on_cuda_follows_the_cpu_run(tmp_path: Path, method: str) -> No
     np.testing.assert_allclose(
         cuda.metrics["recon_cosine"], cpu.metrics["recon_cosine"], rtol=0, atol=0.02
     )
+
+
+def test_train_rows_are_the_train_split_and_none_is_refused() -> None:
+    split = pd.Series(["train", "test", "train", "val", "train"])
+    rows = train_rows(split.to_numpy(), "obs.parquet")
+    assert rows.tolist() == [0, 2, 4] and rows.dtype == np.intp
+    with pytest.raises(ValueError, match=r"obs.parquet: no rows with split == 'train'"):
+        train_rows(np.array(["test", "test"]), "obs.parquet")
+
+
+def test_model_meta_spells_out_the_variant() -> None:
+    assert model_meta("topk_none_k12_seed3", 64, 10, 500) == {
+        "variant": "topk_none_k12_seed3",
+        "method": "topk",
+        "whitening": "none",
+        "sparsity": 12,
+        "seed": 3,
+        "n_features": 64,
+        "input_dim": 10,
+        "steps": 500,
+    }
+
+
+def test_dead_feature_table_has_one_row_per_feature() -> None:
+    table = dead_feature_table(np.array([False, True, False, True]))
+    assert table.columns.tolist() == ["feature", "dead"]
+    assert table.feature.tolist() == [0, 1, 2, 3]
+    assert table.dead.tolist() == [False, True, False, True]
+    assert table.to_csv(index=False) == "feature,dead\n0,False\n1,True\n2,False\n3,True\n"

@@ -261,3 +261,111 @@ def test_a_pairs_mean_over_labels_is_over_the_labels_both_score():
     assert mean.low.iloc[0] == pytest.approx(0.6) and mean.high.iloc[0] == pytest.approx(0.6)
     own = intervals[(intervals.label == MEAN_LABEL) & (intervals.score == "heldout_avg")]
     assert own.set_index("method").value.to_dict() == pytest.approx({"icfl": 0.8, "topk": 0.3})
+
+
+def test_task_comparisons_compare_the_variants_task_by_task():
+    from cellconcepts.evaluate.label_scores import label_score_tables, task_design
+    from cellconcepts.evaluate.probing import ProbeSettings
+    from cellconcepts.evaluate.variant_comparison import task_comparisons
+
+    codes, _ = toy(5, n=240)
+    other, _ = toy(6, n=240)
+    obs = pd.DataFrame(
+        {
+            "label": np.array(["a", "b", "c", "d"])[np.arange(240) % 4],
+            "half": np.where(np.arange(240) % 2, "x", "y"),
+        }
+    )
+    tasks = [{"name": "t", "column": "label"}, {"name": "u", "column": "half"}]
+    probe = ProbeSettings(test_fraction=0.3)
+    settings = SignificanceSettings(permutations=9, seed=0, fdr=0.05, matched_frequency=2.0)
+    matrices = {"icfl_pca_k8_seed0": codes, "topk_pca_k8_seed0": other}
+    scores = {
+        name: label_score_tables(matrix, obs, tasks, probe, settings)[0]
+        for name, matrix in matrices.items()
+    }
+    units = np.arange(240) // 4
+    bootstrap = {"replicates": 30, "seed": 2, "level": 0.9}
+    intervals, differences = task_comparisons(
+        matrices, scores, obs, tasks, probe, units=units, split_units=None, bootstrap=bootstrap
+    )
+    expected = []
+    for task in tasks:
+        design = task_design(obs, task, probe)
+        picked = {n: chosen_and_points(s, task["name"], design.classes) for n, s in scores.items()}
+        found = variant_samples(
+            matrices,
+            {n: p[0] for n, p in picked.items()},
+            {n: p[1] for n, p in picked.items()},
+            design,
+            units,
+            replicates=30,
+            seed=2,
+        )
+        expected.append(comparison_tables(found, level=0.9, seed=2))
+    pd.testing.assert_frame_equal(intervals, pd.concat([e[0] for e in expected], ignore_index=True))
+    pd.testing.assert_frame_equal(
+        differences, pd.concat([e[1] for e in expected], ignore_index=True)
+    )
+    assert differences["task"].unique().tolist() == ["t", "u"]
+    assert set(zip(differences["first"], differences["second"], strict=True)) == {
+        ("icfl_pca", "topk_pca")
+    }
+
+
+def verdict_table() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "task": "t",
+            "score": "insample_avg",
+            "sparsity": 8,
+            "first": "icfl_pca",
+            "second": "topk_pca",
+            "label": ["a", "b", MEAN_LABEL],
+            "difference": [0.2, 0.05, 0.125],
+            "low": [0.1, -0.1, 0.02],
+            "high": [0.3, 0.2, 0.2],
+            "verdict": ["icfl_pca higher", "no difference", "icfl_pca higher"],
+        }
+    )
+
+
+def test_comparison_report_names_its_tables_and_says_the_level():
+    from cellconcepts.evaluate.variant_comparison import comparison_report
+
+    differences = verdict_table()
+    intervals = pd.DataFrame({"label": ["a"], "value": [0.5]})
+    scores = {
+        name: pd.DataFrame(
+            {"task": "t", "label": ["a", "b"], "score": "insample_avg", "above_null": above}
+        )
+        for name, above in (
+            ("icfl_pca_k8_seed0", [True, True]),
+            ("topk_pca_k8_seed0", [True, False]),
+        )
+    }
+    report = comparison_report(intervals, differences, scores, 0.95)
+    assert list(report) == ["intervals", "differences", "verdicts", "claim"]
+    assert report["intervals"][0] is intervals and report["differences"][0] is differences
+    assert report["intervals"][1] == (
+        "best-feature scores per variant (mean over seeds) with 95 % intervals over units and seeds"
+    )
+    assert report["differences"][1] == (
+        "paired differences between variants with 95 % intervals over units and seeds"
+    )
+    assert report["verdicts"][1] == "verdicts per pair of variants"
+    pd.testing.assert_frame_equal(report["verdicts"][0], verdict_counts(differences))
+    claim = report["claim"][0]
+    assert claim[["labels_above_null_first", "labels_above_null_second"]].values.tolist() == [
+        [2, 1]
+    ]
+    assert report["claim"][1] == "ICFL + PCA against TopK under each metric, over units and seeds"
+
+
+def test_verdict_lines_say_each_pairs_difference_and_label_counts():
+    from cellconcepts.evaluate.variant_comparison import verdict_lines
+
+    assert verdict_lines(verdict_counts(verdict_table())) == [
+        "t, insample_avg, k8: icfl_pca - topk_pca = 0.125 [0.020, 0.200], icfl_pca higher; "
+        "labels: 1 / 0 higher, 1 no difference"
+    ]

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cellconcepts.microscopy import vit
+from cellconcepts.microscopy import checkpoints, vit
 from cellconcepts.microscopy.vit import ViTConfig, ViTEncoder
 
 TINY = dict(img_size=16, patch_size=4, in_chans=3, embed_dim=32, depth=3, num_heads=2)
@@ -241,20 +241,22 @@ def test_channel_agnostic_shapes_and_tokens():
 def test_save_pretrained_round_trip(tmp_path):
     encoder = tiny_encoder(qk_norm=True)
     target = tmp_path / "encoder"
-    vit.save_pretrained(encoder, target, extra_meta={"mae": {"steps": 3}})
-    vit.save_pretrained(encoder, target, extra_meta={"mae": {"steps": 3}})  # replaces in place
+    checkpoints.save_pretrained(encoder, target, extra_meta={"mae": {"steps": 3}})
+    checkpoints.save_pretrained(
+        encoder, target, extra_meta={"mae": {"steps": 3}}
+    )  # replaces in place
     assert sorted(p.name for p in tmp_path.iterdir()) == ["encoder"]
     assert sorted(p.name for p in target.iterdir()) == ["config.json", "model.safetensors"]
     meta = json.loads((target / "config.json").read_text())
     assert meta["model_type"] == "cellconcepts-vit" and meta["mae"] == {"steps": 3}
     assert meta["depth"] == 3 and meta["qk_norm"] is True
-    loaded = vit.load_encoder(target)
+    loaded = checkpoints.load_encoder(target)
     assert not loaded.training and loaded.config == encoder.config
     x = images(2)
     with torch.no_grad():
         assert torch.equal(loaded(x), encoder(x))
     with pytest.raises(ValueError, match="clash"):
-        vit.save_pretrained(encoder, target, extra_meta={"depth": 1})
+        checkpoints.save_pretrained(encoder, target, extra_meta={"depth": 1})
 
 
 def test_load_timm_layout_with_prefix_and_decoder_keys(tmp_path):
@@ -272,7 +274,7 @@ def test_load_timm_layout_with_prefix_and_decoder_keys(tmp_path):
     )
     path = tmp_path / "openphenom_like.pth"
     torch.save({"state_dict": state, "epoch": 3}, path)
-    loaded = vit.load_encoder(path, TINY)
+    loaded = checkpoints.load_encoder(path, TINY)
     x = images(2)
     with torch.no_grad():
         assert torch.equal(loaded(x), encoder(x))
@@ -280,9 +282,9 @@ def test_load_timm_layout_with_prefix_and_decoder_keys(tmp_path):
     pickled = tmp_path / "model.safetensors"
     torch.save({"model": {f"module.{k}": v for k, v in encoder.state_dict().items()}}, pickled)
     with torch.no_grad():
-        assert torch.equal(vit.load_encoder(pickled, ViTConfig(**TINY))(x), encoder(x))
+        assert torch.equal(checkpoints.load_encoder(pickled, ViTConfig(**TINY))(x), encoder(x))
     with pytest.raises(ValueError, match="needs the architecture"):
-        vit.load_encoder(path)
+        checkpoints.load_encoder(path)
 
 
 def test_load_openphenom_style_parallel_channel_agnostic(tmp_path):
@@ -305,7 +307,7 @@ def test_load_openphenom_style_parallel_channel_agnostic(tmp_path):
     state["decoder.modality_tokens.0"] = torch.zeros(1, 1, 8)
     path = tmp_path / "weights.safetensors"
     torch.save({"state_dict": state}, path)
-    loaded = vit.load_encoder(path, {**TINY, **overrides})
+    loaded = checkpoints.load_encoder(path, {**TINY, **overrides})
     x = images(2)
     with torch.no_grad():
         assert torch.equal(loaded(x), encoder(x))
@@ -313,8 +315,8 @@ def test_load_openphenom_style_parallel_channel_agnostic(tmp_path):
 
 def test_channel_agnostic_round_trip(tmp_path):
     encoder = tiny_encoder(channel_agnostic=True)
-    vit.save_pretrained(encoder, tmp_path / "ca")
-    loaded = vit.load_encoder(tmp_path / "ca")
+    checkpoints.save_pretrained(encoder, tmp_path / "ca")
+    loaded = checkpoints.load_encoder(tmp_path / "ca")
     assert loaded.config.channel_agnostic
     x = images(2)
     with torch.no_grad():
@@ -326,7 +328,7 @@ def test_mismatched_weights_name_file_and_keys(tmp_path):
     path = tmp_path / "deeper.pth"
     torch.save(deeper.state_dict(), path)
     with pytest.raises(ValueError) as err:
-        vit.load_encoder(path, TINY)
+        checkpoints.load_encoder(path, TINY)
     message = str(err.value)
     assert "deeper.pth" in message and "unexpected keys" in message
     assert "blocks.3.attn.qkv.weight" in message and "missing keys" not in message
@@ -337,15 +339,15 @@ def test_mismatched_weights_name_file_and_keys(tmp_path):
 
     safetensors.torch.save_file(wider.state_dict(), path)
     with pytest.raises(ValueError) as err:
-        vit.load_encoder(path, TINY)
+        checkpoints.load_encoder(path, TINY)
     message = str(err.value)
     assert "wider.safetensors" in message and "shape mismatches" in message
     assert "patch_embed.proj.weight: file (16, 3, 4, 4) vs model (32, 3, 4, 4)" in message
 
     with pytest.raises(ValueError, match="missing keys"):
-        vit.load_encoder(path, {**TINY, "embed_dim": 16, "qk_norm": True})
+        checkpoints.load_encoder(path, {**TINY, "embed_dim": 16, "qk_norm": True})
     with pytest.raises(FileNotFoundError):
-        vit.load_encoder(tmp_path / "absent.pth", TINY)
+        checkpoints.load_encoder(tmp_path / "absent.pth", TINY)
 
 
 def test_openphenom_config_has_the_published_layout():
@@ -437,20 +439,22 @@ def test_saved_directory_keeps_the_input_norm_it_was_trained_with(tmp_path):
     "instance_norm" before "instance_norm" followed the reference for every dtype was trained
     with the full-scale division, and is read that way."""
     encoder = tiny_encoder(input_norm="instance_norm")
-    vit.save_pretrained(encoder, tmp_path / "now")
+    checkpoints.save_pretrained(encoder, tmp_path / "now")
     meta = json.loads((tmp_path / "now" / "config.json").read_text())
     assert meta["input_norm"] == "instance_norm"
-    assert meta[vit.INPUT_NORM_REVISION_KEY] == vit.INPUT_NORM_REVISION
-    assert vit.load_encoder(tmp_path / "now").config.input_norm == "instance_norm"
+    assert meta[checkpoints.INPUT_NORM_REVISION_KEY] == checkpoints.INPUT_NORM_REVISION
+    assert checkpoints.load_encoder(tmp_path / "now").config.input_norm == "instance_norm"
 
-    vit.save_pretrained(encoder, tmp_path / "before")
+    checkpoints.save_pretrained(encoder, tmp_path / "before")
     config_path = tmp_path / "before" / "config.json"
-    del meta[vit.INPUT_NORM_REVISION_KEY]
+    del meta[checkpoints.INPUT_NORM_REVISION_KEY]
     config_path.write_text(json.dumps(meta))
-    assert vit.load_encoder(tmp_path / "before").config.input_norm == "instance_norm_fullscale"
+    assert (
+        checkpoints.load_encoder(tmp_path / "before").config.input_norm == "instance_norm_fullscale"
+    )
     for kept in ("standardize", "instance_norm_fullscale"):
         config_path.write_text(json.dumps({**meta, "input_norm": kept}))
-        assert vit.load_encoder(tmp_path / "before").config.input_norm == kept
+        assert checkpoints.load_encoder(tmp_path / "before").config.input_norm == kept
 
 
 def test_input_norm_is_part_of_the_architecture():

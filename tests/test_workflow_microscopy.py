@@ -14,7 +14,7 @@ import torch
 from conftest import TINY_VIT, run_snakemake
 from test_browser import assert_every_page_is_there, dump_dom, needs_chromium, screenshot
 
-from cellconcepts.microscopy import vit
+from cellconcepts.microscopy import checkpoints, vit
 from cellconcepts.microscopy.extract import extract_crop_tokens
 from cellconcepts.sources import cellpainting
 
@@ -105,7 +105,7 @@ def run(tmp_path_factory) -> Path:
     np.save(store / "images.npy", screen.images)
     screen.obs.to_parquet(store / "obs.parquet")
     torch.manual_seed(0)
-    vit.save_pretrained(vit.ViTEncoder(vit.ViTConfig(**ARCHITECTURE)), workdir / "my_model")
+    checkpoints.save_pretrained(vit.ViTEncoder(vit.ViTConfig(**ARCHITECTURE)), workdir / "my_model")
     result = run_snakemake(workdir, tiny_config("my_images", "my_model"), "--cores", "2")
     assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
     return workdir / "results"
@@ -128,7 +128,7 @@ def test_layer_choice_and_token_store(run: Path):
     # The per-layer tokens are a temporary file; the chosen layer's, recomputed from the saved
     # encoder, are the store.
     assert not (run / "screen" / "embedding" / "layer_tokens.npy").exists()
-    encoder = vit.load_encoder(run / "screen" / "embedding" / "encoder")
+    encoder = checkpoints.load_encoder(run / "screen" / "embedding" / "encoder")
     pixels = np.load(run / "screen" / "images" / "images.npy")
     expected = extract_crop_tokens(encoder, pixels, [choice["layer"]], progress=False)
     np.testing.assert_allclose(tokens, expected[choice["layer"]], rtol=1e-5, atol=1e-5)
@@ -331,7 +331,7 @@ def test_cellprofiler_baseline(run: Path):
 def test_go_enrichment_of_screen_features(run: Path):
     from scipy.stats import hypergeom
 
-    from cellconcepts.enrich.genesets import go_bp_2023_path, read_gmt
+    from cellconcepts.store.gene_sets import go_bp_2023_path, read_gmt
 
     obs = pd.read_parquet(run / "screen" / "tokens" / "obs.parquet")
     screened = sorted(set(obs.gene) - {"non-targeting"})

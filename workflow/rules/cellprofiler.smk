@@ -1,7 +1,7 @@
 rule cellprofiler_measure:
     input:
-        unpack(image_store_files),
-        unpack(cellprofiler_pipeline),
+        unpack(plan.image_store_files),
+        unpack(plan.cellprofiler_pipeline),
     output:
         cells=paths.cellprofiler_chunk("cells", ".parquet"),
         masks=paths.cellprofiler_chunk("masks", ".npy"),
@@ -11,7 +11,7 @@ rule cellprofiler_measure:
     benchmark:
         paths.benchmark("cellprofiler_measure_{chunk}")
     wildcard_constraints:
-        dataset=datasets_of_kind("microscopy"),
+        dataset=plan.datasets_of_kind("microscopy"),
         chunk=r"\d+",
     # The stage runs in the workflow's env; with backend `cellprofiler` it calls the real
     # CellProfiler as an executable, which has an environment of its own (envs/cellprofiler.yaml).
@@ -21,9 +21,9 @@ rule cellprofiler_measure:
         mem_mb=4000,
         runtime=120,
     params:
-        settings=cellprofiler_settings,
+        settings=plan.cellprofiler_settings,
         chunk=lambda wc: int(wc.chunk),
-        n_chunks=lambda wc: cellprofiler_section(wc.dataset)["chunks"],
+        n_chunks=lambda wc: plan.cellprofiler_section(wc.dataset)["chunks"],
         work_dir=lambda wc: paths.cellprofiler_work(wc.chunk, wc.dataset),
     script:
         "../scripts/cellprofiler_measure.py"
@@ -31,9 +31,9 @@ rule cellprofiler_measure:
 
 rule cellprofiler_profiles:
     input:
-        image_obs=lambda wc: image_store_files(wc)["image_obs"],
-        cells=lambda wc: cellprofiler_chunks(wc, "cells", ".parquet"),
-        timing=lambda wc: cellprofiler_chunks(wc, "timing", ".json"),
+        image_obs=lambda wc: plan.image_store_files(wc)["image_obs"],
+        cells=lambda wc: plan.cellprofiler_chunks(wc, "cells", ".parquet"),
+        timing=lambda wc: plan.cellprofiler_chunks(wc, "timing", ".json"),
     output:
         profiles=paths.cellprofiler("profiles.parquet"),
         summary=report(
@@ -47,14 +47,14 @@ rule cellprofiler_profiles:
     benchmark:
         paths.benchmark("cellprofiler_profiles")
     wildcard_constraints:
-        dataset=datasets_of_kind("microscopy"),
+        dataset=plan.datasets_of_kind("microscopy"),
     conda:
         ENV
     resources:
         mem_mb=4000,
         runtime=10,
     params:
-        aggregate=lambda wc: cellprofiler_section(wc.dataset)["aggregate"],
+        aggregate=lambda wc: plan.cellprofiler_section(wc.dataset)["aggregate"],
     script:
         "../scripts/cellprofiler_profiles.py"
 
@@ -73,17 +73,19 @@ rule cellprofiler_threshold:
     benchmark:
         paths.benchmark("cellprofiler_threshold")
     wildcard_constraints:
-        dataset=datasets_of_kind("microscopy"),
+        dataset=plan.datasets_of_kind("microscopy"),
     conda:
         ENV
     resources:
         mem_mb=4000,
         runtime=10,
     params:
-        reference=lambda wc: cellprofiler_section(wc.dataset)["reference"],
-        target_active=lambda wc: cellprofiler_section(wc.dataset)["target_active"],
-        sweep_targets=lambda wc: cellprofiler_section(wc.dataset)["sweep"],
-        task=lambda wc: task_named(wc.dataset, cellprofiler_section(wc.dataset)["task"]),
+        reference=lambda wc: plan.cellprofiler_section(wc.dataset)["reference"],
+        target_active=lambda wc: plan.cellprofiler_section(wc.dataset)["target_active"],
+        sweep_targets=lambda wc: plan.cellprofiler_section(wc.dataset)["sweep"],
+        task=lambda wc: plan.task_named(
+            wc.dataset, plan.cellprofiler_section(wc.dataset)["task"]
+        ),
         min_label_size=config["evaluate"]["min_label_size"],
     script:
         "../scripts/cellprofiler_threshold.py"
@@ -102,18 +104,18 @@ rule cellprofiler_selectivity:
     benchmark:
         paths.benchmark("cellprofiler_selectivity")
     wildcard_constraints:
-        dataset=datasets_of_kind("microscopy"),
+        dataset=plan.datasets_of_kind("microscopy"),
     conda:
         ENV
     resources:
         mem_mb=4000,
         runtime=10,
     params:
-        tasks=lambda wc: dataset_section(wc, "tasks"),
+        tasks=lambda wc: plan.dataset_section(wc, "tasks"),
         thresholds=config["evaluate"]["selectivity_thresholds"],
-        probe=probe_settings(),
+        probe=plan.probe_settings(),
         significance=config["evaluate"]["significance"],
-        resample_unit=lambda wc: dataset_section(wc, "resample_unit"),
+        resample_unit=lambda wc: plan.dataset_section(wc, "resample_unit"),
         min_label_size=config["evaluate"]["min_label_size"],
     script:
         "../scripts/cellprofiler_selectivity.py"
@@ -123,8 +125,8 @@ rule cellprofiler_comparison:
     input:
         cp_best=paths.cellprofiler("best_selectivity.csv"),
         sweep=paths.cellprofiler("sweep.csv"),
-        best=lambda wc: model_files(wc.dataset, "best_selectivity.csv"),
-        codes=lambda wc: model_files(wc.dataset, "codes.npz"),
+        best=lambda wc: plan.model_files(wc.dataset, "best_selectivity.csv"),
+        codes=lambda wc: plan.model_files(wc.dataset, "codes.npz"),
     output:
         per_label=table_files(
             paths.table("cp_comparison"),
@@ -147,24 +149,24 @@ rule cellprofiler_comparison:
     benchmark:
         paths.benchmark("cellprofiler_comparison")
     wildcard_constraints:
-        dataset=datasets_of_kind("microscopy"),
+        dataset=plan.datasets_of_kind("microscopy"),
     conda:
         ENV
     resources:
         mem_mb=2000,
         runtime=10,
     params:
-        variants=variant_names,
-        task=lambda wc: cellprofiler_section(wc.dataset)["task"],
+        variants=plan.variant_names,
+        task=lambda wc: plan.cellprofiler_section(wc.dataset)["task"],
     script:
         "../scripts/cellprofiler_comparison.py"
 
 
 rule cellprofiler_segmentation:
     input:
-        unpack(image_store_files),
+        unpack(plan.image_store_files),
         true_masks=paths.images(layout.MASKS),
-        masks=lambda wc: cellprofiler_chunks(wc, "masks", ".npy"),
+        masks=lambda wc: plan.cellprofiler_chunks(wc, "masks", ".npy"),
     output:
         per_image=paths.cellprofiler("segmentation_per_image.csv"),
         summary=report(
@@ -178,13 +180,13 @@ rule cellprofiler_segmentation:
     benchmark:
         paths.benchmark("cellprofiler_segmentation")
     wildcard_constraints:
-        dataset=datasets_of_kind("microscopy"),
+        dataset=plan.datasets_of_kind("microscopy"),
     conda:
         ENV
     resources:
         mem_mb=4000,
         runtime=10,
     params:
-        iou_threshold=lambda wc: cellprofiler_section(wc.dataset)["iou_threshold"],
+        iou_threshold=lambda wc: plan.cellprofiler_section(wc.dataset)["iou_threshold"],
     script:
         "../scripts/cellprofiler_segmentation.py"

@@ -10,7 +10,7 @@ rule token_umap:
     benchmark:
         paths.benchmark("token_umap")
     wildcard_constraints:
-        dataset=datasets_of_kind("scrna"),
+        dataset=plan.datasets_of_kind("scrna"),
     conda:
         ENV
     resources:
@@ -22,7 +22,7 @@ rule token_umap:
 
 rule enrich_model:
     input:
-        unpack(enrichment_inputs),
+        unpack(plan.enrichment_inputs),
         obs=paths.token_obs(),
         codes=paths.model("codes.npz"),
     output:
@@ -47,19 +47,19 @@ rule enrich_model:
     benchmark:
         paths.model_benchmark("enrich")
     wildcard_constraints:
-        dataset=enrichment_datasets(),
+        dataset=plan.enrichment_datasets(),
     conda:
         ENV
     resources:
         mem_mb=8000,
         runtime=30,
     params:
-        mode=lambda wc: enrichment_mode(dataset_section(wc, "kind")),
-        tasks=lambda wc: dataset_section(wc, "tasks"),
+        mode=lambda wc: enrichment_mode(plan.dataset_section(wc, "kind")),
+        tasks=lambda wc: plan.dataset_section(wc, "tasks"),
         control=lambda wc: DATASETS[wc.dataset].get("control"),
         source=lambda wc: DATASETS[wc.dataset].get("scrna", {}).get("source"),
-        settings=enrichment_model_settings,
-        variant=variant_name,
+        settings=plan.enrichment_model_settings,
+        variant=plan.variant_name,
         min_label_size=config["evaluate"]["min_label_size"],
     script:
         "../scripts/enrich_model.py"
@@ -80,19 +80,21 @@ rule enrichment_umap:
     benchmark:
         paths.model_benchmark("enrichment_umap")
     wildcard_constraints:
-        dataset=datasets_of_kind("scrna"),
+        dataset=plan.datasets_of_kind("scrna"),
     conda:
         ENV
     resources:
         mem_mb=4000,
         runtime=10,
     params:
-        task=lambda wc: task_named(wc.dataset, enrichment_label_task(wc.dataset)),
+        task=lambda wc: plan.task_named(
+            wc.dataset, plan.enrichment_label_task(wc.dataset)
+        ),
         labels=lambda wc: enrichment_settings(config, wc.dataset)["labels"],
         n_features=lambda wc: enrichment_settings(config, wc.dataset)["figures"][
             "umap_features"
         ],
-        variant=variant_name,
+        variant=plan.variant_name,
         min_label_size=config["evaluate"]["min_label_size"],
     script:
         "../scripts/enrichment_umap.py"
@@ -118,7 +120,7 @@ rule download_gene_sets:
 
 rule enrichment_labels:
     input:
-        unpack(enrichment_table_inputs),
+        unpack(plan.enrichment_table_inputs),
     output:
         table=table_files(
             paths.table("enrichment_labels"),
@@ -130,7 +132,7 @@ rule enrichment_labels:
     benchmark:
         paths.benchmark("enrichment_labels")
     wildcard_constraints:
-        dataset=enrichment_datasets(),
+        dataset=plan.enrichment_datasets(),
     conda:
         ENV
     resources:
@@ -138,7 +140,7 @@ rule enrichment_labels:
         runtime=10,
     params:
         variants=lambda wc: enrichment_variants(config, wc.dataset),
-        label_task=lambda wc: enrichment_label_task(wc.dataset),
+        label_task=lambda wc: plan.enrichment_label_task(wc.dataset),
         labels=lambda wc: enrichment_settings(config, wc.dataset)["labels"],
         top_terms=lambda wc: enrichment_settings(config, wc.dataset)["top_terms"],
     script:
@@ -147,8 +149,8 @@ rule enrichment_labels:
 
 rule go_recovery:
     input:
-        unpack(enrichment_table_inputs),
-        unpack(enrichment_inputs),
+        unpack(plan.enrichment_table_inputs),
+        unpack(plan.enrichment_inputs),
         groups=paths.images(layout.GROUPS),
         obs=paths.token_obs(),
     output:
@@ -161,7 +163,7 @@ rule go_recovery:
     benchmark:
         paths.benchmark("go_recovery")
     wildcard_constraints:
-        dataset=datasets_of_kind("microscopy"),
+        dataset=plan.datasets_of_kind("microscopy"),
     conda:
         ENV
     resources:
@@ -169,9 +171,9 @@ rule go_recovery:
         runtime=10,
     params:
         variants=lambda wc: enrichment_variants(config, wc.dataset),
-        group_task=lambda wc: simulated_group_task(wc.dataset),
+        group_task=lambda wc: plan.simulated_group_task(wc.dataset),
         fdr=lambda wc: enrichment_settings(config, wc.dataset)["fdr"],
-        settings=enrichment_model_settings,
+        settings=plan.enrichment_model_settings,
         control=lambda wc: DATASETS[wc.dataset].get("control"),
     script:
         "../scripts/go_recovery.py"

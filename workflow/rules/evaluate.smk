@@ -16,11 +16,11 @@ rule selectivity:
         mem_mb=4000,
         runtime=30,
     params:
-        tasks=lambda wc: dataset_section(wc, "tasks"),
+        tasks=lambda wc: plan.dataset_section(wc, "tasks"),
         thresholds=config["evaluate"]["selectivity_thresholds"],
-        probe=probe_settings(),
+        probe=plan.probe_settings(),
         significance=config["evaluate"]["significance"],
-        resample_unit=lambda wc: dataset_section(wc, "resample_unit"),
+        resample_unit=lambda wc: plan.dataset_section(wc, "resample_unit"),
         min_label_size=config["evaluate"]["min_label_size"],
     script:
         "../scripts/selectivity.py"
@@ -44,11 +44,11 @@ rule probe_model:
         mem_mb=8000,
         runtime=60,
     params:
-        tasks=lambda wc: dataset_section(wc, "tasks"),
-        probe=probe_settings(),
+        tasks=lambda wc: plan.dataset_section(wc, "tasks"),
+        probe=plan.probe_settings(),
         min_label_size=config["evaluate"]["min_label_size"],
         bootstrap=config["evaluate"]["bootstrap"],
-        resample_unit=lambda wc: dataset_section(wc, "resample_unit"),
+        resample_unit=lambda wc: plan.dataset_section(wc, "resample_unit"),
     script:
         "../scripts/probe_model.py"
 
@@ -70,11 +70,11 @@ rule probe_raw:
         mem_mb=8000,
         runtime=60,
     params:
-        tasks=lambda wc: dataset_section(wc, "tasks"),
-        probe=probe_settings(),
+        tasks=lambda wc: plan.dataset_section(wc, "tasks"),
+        probe=plan.probe_settings(),
         min_label_size=config["evaluate"]["min_label_size"],
         bootstrap=config["evaluate"]["bootstrap"],
-        resample_unit=lambda wc: dataset_section(wc, "resample_unit"),
+        resample_unit=lambda wc: plan.dataset_section(wc, "resample_unit"),
     script:
         "../scripts/probe_raw.py"
 
@@ -96,11 +96,11 @@ rule selectivity_references:
         mem_mb=8000,
         runtime=60,
     params:
-        tasks=lambda wc: dataset_section(wc, "tasks"),
-        probe=probe_settings(),
+        tasks=lambda wc: plan.dataset_section(wc, "tasks"),
+        probe=plan.probe_settings(),
         settings=config["evaluate"]["references"],
         bootstrap=config["evaluate"]["bootstrap"],
-        resample_unit=lambda wc: dataset_section(wc, "resample_unit"),
+        resample_unit=lambda wc: plan.dataset_section(wc, "resample_unit"),
         min_label_size=config["evaluate"]["min_label_size"],
     script:
         "../scripts/selectivity_references.py"
@@ -109,8 +109,8 @@ rule selectivity_references:
 rule compare_variants:
     input:
         obs=paths.token_obs(),
-        codes=lambda wc: model_files(wc.dataset, "codes.npz"),
-        label_scores=lambda wc: model_files(wc.dataset, "label_scores.csv"),
+        codes=lambda wc: plan.model_files(wc.dataset, "codes.npz"),
+        label_scores=lambda wc: plan.model_files(wc.dataset, "label_scores.csv"),
     output:
         intervals=table_files(
             paths.table("selectivity_intervals"),
@@ -142,11 +142,11 @@ rule compare_variants:
         mem_mb=8000,
         runtime=60,
     params:
-        variants=variant_names,
-        tasks=lambda wc: dataset_section(wc, "tasks"),
-        probe=probe_settings(),
+        variants=plan.variant_names,
+        tasks=lambda wc: plan.dataset_section(wc, "tasks"),
+        probe=plan.probe_settings(),
         bootstrap=config["evaluate"]["bootstrap"],
-        resample_unit=lambda wc: dataset_section(wc, "resample_unit"),
+        resample_unit=lambda wc: plan.dataset_section(wc, "resample_unit"),
         min_label_size=config["evaluate"]["min_label_size"],
     script:
         "../scripts/compare_variants.py"
@@ -154,7 +154,7 @@ rule compare_variants:
 
 rule group_detectability:
     input:
-        unpack(detectability_inputs),
+        unpack(plan.detectability_inputs),
     output:
         groups=table_files(
             paths.table("group_detectability"),
@@ -166,22 +166,22 @@ rule group_detectability:
     benchmark:
         paths.benchmark("group_detectability")
     wildcard_constraints:
-        dataset=datasets_of_kind("microscopy"),
+        dataset=plan.datasets_of_kind("microscopy"),
     conda:
         ENV
     resources:
         mem_mb=8000,
         runtime=60,
     params:
-        variants=variant_names,
-        task=lambda wc: task_named(
-            wc.dataset, dataset_section(wc, "microscopy", "heatmaps", "task")
+        variants=plan.variant_names,
+        task=lambda wc: plan.task_named(
+            wc.dataset, plan.dataset_section(wc, "microscopy", "heatmaps", "task")
         ),
-        exclude=lambda wc: dataset_section(wc, "microscopy", "heatmaps", "exclude"),
-        probe=probe_settings(),
+        exclude=lambda wc: plan.dataset_section(wc, "microscopy", "heatmaps", "exclude"),
+        probe=plan.probe_settings(),
         folds=config["evaluate"]["references"]["folds"],
         bootstrap=config["evaluate"]["bootstrap"],
-        resample_unit=lambda wc: dataset_section(wc, "resample_unit"),
+        resample_unit=lambda wc: plan.dataset_section(wc, "resample_unit"),
         min_label_size=config["evaluate"]["min_label_size"],
     script:
         "../scripts/group_detectability.py"
@@ -200,7 +200,7 @@ rule atom_recovery:
     benchmark:
         paths.model_benchmark("atom_recovery")
     wildcard_constraints:
-        dataset=datasets_of_kind("synthetic"),
+        dataset=plan.datasets_of_kind("synthetic"),
     conda:
         ENV
     resources:
@@ -214,7 +214,7 @@ rule atom_recovery:
 
 rule feature_cosines:
     input:
-        unpack(feature_cosine_inputs),
+        unpack(plan.feature_cosine_inputs),
     output:
         table=table_files(
             paths.table("feature_cosines"),
@@ -237,7 +237,7 @@ rule feature_cosines:
         mem_mb=4000,
         runtime=30,
     params:
-        task=lambda wc: dataset_section(wc, "tasks")[0],
+        task=lambda wc: plan.dataset_section(wc, "tasks")[0],
         n_labels=6,
         min_label_size=config["evaluate"]["min_label_size"],
     script:

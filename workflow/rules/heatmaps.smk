@@ -1,8 +1,8 @@
 rule heatmap_patch_tokens:
     input:
-        unpack(image_store_files),
-        unpack(heatmap_model),
-        unpack(image_encoder_files),
+        unpack(plan.image_store_files),
+        unpack(plan.heatmap_model),
+        unpack(plan.image_encoder_files),
         obs=paths.token_obs(),
         choice=paths.embedding("layer.json"),
     output:
@@ -13,7 +13,7 @@ rule heatmap_patch_tokens:
     benchmark:
         paths.benchmark("heatmap_patch_tokens")
     wildcard_constraints:
-        dataset=datasets_of_kind("microscopy"),
+        dataset=plan.datasets_of_kind("microscopy"),
     conda:
         ENV
     resources:
@@ -21,14 +21,14 @@ rule heatmap_patch_tokens:
         runtime=30,
         gpu=1,
     params:
-        architecture=lambda wc: dataset_section(
+        architecture=lambda wc: plan.dataset_section(
             wc, "microscopy", "model", "architecture"
         ),
-        task=lambda wc: task_named(
-            wc.dataset, dataset_section(wc, "microscopy", "heatmaps", "task")
+        task=lambda wc: plan.task_named(
+            wc.dataset, plan.dataset_section(wc, "microscopy", "heatmaps", "task")
         ),
-        exclude=lambda wc: dataset_section(wc, "microscopy", "heatmaps", "exclude"),
-        images_per_label=lambda wc: dataset_section(
+        exclude=lambda wc: plan.dataset_section(wc, "microscopy", "heatmaps", "exclude"),
+        images_per_label=lambda wc: plan.dataset_section(
             wc, "microscopy", "heatmaps", "images_per_label"
         ),
     script:
@@ -37,10 +37,10 @@ rule heatmap_patch_tokens:
 
 rule token_heatmaps:
     input:
-        unpack(image_store_files),
-        unpack(heatmap_groups),
-        model=lambda wc: heatmap_model(wc)["model"],
-        whitening=lambda wc: heatmap_model(wc)["whitening"],
+        unpack(plan.image_store_files),
+        unpack(plan.heatmap_groups),
+        model=lambda wc: plan.heatmap_model(wc)["model"],
+        whitening=lambda wc: plan.heatmap_model(wc)["whitening"],
         obs=paths.token_obs(),
         patch_tokens=paths.heatmaps("patch_tokens.npy"),
         selected=paths.heatmaps("selected.csv"),
@@ -61,23 +61,23 @@ rule token_heatmaps:
     benchmark:
         paths.benchmark("token_heatmaps")
     wildcard_constraints:
-        dataset=datasets_of_kind("microscopy"),
+        dataset=plan.datasets_of_kind("microscopy"),
     conda:
         ENV
     resources:
         mem_mb=4000,
         runtime=30,
     params:
-        plate_column=image_plate_column,
+        plate_column=plan.image_plate_column,
     script:
         "../scripts/token_heatmaps.py"
 
 
 rule single_cell_check:
     input:
-        unpack(image_store_files),
-        model=lambda wc: heatmap_model(wc)["model"],
-        whitening=lambda wc: heatmap_model(wc)["whitening"],
+        unpack(plan.image_store_files),
+        model=lambda wc: plan.heatmap_model(wc)["model"],
+        whitening=lambda wc: plan.heatmap_model(wc)["whitening"],
         masks=paths.images(layout.MASKS),
         cells=paths.images(layout.CELLS),
         patch_tokens=paths.heatmaps("patch_tokens.npy"),
@@ -100,7 +100,7 @@ rule single_cell_check:
     benchmark:
         paths.benchmark("single_cell_check")
     wildcard_constraints:
-        dataset=datasets_of_kind("microscopy"),
+        dataset=plan.datasets_of_kind("microscopy"),
     conda:
         ENV
     resources:

@@ -2,13 +2,13 @@ from cellconcepts.report.paper_map import TABLE_NEEDS, needed_tables
 
 # What the tables of TABLE_NEEDS need, as the rules that write them decide it.
 PAPER_MAP_NEEDS = {
-    "cellprofiler": has_cellprofiler,
-    "heatmaps": has_heatmaps,
-    "screen_heatmaps": has_single_cell_check,
+    "cellprofiler": plan.has_cellprofiler,
+    "heatmaps": plan.has_heatmaps,
+    "screen_heatmaps": plan.has_single_cell_check,
     "microscopy": lambda d: DATASETS[d]["kind"] == "microscopy",
-    "screen_enrichment": has_go_recovery,
-    "enrichment": has_enrichment,
-    "ground_truth": has_ground_truth,
+    "screen_enrichment": plan.has_go_recovery,
+    "enrichment": plan.has_enrichment,
+    "ground_truth": plan.has_ground_truth,
 }
 
 

@@ -14,7 +14,7 @@ localrules:
 
 rule report_dataset:
     input:
-        unpack(report_inputs),
+        unpack(plan.report_inputs),
     output:
         headline=table_files(paths.headline(), "../report/headline.rst", "1. Headline"),
         tables=[
@@ -44,7 +44,7 @@ rule report_dataset:
         runtime=10,
     params:
         dataset=lambda wc: wc.dataset,
-        variants=variant_names,
+        variants=plan.variant_names,
         tasks=lambda wc: [t["name"] for t in DATASETS[wc.dataset]["tasks"]],
     script:
         "../scripts/report_dataset.py"
@@ -52,7 +52,7 @@ rule report_dataset:
 
 rule atom_recovery_table:
     input:
-        recovery=lambda wc: model_files(wc.dataset, "atom_recovery.csv"),
+        recovery=lambda wc: plan.model_files(wc.dataset, "atom_recovery.csv"),
     output:
         table=table_files(
             paths.table("atom_recovery"), "../report/atom_recovery.rst", "2. Training"
@@ -62,7 +62,7 @@ rule atom_recovery_table:
     benchmark:
         paths.benchmark("atom_recovery_table")
     wildcard_constraints:
-        dataset=datasets_of_kind("synthetic"),
+        dataset=plan.datasets_of_kind("synthetic"),
     conda:
         ENV
     resources:
@@ -70,15 +70,15 @@ rule atom_recovery_table:
         runtime=5,
     params:
         dataset=lambda wc: wc.dataset,
-        variants=variant_names,
+        variants=plan.variant_names,
     script:
         "../scripts/atom_recovery_table.py"
 
 
 rule label_selectivity:
     input:
-        best_selectivity=lambda wc: model_files(wc.dataset, "best_selectivity.csv"),
-        label_scores=lambda wc: model_files(wc.dataset, "label_scores.csv"),
+        best_selectivity=lambda wc: plan.model_files(wc.dataset, "best_selectivity.csv"),
+        label_scores=lambda wc: plan.model_files(wc.dataset, "label_scores.csv"),
         references=paths.raw("references.csv"),
     output:
         table=table_files(
@@ -91,23 +91,23 @@ rule label_selectivity:
     benchmark:
         paths.benchmark("label_selectivity")
     wildcard_constraints:
-        dataset=datasets_of_kind("microscopy"),
+        dataset=plan.datasets_of_kind("microscopy"),
     conda:
         ENV
     resources:
         mem_mb=1000,
         runtime=5,
     params:
-        variants=variant_names,
-        task=lambda wc: dataset_section(wc, "microscopy", "heatmaps", "task"),
-        exclude=lambda wc: dataset_section(wc, "microscopy", "heatmaps", "exclude"),
+        variants=plan.variant_names,
+        task=lambda wc: plan.dataset_section(wc, "microscopy", "heatmaps", "task"),
+        exclude=lambda wc: plan.dataset_section(wc, "microscopy", "heatmaps", "exclude"),
     script:
         "../scripts/label_selectivity.py"
 
 
 rule feature_browser:
     input:
-        unpack(browser_inputs),
+        unpack(plan.browser_inputs),
     output:
         browser=directory(paths.browser()),
     log:
@@ -120,25 +120,25 @@ rule feature_browser:
         mem_mb=8000,
         runtime=120,
     params:
-        expression_source=lambda wc: browser_expression(wc)["expression_source"],
-        expression_matrix=lambda wc: browser_expression(wc)["expression_matrix"],
+        expression_source=lambda wc: plan.browser_expression(wc)["expression_source"],
+        expression_matrix=lambda wc: plan.browser_expression(wc)["expression_matrix"],
         dataset=lambda wc: wc.dataset,
         kind=lambda wc: DATASETS[wc.dataset]["kind"],
-        variants=variant_names,
+        variants=plan.variant_names,
         enriched=lambda wc: (
             enrichment_variants(config, wc.dataset)
-            if has_enrichment(wc.dataset)
+            if plan.has_enrichment(wc.dataset)
             else []
         ),
-        tasks=lambda wc: dataset_section(wc, "tasks"),
+        tasks=lambda wc: plan.dataset_section(wc, "tasks"),
         rgb=lambda wc: DATASETS[wc.dataset].get("microscopy", {}).get("browser_rgb"),
-        settings=pick(
+        settings=plan.pick(
             config["browser"], ["examples", "random_examples", "nearest", "seed"]
         ),
         min_label_size=config["evaluate"]["min_label_size"],
         fdr=lambda wc: (
             enrichment_settings(config, wc.dataset)["fdr"]
-            if has_enrichment(wc.dataset)
+            if plan.has_enrichment(wc.dataset)
             else 0.05
         ),
     script:

@@ -10,14 +10,14 @@ rule simulate_superposition:
     benchmark:
         paths.benchmark("simulate_superposition")
     wildcard_constraints:
-        dataset=datasets_of_kind("synthetic"),
+        dataset=plan.datasets_of_kind("synthetic"),
     conda:
         ENV
     resources:
         mem_mb=4000,
         runtime=10,
     params:
-        simulation=lambda wc: dataset_section(wc, "synthetic"),
+        simulation=lambda wc: plan.dataset_section(wc, "synthetic"),
     script:
         "../scripts/simulate_superposition.py"
 
@@ -34,7 +34,7 @@ rule simulate_cellpainting:
     benchmark:
         paths.benchmark("simulate_cellpainting")
     wildcard_constraints:
-        dataset=datasets_where(is_simulated_screen),
+        dataset=plan.datasets_where(plan.is_simulated_screen),
     # Upstream of the longest chain (train_mae).
     priority: 10
     conda:
@@ -43,6 +43,6 @@ rule simulate_cellpainting:
         mem_mb=4000,
         runtime=30,
     params:
-        simulation=lambda wc: dataset_section(wc, "microscopy", "simulate"),
+        simulation=lambda wc: plan.dataset_section(wc, "microscopy", "simulate"),
     script:
         "../scripts/simulate_cellpainting.py"

@@ -18,10 +18,10 @@ rule train_dictionary:
         runtime=240,
         gpu=1,
     params:
-        variant=variant_name,
+        variant=plan.variant_name,
         settings=lambda wc: training_settings(config, wc.dataset, wc.method),
         # Checkpoints live outside the declared outputs so a failed or killed job keeps them
         # and the next run resumes from the last one.
-        checkpoint_dir=lambda wc: paths.checkpoints(variant_name(wc), wc.dataset),
+        checkpoint_dir=lambda wc: paths.checkpoints(plan.variant_name(wc), wc.dataset),
     script:
         "../scripts/train_dictionary.py"

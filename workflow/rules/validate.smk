@@ -1,6 +1,6 @@
 rule validate_dataset:
     input:
-        unpack(enrichment_inputs),
+        unpack(plan.enrichment_inputs),
         tokens=paths.tokens(),
         obs=paths.token_obs(),
     output:
@@ -15,13 +15,13 @@ rule validate_dataset:
         mem_mb=4000,
         runtime=30,
     params:
-        tasks=lambda wc: dataset_section(wc, "tasks"),
+        tasks=lambda wc: plan.dataset_section(wc, "tasks"),
         min_label_size=config["evaluate"]["min_label_size"],
-        probe=probe_settings(),
-        resample_unit=lambda wc: dataset_section(wc, "resample_unit"),
-        enrichment=validation_enrichment,
+        probe=plan.probe_settings(),
+        resample_unit=lambda wc: plan.dataset_section(wc, "resample_unit"),
+        enrichment=plan.validation_enrichment,
         source=lambda wc: input_source(config, wc.dataset),
-        whitening=pick(
+        whitening=plan.pick(
             config["whitening"],
             ["methods", "n_components", "allow_dropped_dimensions"],
         ),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -86,6 +87,45 @@ def dictionary_sparsity_points(
             }
         )
     return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The tables of paper Fig. 2."""
+
+    per_label: pd.DataFrame  # label, then each method's best avg selectivity (`per_label_table`)
+    correlations: pd.DataFrame  # one row per dictionary (`correlation_table`)
+    points: pd.DataFrame  # each dictionary's sparsity point (`dictionary_sparsity_points`)
+    curve: pd.DataFrame  # CellProfiler's sweep then the dictionaries' points: method,
+    # mean_active, mean_best_avg
+
+
+def compare_with_dictionaries(
+    cp_best: pd.DataFrame,
+    best: Mapping[str, pd.DataFrame],
+    codes: Mapping[str, sp.spmatrix],
+    cp_sweep: pd.DataFrame,
+    task: str,
+) -> Comparison:
+    """CellProfiler's best avg selectivity per label of ``task`` beside each dictionary's
+    (``best`` and ``codes`` by variant name, in the same order), their Pearson r with a 95% CI
+    (logged), and selectivity against sparsity: CellProfiler's sweep and a point per
+    dictionary."""
+    tables = {CP: cp_best, **best}
+    labels = per_label_table(tables, task)
+    correlations = correlation_table(labels)
+    points = dictionary_sparsity_points(codes, labels)
+    curve = pd.concat([cp_sweep[["method", "mean_active", "mean_best_avg"]], points])
+    for row in correlations.itertuples():
+        log.info(
+            "%s: Pearson r %.3f [%.3f, %.3f] over %d labels",
+            row.variant,
+            row.pearson_r,
+            row.ci_low,
+            row.ci_high,
+            row.n_labels,
+        )
+    return Comparison(labels, correlations, points, curve)
 
 
 def _variant_style(name: str) -> dict[str, object]:

@@ -17,7 +17,9 @@ evaluation costs O(F log n) and never loops over features in Python.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,6 +30,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "ALPHA_MAX",
     "ALPHA_MIN",
+    "ThresholdedProfiles",
     "UnreachableTargetError",
     "activation",
     "alpha_for_target",
@@ -36,6 +39,7 @@ __all__ = [
     "nearest_alpha",
     "reference_rows",
     "selectivity_sweep",
+    "threshold_profiles",
 ]
 
 #: The open interval (0, 0.5) of alpha is searched between these two values.
@@ -316,3 +320,50 @@ def selectivity_sweep(
             }
         )
     return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class ThresholdedProfiles:
+    """The baseline's codes at the target sparsity, their bounds and the sparsity sweep."""
+
+    codes: sp.csr_matrix  # (n_images, F) signed codes at the alpha for the target
+    thresholds: pd.DataFrame  # feature, lower, upper, alpha, target, mean_active
+    sweep: pd.DataFrame  # as `selectivity_sweep`, over the sweep targets and the target
+
+
+def threshold_profiles(
+    matrix: np.ndarray,
+    names: Sequence[str],
+    obs: pd.DataFrame,
+    *,
+    reference: str,
+    target_active: float,
+    sweep_targets: Sequence[float],
+    task: Mapping[str, Any],
+    min_label_size: int = 1,
+) -> ThresholdedProfiles:
+    """Profiles (rows in the order of ``obs``, columns ``names``) thresholded into codes at the
+    target mean active count (alpha by bisection, quantiles over the ``reference`` rows:
+    "controls" or "all"), and the sweep over ``sweep_targets`` and the target with the mean
+    best avg selectivity on ``task``'s labels (`cellconcepts.evaluate.labels.task_labels`)."""
+    from cellconcepts.evaluate.labels import task_labels
+
+    ref = reference_rows(obs, reference)
+    alpha = nearest_alpha(matrix, ref, target_active)
+    lower, upper = quantile_bounds(matrix, ref, alpha)
+    active = activation(matrix, lower, upper)
+    n_active = active.nnz / active.shape[0]
+    logger.info(
+        "alpha %.4g gives %.2f active features per image (target %g) of %d",
+        alpha,
+        n_active,
+        target_active,
+        len(names),
+    )
+    bounds = pd.DataFrame({"feature": names, "lower": lower, "upper": upper})
+    table = bounds.assign(alpha=alpha, target=target_active, mean_active=n_active)
+    points = set(sweep_targets) | {target_active}
+    labels = task_labels(obs, task, min_label_size)
+    return ThresholdedProfiles(
+        active.tocsr(), table, selectivity_sweep(matrix, ref, points, labels)
+    )

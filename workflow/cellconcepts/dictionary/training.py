@@ -28,6 +28,7 @@ from cellconcepts.dictionary.checkpoint import CHECKPOINT_FILE, load_checkpoint,
 from cellconcepts.dictionary.columns import active_entries
 from cellconcepts.dictionary.sampling import ShuffleBuffer, prefetched
 from cellconcepts.files import atomic_path
+from cellconcepts.variant import Variant
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +69,38 @@ class TrainResult:
     dead_mask: np.ndarray  # (M,) bool, dead over the last dead_window steps
     metrics: pd.DataFrame  # the metrics CSV, including rows from before a resume
     steps_done: int
+
+
+def train_rows(split: pd.Series | np.ndarray, where: str) -> np.ndarray:
+    """Row indices of the train split (``split == "train"``); a store without any is refused
+    (``where`` names it)."""
+    rows = np.flatnonzero(np.asarray(split) == "train")
+    if not rows.size:
+        raise ValueError(f"{where}: no rows with split == 'train' to train the dictionary on")
+    return rows
+
+
+def model_meta(variant: str, n_features: int, input_dim: int, steps: int) -> dict[str, Any]:
+    """What a trained model's file records about its run besides the model's own arguments:
+    the variant's name and fields, the dictionary size, the whitened input's dimension and the
+    steps trained."""
+    spec = Variant.parse(variant)
+    return {
+        "variant": variant,
+        "method": spec.method,
+        "whitening": spec.whitening,
+        "sparsity": spec.sparsity,
+        "seed": spec.seed,
+        "n_features": n_features,
+        "input_dim": input_dim,
+        "steps": steps,
+    }
+
+
+def dead_feature_table(dead_mask: np.ndarray) -> pd.DataFrame:
+    """One row per feature (``feature``: its index) with ``dead``: whether it was dead over the
+    last ``dead_window`` steps (`TrainResult.dead_mask`)."""
+    return pd.DataFrame({"feature": np.arange(len(dead_mask)), "dead": dead_mask})
 
 
 def _validate(config: TrainConfig, tokens: np.ndarray, train_indices: np.ndarray) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""One row per feature: the labels it is selective for, its gene lists and its best GO term."""
+"""One row per feature: the labels it is selective for, its gene lists and its best GO term;
+and the one-row summary of a model's enrichment."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from cellconcepts.enrich.gene_lists import GeneLists
+from cellconcepts.enrich.genesets import TermMatrix
 from cellconcepts.evaluate.labels import task_labels
 from cellconcepts.evaluate.selectivity import selectivity
 
@@ -58,3 +60,37 @@ def annotate_features(
     table = table.join(best, on="feature")
     table["n_significant_terms"] = n_significant.reindex(table["feature"], fill_value=0).to_numpy()
     return table
+
+
+def most_enriched_features(features: pd.DataFrame, fdr: float, n: int) -> list[int]:
+    """The ``n`` features whose best term has the smallest FDR, among those below ``fdr``
+    (``features``: the `annotate_features` table); ties keep the table's order."""
+    return list(features[features["best_fdr"] < fdr].nsmallest(n, "best_fdr")["feature"])
+
+
+def model_summary(
+    variant: str,
+    mode: str,
+    n_features: int,
+    gene_lists: GeneLists,
+    terms: TermMatrix,
+    features: pd.DataFrame,
+    seconds: tuple[float, float],
+) -> pd.DataFrame:
+    """One row: the model's gene lists, the background and the terms tested in it, how many
+    features have a significant term (``features``: the `annotate_features` table), and how
+    long the gene lists and the enrichment took (``seconds``)."""
+    row = {
+        "variant": variant,
+        "mode": mode,
+        "n_features": n_features,
+        "n_gene_lists": gene_lists.lists.shape[0],
+        "background_genes": terms.genes.size,
+        "background_genes_in_no_term": terms.n_unmatched,
+        "library_terms": terms.n_library_terms,
+        "terms_tested": terms.n_terms,
+        "features_with_significant_term": int((features["n_significant_terms"] > 0).sum()),
+        "gene_list_seconds": seconds[0],
+        "enrichment_seconds": seconds[1],
+    }
+    return pd.DataFrame([row])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import textwrap
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -17,6 +18,9 @@ import scipy.sparse as sp  # noqa: E402
 
 from cellconcepts.files import PathLike  # noqa: E402
 from cellconcepts.report.figures import save_figure  # noqa: E402
+
+if TYPE_CHECKING:
+    from cellconcepts.evaluate.selectivity import Selectivity
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +117,34 @@ def plot_dotplot(
         ax.legend(loc="upper left", bbox_to_anchor=(1.25, 1), fontsize=7, frameon=False)
     ax.set_title(title, fontsize=9)
     save_figure(fig, png_path, tight_bbox=True)
+
+
+def umap_panels(
+    sel: Selectivity,
+    annotation: pd.DataFrame,
+    labels: Sequence[str] | None,
+    n_features: int,
+    task: str,
+) -> list[tuple[int, str]]:
+    """(feature, caption) of the feature most selective for each of ``labels`` (all labels of
+    ``sel`` when None; the first ``n_features``), captioned with its best term from
+    ``annotation`` (the `annotate_features` table indexed by feature) or why it has none."""
+    wanted = labels or list(sel.labels)
+    missing = sorted(set(wanted) - set(sel.labels))
+    if missing:
+        raise ValueError(f"enrich.labels: {missing} are not labels of task {task!r}")
+    panels = []
+    for label in wanted[:n_features]:
+        i = list(sel.labels).index(label)
+        f = int(np.argmax(sel.avg[i]))
+        best = annotation.loc[f]
+        if pd.isna(best["best_term"]):
+            term = f"no gene list ({best['status']})"
+        else:
+            term = f"{best['best_term']} ({best['best_direction']}, FDR {best['best_fdr']:.2g})"
+        caption = f"feature {f} (most selective for {label}, avg {sel.avg[i, f]:.2f}): {term}"
+        panels.append((f, caption))
+    return panels
 
 
 def plot_umap(

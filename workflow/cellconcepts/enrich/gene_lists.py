@@ -21,9 +21,9 @@ import scipy.sparse as sp
 from scipy.stats import false_discovery_control, rankdata
 from tqdm.auto import tqdm
 
-from cellconcepts.config import EXPRESSION
 from cellconcepts.enrich import differential_expression as de
 from cellconcepts.enrich.genesets import normalise_symbols
+from cellconcepts.enrich.modes import EXPRESSION
 from cellconcepts.evaluate.selectivity import Selectivity, selectivity
 
 log = logging.getLogger(__name__)
@@ -246,7 +246,7 @@ def selective_gene_lists(
     """
     controls = {str(c) for c in controls}
     sel: Selectivity = selectivity(codes, gene_labels)
-    screened = np.array([g for g in sel.labels if g not in controls], dtype=object)
+    screened = screened_genes(sel.labels, controls)
     if screened.size < 2:
         raise ValueError(
             f"gene labels: expected at least 2 screened genes besides the controls "
@@ -296,6 +296,13 @@ def selective_gene_lists(
     return _as_gene_lists(screened, listed, features, directions=(SELECTIVE,))
 
 
+def screened_genes(labels: Iterable[str], controls: Iterable[str]) -> np.ndarray:
+    """The background of a screen's gene lists: every gene label other than the controls, in
+    the order of ``labels``."""
+    controls = {str(c) for c in controls}
+    return np.array([g for g in labels if g not in controls], dtype=object)
+
+
 # --------------------------------------------------------------------------- shared
 
 
@@ -334,77 +341,6 @@ def _empty_gene_table() -> pd.DataFrame:
 # --------------------------------------------------------------------------- per dataset
 
 
-def expression_values(adata, matrix: str, where: str) -> tuple[Any, np.ndarray]:
-    """(cells x genes values, gene names) from ``raw``, ``X`` or ``layer:<name>``."""
-    if matrix == "raw":
-        if adata.raw is None:
-            raise ValueError(
-                f"{where}: enrich.expression.matrix is 'raw' but the data has no .raw; "
-                "use 'X' or 'layer:<name>' (log1p-normalised values)"
-            )
-        return adata.raw.X, np.asarray(adata.raw.var_names, dtype=object)
-    if matrix == "X":
-        return adata.X, np.asarray(adata.var_names, dtype=object)
-    layer = matrix.removeprefix("layer:")
-    if layer not in adata.layers:
-        raise ValueError(
-            f"{where}: enrich.expression.matrix {matrix!r}: no layer {layer!r}; "
-            f"layers: {list(adata.layers)}"
-        )
-    return adata.layers[layer], np.asarray(adata.var_names, dtype=object)
-
-
-def aligned_expression(source: str, matrix: str, obs: pd.DataFrame):
-    """Log1p expression rows in token-store order (matched on ``obs_name``) and upper-cased
-    gene symbols; scaled (negative) values and repeated cell or gene names are refused."""
-    from cellconcepts.sources.expression import load_expression
-
-    adata = load_expression(source)
-    where = f"{source} (enrich.expression.matrix: {matrix})"
-    values, genes = expression_values(adata, matrix, where=where)
-    if "obs_name" not in obs.columns:
-        raise ValueError("token store obs.parquet: no 'obs_name' column to match the cells on")
-    names = pd.Index(adata.obs_names.astype(str))
-    if names.has_duplicates:
-        raise ValueError(
-            f"{source}: repeated cell names (obs_names), e.g. "
-            f"{list(names[names.duplicated()][:5])}; expected one row per cell"
-        )
-    symbols = normalise_symbols(genes)
-    repeated = pd.Series(symbols).duplicated()
-    if repeated.any():
-        raise ValueError(
-            f"{where}: {int(repeated.sum())} gene names repeat once upper-cased (e.g. "
-            f"{sorted(set(symbols[repeated.to_numpy()]))[:5]}); expected one column per gene"
-        )
-    rows = names.get_indexer(obs["obs_name"].astype(str))
-    if (rows < 0).any():
-        missing = obs["obs_name"][rows < 0].head(5).tolist()
-        raise ValueError(
-            f"{source}: {int((rows < 0).sum())} cells of the token store are not in the "
-            f"expression data (e.g. {missing})"
-        )
-    values = values[rows]
-    values = (
-        sp.csr_matrix(values, dtype=np.float64)
-        if sp.issparse(values)
-        else np.asarray(values, dtype=np.float64)
-    )
-    if values.min() < 0:
-        raise ValueError(
-            f"{where}: values go down to {values.min():.3g}; differential expression and fold "
-            "changes need log1p-normalised expression (>= 0), not scaled data (e.g. "
-            "pbmc68k_reduced's X); use the raw or a layer of normalised values"
-        )
-    if values.max() > 30:
-        log.warning(
-            "%s: values reach %.1f; fold changes assume log1p-normalised expression, not counts",
-            where,
-            values.max(),
-        )
-    return values, symbols
-
-
 def screen_controls(
     control: str | Mapping[str, Any] | None, obs: pd.DataFrame, gene_column: str
 ) -> list[str]:
@@ -420,6 +356,29 @@ def screen_controls(
     return sorted(controls)
 
 
+def screen_gene_labels(obs: pd.DataFrame, gene_column: str) -> pd.Series:
+    """The perturbed gene of each token as a normalised symbol (missing stays NaN): the gene
+    labels a screen's features are selective for."""
+    if gene_column not in obs.columns:
+        raise ValueError(
+            f"token store obs.parquet: no column {gene_column!r} (enrich.screen.gene_column, the "
+            f"perturbed gene of each image); columns: {list(obs.columns)}"
+        )
+    labels = obs[gene_column].astype("string").astype(object)
+    labels = labels.where(labels.notna(), np.nan)
+    return labels.where(labels.isna(), normalise_symbols(labels.fillna("")))
+
+
+def screen_background(
+    obs: pd.DataFrame, gene_column: str, control: str | Mapping[str, Any] | None
+) -> np.ndarray:
+    """Every screened gene of a token store, sorted: the background the screen's gene lists
+    are tested in (`selective_gene_lists` lists genes over the same one)."""
+    labels = screen_gene_labels(obs, gene_column)
+    controls = normalise_symbols(screen_controls(control, obs, gene_column))
+    return screened_genes(np.unique(labels.dropna().astype(str).to_numpy()), controls)
+
+
 def feature_gene_lists(
     mode: str,
     codes: sp.csr_matrix,
@@ -431,6 +390,8 @@ def feature_gene_lists(
 ) -> GeneLists:
     """Gene lists of every feature, by differential expression or by selectivity."""
     if mode == EXPRESSION:
+        from cellconcepts.sources.expression import aligned_expression
+
         section = settings["expression"]
         values, genes = aligned_expression(expression_source, section["matrix"], obs)
         return expression_gene_lists(
@@ -445,17 +406,9 @@ def feature_gene_lists(
         )
     section = settings["screen"]
     column = section["gene_column"]
-    if column not in obs.columns:
-        raise ValueError(
-            f"token store obs.parquet: no column {column!r} (enrich.screen.gene_column, the "
-            f"perturbed gene of each image); columns: {list(obs.columns)}"
-        )
-    labels = obs[column].astype("string").astype(object)
-    labels = labels.where(labels.notna(), np.nan)
-    symbols = labels.where(labels.isna(), normalise_symbols(labels.fillna("")))
     return selective_gene_lists(
         codes,
-        symbols,
+        screen_gene_labels(obs, column),
         controls=normalise_symbols(screen_controls(control, obs, column)),
         min_selectivity=section["min_selectivity"],
         top_n=section["top_n"],

@@ -4,6 +4,7 @@ with terms that have the same genes in the screen), against what a random featur
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -12,6 +13,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from cellconcepts.enrich.gene_lists import DOWN
+
+log = logging.getLogger(__name__)
 
 
 def most_selective_features(
@@ -214,3 +217,22 @@ def perfect_list_recovery(groups: pd.DataFrame, terms, fdr: float) -> pd.DataFra
             }
         )
     return pd.DataFrame(out)
+
+
+def with_perfect_list(
+    per_group: pd.DataFrame, per_model: pd.DataFrame, perfect: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The `go_recovery` tables with the perfect-list reference (`perfect_list_recovery`):
+    its columns on each group's row, and the fraction of planted terms a perfect list recovers
+    (``perfect_list``, ``perfect_list_strict``) on each model's."""
+    per_group = per_group.merge(perfect, on="group", how="left")
+    per_model = per_model.copy()
+    per_model["perfect_list"] = float(perfect["perfect_recovered"].mean())
+    per_model["perfect_list_strict"] = float(perfect["perfect_recovered_strict"].mean())
+    log.info(
+        "a perfect gene list recovers %d of %d planted terms (%d strictly)",
+        int(perfect["perfect_recovered"].sum()),
+        len(perfect),
+        int(perfect["perfect_recovered_strict"].sum()),
+    )
+    return per_group, per_model

@@ -163,3 +163,10 @@ def overlap_genes(
     names = terms.genes[shared.indices]
     splits = np.split(names, shared.indptr[1:-1])
     return np.array([";".join(chunk) for chunk in splits], dtype=object)
+
+
+def by_feature(table: pd.DataFrame, index: pd.DataFrame) -> pd.DataFrame:
+    """An `enrich_lists` table with each list's ``feature`` and ``direction`` (from the gene
+    lists' ``index``, one row per list) in front: the enrichment table a model writes."""
+    table = table.join(index, on="list")
+    return table[["feature", "direction", *ENRICHMENT_COLUMNS]]

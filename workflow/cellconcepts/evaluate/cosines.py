@@ -76,3 +76,35 @@ def own_vs_other(
     table = pd.DataFrame(summary)
     table["mean_difference"] = table["mean_cosine_own"] - table["mean_cosine_other"]
     return table, pd.concat(histograms, ignore_index=True)
+
+
+def most_selective_labels(
+    best: pd.DataFrame, task: str, n_labels: int, where: str = "best selectivity"
+) -> pd.DataFrame:
+    """The ``n_labels`` labels of ``task`` whose best feature is most selective (a
+    `best_selectivity_per_label` table of every task; ``where`` names it in errors), most
+    selective first, the feature as column ``feature``."""
+    best = best[best["task"] == task].sort_values("best_avg", ascending=False)
+    pairs = best.head(n_labels).rename(columns={"best_feature": "feature"})
+    if pairs.empty:
+        raise ValueError(f"{where}: no labels of task {task!r} to plot")
+    return pairs
+
+
+def cosine_tables(
+    cosines: np.ndarray, labels: pd.Series, pairs: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`own_vs_other` of the ``pairs`` of `most_selective_labels`, the summary with each
+    label's best avg selectivity as its third column."""
+    summary, counts = own_vs_other(cosines, labels, pairs[["label", "feature"]])
+    summary.insert(2, "best_avg_selectivity", pairs["best_avg"].to_numpy())
+    return summary, counts
+
+
+def summary_lines(summary: pd.DataFrame) -> list[str]:
+    """One sentence per label of a `cosine_tables` summary: its mean cosines and AUC."""
+    return [
+        f"{row.label} (feature {row.feature:d}): mean cosine own {row.mean_cosine_own:.3f} "
+        f"vs other {row.mean_cosine_other:.3f}, AUC {row.auc_own_vs_other:.3f}"
+        for row in summary.itertuples(index=False)
+    ]

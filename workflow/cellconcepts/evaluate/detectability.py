@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from cellconcepts.evaluate.probing import ProbeSettings
-from cellconcepts.evaluate.references import out_of_fold, scored_recalls
+from cellconcepts.evaluate.references import fold_groups, out_of_fold, scored_recalls
+from cellconcepts.evaluate.uncertainty import split_units, unit_codes
 from cellconcepts.variant import Variant
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,57 @@ def probe_recalls(
     high; the 'BTA' row is the balanced accuracy)."""
     found = out_of_fold(features, labels, groups=groups, probe=probe, folds=folds)
     return scored_recalls(labels, found, units, **bootstrap)
+
+
+def profile_recalls(
+    matrix: np.ndarray,
+    obs: pd.DataFrame,
+    task: Mapping[str, Any],
+    labels: pd.Series,
+    *,
+    resample_unit: Sequence[str],
+    probe: ProbeSettings,
+    folds: int,
+    bootstrap: Mapping[str, Any],
+) -> pd.DataFrame:
+    """`probe_recalls` of CellProfiler: a probe on the per-image profile ``matrix`` (in the
+    rows of the token store ``obs``: `cellprofiler.profiles.aligned_profiles`), folds as for
+    the linear reference (`evaluate.references.fold_groups`), intervals over
+    ``resample_unit``."""
+    return probe_recalls(
+        matrix,
+        labels,
+        fold_groups(obs, task, split_units(obs, list(resample_unit))),
+        unit_codes(obs, list(resample_unit)),
+        probe=probe,
+        folds=folds,
+        bootstrap=bootstrap,
+    )
+
+
+def shown_labels(labels: pd.Series, exclude: Sequence[str]) -> list[str]:
+    """The task's labels (as text, sorted) less those of ``exclude``."""
+    return sorted(set(labels.dropna().astype(str)) - {str(v) for v in exclude})
+
+
+def task_detectability(
+    labels: pd.Series,
+    exclude: Sequence[str],
+    scores: Mapping[str, pd.DataFrame],
+    references: pd.DataFrame,
+    task: str,
+    *,
+    profile_recall: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """`group_detectability` of the labels of ``task`` but ``exclude`` (`shown_labels`), read
+    from the references of every task (`evaluate.references.task_references`)."""
+    return group_detectability(
+        shown_labels(labels, exclude),
+        scores,
+        references[references["task"] == task],
+        task,
+        profile_recall=profile_recall,
+    )
 
 
 def group_detectability(

@@ -291,3 +291,36 @@ def reference_summary(
             float(reaching.mean()) if above.shape[0] else float("nan")
         )
     return out
+
+
+def references_table(
+    features,
+    table: pd.DataFrame,
+    tasks: Sequence[Mapping[str, Any]],
+    *,
+    probe: ProbeSettings,
+    units: np.ndarray,
+    split_units: np.ndarray | None = None,
+    min_label_size: int = 1,
+    folds: int = 5,
+    bootstrap: Mapping[str, Any],
+) -> pd.DataFrame:
+    """`task_references` of every task of ``tasks``, one table (``bootstrap``: replicates,
+    seed, level)."""
+    return pd.concat(
+        [
+            task_references(
+                features,
+                table,
+                task,
+                probe=probe,
+                units=units,
+                split_units=split_units,
+                min_label_size=min_label_size,
+                folds=folds,
+                **bootstrap,
+            )
+            for task in tasks
+        ],
+        ignore_index=True,
+    )

@@ -196,3 +196,11 @@ def task_selectivity_tables(
     total_rare = sum(c["n_rare_labels"] for c in counts)
     counts.append({"task": "any", **any_row, "n_rare_labels": total_rare})
     return pd.DataFrame(counts), pd.concat(best, ignore_index=True)
+
+
+def features_above_null_counts(tasks: Sequence[str], above: Mapping[str, np.ndarray]) -> list[int]:
+    """Per task of ``tasks`` (a selectivity counts table's ``task`` column), how many features
+    are above the permutation null on it (``above``: per task, a boolean per feature); a task
+    without its own entry (the 'any' row) counts the features above null on any task."""
+    union = np.logical_or.reduce(list(above.values()))
+    return [int(above[t].sum()) if t in above else int(union.sum()) for t in tasks]

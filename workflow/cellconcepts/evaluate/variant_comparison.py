@@ -17,13 +17,15 @@ import itertools
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from cellconcepts.evaluate.label_scores import SCORES, TEST, TaskDesign
+from cellconcepts.evaluate.label_scores import SCORES, TEST, TaskDesign, task_design
 from cellconcepts.evaluate.precision import chosen_feature_precision
+from cellconcepts.evaluate.probing import ProbeSettings
 from cellconcepts.evaluate.selectivity import active_indicator, as_csr, avg_from_counts
 from cellconcepts.evaluate.uncertainty import interval, unit_weights
 from cellconcepts.variant import Variant
@@ -376,3 +378,85 @@ def claim_table(verdicts: pd.DataFrame, scores: Mapping[str, pd.DataFrame]) -> p
             }
         )
     return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
+
+
+def task_comparisons(
+    codes: Mapping[str, sp.spmatrix],
+    scores: Mapping[str, pd.DataFrame],
+    obs: pd.DataFrame,
+    tasks: Sequence[Mapping[str, Any]],
+    probe: ProbeSettings,
+    *,
+    units: np.ndarray,
+    split_units: np.ndarray | None,
+    bootstrap: Mapping[str, Any],
+    min_label_size: int = 1,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(intervals, differences) of `comparison_tables` over every task of ``tasks``: per
+    model, its ``codes`` and its `label_scores` table (``scores``); ``bootstrap``:
+    replicates, seed and level of the intervals."""
+    interval_tables, difference_tables = [], []
+    for task in tasks:
+        design = task_design(obs, task, probe, split_units, min_label_size)
+        chosen, points = {}, {}
+        for name, frame in scores.items():
+            chosen[name], points[name] = chosen_and_points(frame, task["name"], design.classes)
+        found = variant_samples(
+            codes,
+            chosen,
+            points,
+            design,
+            units,
+            replicates=bootstrap["replicates"],
+            seed=bootstrap["seed"],
+        )
+        task_intervals, task_differences = comparison_tables(
+            found, level=bootstrap["level"], seed=bootstrap["seed"]
+        )
+        interval_tables.append(task_intervals)
+        difference_tables.append(task_differences)
+    return (
+        pd.concat(interval_tables, ignore_index=True),
+        pd.concat(difference_tables, ignore_index=True),
+    )
+
+
+def comparison_report(
+    intervals: pd.DataFrame,
+    differences: pd.DataFrame,
+    scores: Mapping[str, pd.DataFrame],
+    level: float,
+) -> dict[str, tuple[pd.DataFrame, str]]:
+    """The comparison's tables with their captions, by name: ``intervals`` and
+    ``differences`` (`task_comparisons`), ``verdicts`` (`verdict_counts`) and ``claim``
+    (`claim_table`; ``scores``: each model's `label_scores`)."""
+    verdicts = verdict_counts(differences)
+    shown = f"{100 * level:g} %"
+    return {
+        "intervals": (
+            intervals,
+            f"best-feature scores per variant (mean over seeds) with {shown} intervals "
+            "over units and seeds",
+        ),
+        "differences": (
+            differences,
+            f"paired differences between variants with {shown} intervals over units and seeds",
+        ),
+        "verdicts": (verdicts, "verdicts per pair of variants"),
+        "claim": (
+            claim_table(verdicts, scores),
+            "ICFL + PCA against TopK under each metric, over units and seeds",
+        ),
+    }
+
+
+def verdict_lines(verdicts: pd.DataFrame) -> list[str]:
+    """One sentence per row of `verdict_counts`: the pair's mean difference with its interval
+    and verdict, and how many labels each verdict has."""
+    return [
+        f"{row.task}, {row.score}, k{row.sparsity}: {row.first} - {row.second} = "
+        f"{row.mean_difference:.3f} [{row.low:.3f}, {row.high:.3f}], {row.verdict}; labels: "
+        f"{row.labels_first_higher:d} / {row.labels_second_higher:d} higher, "
+        f"{row.labels_no_difference:d} no difference"
+        for row in verdicts.itertuples(index=False)
+    ]

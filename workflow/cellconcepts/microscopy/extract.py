@@ -20,15 +20,13 @@ import torch
 from tqdm.auto import tqdm
 
 from cellconcepts.files import PathLike, atomic_path
+from cellconcepts.microscopy.checkpoints import CONFIG_FILE, MODEL_TYPE, load_encoder
 from cellconcepts.microscopy.vit import (
-    CONFIG_FILE,
-    MODEL_TYPE,
     ViTConfig,
     ViTEncoder,
     capture_layers,
     check_finite_pixels,
     check_layers,
-    load_encoder,
 )
 
 log = logging.getLogger(__name__)

@@ -257,6 +257,146 @@ def control_change_correlations(
     return table
 
 
+# --------------------------------------------------------------------------- controls
+
+# Control images drawn (per plate, for the channel reference) to centre the heatmaps' patch
+# tokens and to fit `ControlReference`; the seed fixes the draw so reruns agree.
+CENTRE_CONTROL_IMAGES = 256
+CONTROL_SEED = 0
+
+
+def sample_control_images(
+    is_control: np.ndarray, n: int = CENTRE_CONTROL_IMAGES, seed: int = CONTROL_SEED
+) -> np.ndarray:
+    """Up to `n` control rows drawn without replacement (seeded), sorted: the images whose mean
+    patch tokens per grid position centre the heatmaps."""
+    controls = np.flatnonzero(is_control)
+    return np.sort(
+        np.random.default_rng(seed).choice(controls, size=min(n, len(controls)), replace=False)
+    )
+
+
+def sample_plate_controls(
+    is_control: np.ndarray,
+    plates: np.ndarray,
+    n: int = CENTRE_CONTROL_IMAGES,
+    seed: int = CONTROL_SEED,
+    *,
+    where: str = "is_control",
+) -> np.ndarray:
+    """Up to `n` control rows per plate (one seeded generator over the plates in sorted order),
+    sorted: the images `ControlReference` is fitted on."""
+    if not is_control.any():
+        raise ValueError(
+            f"{where}: no control image (the dataset's `control` key, or its is_control "
+            "column); the heatmaps' channel attribution compares each image with controls"
+        )
+    controls = np.flatnonzero(is_control)
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for plate in np.unique(plates[controls]):
+        mine = controls[plates[controls] == plate]
+        chosen.append(rng.choice(mine, size=min(n, len(mine)), replace=False))
+    return np.sort(np.concatenate(chosen))
+
+
+def image_plates(obs: pd.DataFrame, plate_column: str | Sequence[str]) -> np.ndarray:
+    """One plate key per image row, the plate columns joined by "/" (the whole screen is one
+    plate, "all", without any of the columns)."""
+    columns = [plate_column] if isinstance(plate_column, str) else list(plate_column)
+    present = [c for c in columns if c in obs.columns]
+    if not present:
+        return np.full(len(obs), "all", dtype=object)
+    return obs[present].astype(str).agg("/".join, axis=1).to_numpy()
+
+
+def control_reference(
+    images: np.ndarray,
+    plates: np.ndarray,
+    is_control: np.ndarray,
+    patch_size: int,
+    masks: np.ndarray | None = None,
+    *,
+    n: int = CENTRE_CONTROL_IMAGES,
+    seed: int = CONTROL_SEED,
+    where: str = "is_control",
+) -> ControlReference:
+    """`ControlReference` fitted on up to `n` sampled control images per plate
+    (`sample_plate_controls`), with the pooled fit for plates without controls (said in the
+    log: their plate effects stay in their channel changes)."""
+    controls = sample_plate_controls(is_control, plates, n, seed, where=where)
+    reference = ControlReference.fit(
+        images, plates, controls, patch_size, masks, pooled_fallback=True
+    )
+    without = sorted(set(map(str, plates)) - set(map(str, plates[controls])))
+    if without:
+        log.warning(
+            "plates without control images: %s; their images are compared with the controls "
+            "of every plate (%d images from %s), so plate effects stay in their channel "
+            "changes",
+            without,
+            len(controls),
+            sorted(set(map(str, plates[controls]))),
+        )
+    log.info(
+        "channel change from %d control images of %d plates (%s)",
+        len(controls),
+        len(reference.fits) - 1,
+        "matched on cell coverage" if masks is not None else "same grid position",
+    )
+    return reference
+
+
+def channel_names(n_channels: int) -> list[str]:
+    """The Cell Painting channel names for images with their number of channels, else
+    ``channel_<i>``."""
+    from cellconcepts.sources.cellpainting import CHANNELS
+
+    if n_channels == len(CHANNELS):
+        return list(CHANNELS)
+    return [f"channel_{i}" for i in range(n_channels)]
+
+
+def feature_attribution(
+    selected: pd.DataFrame,
+    heats: np.ndarray,
+    images: np.ndarray,
+    plates: np.ndarray,
+    reference: ControlReference,
+    patch_size: int,
+    names: Sequence[str],
+    masks: np.ndarray | None = None,
+    cells: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Per selected image (``selected``: label, feature, row, image_id; ``heats[i]`` its
+    heatmap): `label`, `feature`, its `control_reference` (`ControlReference.source`), the
+    heatmap-channel r (`channel_correlation_table`) and the r with each channel's change from
+    the controls (`control_change_correlations`); with ``masks`` and ``cells`` (a simulated
+    screen), the same against the ground-truth heatmap of the perturbed cells, the
+    attribution's reference. ``images``, ``plates``, ``masks``: the whole store, by row."""
+    rows = selected["row"].to_numpy()
+    table = channel_correlation_table(
+        heats, images[rows], patch_size, names, selected["image_id"].tolist()
+    )
+    changes = np.stack(
+        [
+            reference.change(images[r], plates[r], patch_size, None if masks is None else masks[r])
+            for r in rows
+        ]
+    )
+    attributions = [table, control_change_correlations(heats, changes, names)]
+    if cells is not None and masks is not None:
+        truth = perturbed_cell_heats(masks, cells, rows, patch_size)
+        attributions.append(
+            control_change_correlations(truth, changes, names, suffix="_oracle_vs_control")
+        )
+    table = pd.concat(attributions, axis=1)
+    table.insert(0, "label", selected["label"].to_numpy())
+    table.insert(1, "feature", selected["feature"].to_numpy())
+    table.insert(2, "control_reference", [reference.source(plates[r]) for r in rows])
+    return table
+
+
 def oracle_heats(masks: np.ndarray, perturbed: Sequence[np.ndarray], patch_size: int):
     """Ground-truth heatmaps of a simulated screen: per image, the fraction of each patch
     covered by its perturbed cells (``perturbed[i]``: their labels in ``masks[i]``)."""
@@ -266,6 +406,16 @@ def oracle_heats(masks: np.ndarray, perturbed: Sequence[np.ndarray], patch_size:
             for mask, labels in zip(masks, perturbed, strict=True)
         ]
     )
+
+
+def perturbed_cell_heats(
+    masks: np.ndarray, cells: pd.DataFrame, rows: np.ndarray, patch_size: int
+) -> np.ndarray:
+    """`oracle_heats` of the images ``rows`` of a simulated screen: ``cells`` (image_index,
+    cell_label, perturbed) says which cells of ``masks[row]`` are perturbed."""
+    perturbed = cells[cells["perturbed"]].groupby("image_index")["cell_label"]
+    labels = [perturbed.get_group(r).to_numpy() if r in perturbed.groups else [] for r in rows]
+    return oracle_heats(masks[rows], labels, patch_size)
 
 
 def _largest(values: np.ndarray, names: Sequence[str]) -> str | None:
@@ -341,6 +491,20 @@ def select_heatmap_images(
             "activation",
         ],
     )
+
+
+def patch_token_rows(
+    selected: pd.DataFrame, where: str = "selected"
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """The distinct image rows whose patch tokens are extracted (sorted), and ``selected`` with
+    `patch_index`: the position of each selected image's row among them."""
+    if selected.empty:
+        raise ValueError(
+            f"{where}: no feature is active in any image of the labels; nothing to draw "
+            "heatmaps for"
+        )
+    rows = np.unique(selected["row"].to_numpy())
+    return selected.assign(patch_index=np.searchsorted(rows, selected["row"].to_numpy())), rows
 
 
 def feature_heats(

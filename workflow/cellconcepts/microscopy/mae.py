@@ -31,9 +31,8 @@ from cellconcepts.defaults import schema_default
 from cellconcepts.dictionary.checkpoint import load_checkpoint, save_checkpoint
 from cellconcepts.dictionary.sampling import BatchSampler
 from cellconcepts.files import PathLike
+from cellconcepts.microscopy.checkpoints import INPUT_NORM_REVISION, INPUT_NORM_REVISION_KEY
 from cellconcepts.microscopy.vit import (
-    INPUT_NORM_REVISION,
-    INPUT_NORM_REVISION_KEY,
     LN_EPS,
     Block,
     ViTConfig,

@@ -9,7 +9,9 @@ from __future__ import annotations
 import html
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+import shutil
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +21,7 @@ import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from cellconcepts.defaults import schema_default
-from cellconcepts.evaluate.selectivity import Selectivity
+from cellconcepts.evaluate.selectivity import Selectivity, selectivity
 
 log = logging.getLogger(__name__)
 
@@ -446,6 +448,55 @@ def fold_changes(
     return out
 
 
+def model_view(
+    name: str,
+    codes: sp.csr_matrix,
+    directions: np.ndarray,
+    dead: np.ndarray,
+    labels: Mapping[str, pd.Series],
+    *,
+    annotation: pd.DataFrame | None = None,
+    genes: pd.DataFrame | None = None,
+    terms: pd.DataFrame | None = None,
+    expression: tuple[np.ndarray | sp.spmatrix, Sequence[str]] | None = None,
+    fdr: float = schema_default("enrich.fdr"),
+) -> ModelView:
+    """One model's `ModelView`: its selectivity per task (``labels``: per task, a label per
+    token) and, where its ``genes`` and the cells' ``expression`` (matrix, gene symbols) are
+    both given, the genes' displayed fold changes (`fold_changes`)."""
+    if genes is not None and expression is not None:
+        genes = fold_changes(genes, annotation, codes, *expression)
+    return ModelView(
+        name=name,
+        codes=codes,
+        selectivity={task: selectivity(codes, values) for task, values in labels.items()},
+        dead=dead,
+        directions=directions,
+        annotation=annotation,
+        genes=genes,
+        terms=terms,
+        fdr=fdr,
+    )
+
+
+@contextmanager
+def replacing_folder(folder: Path) -> Iterator[Path]:
+    """A fresh sibling folder (``.<name>.building``) to build into, which replaces ``folder``
+    only when the block completes: a failed build leaves the old folder as it was."""
+    building = folder.with_name(f".{folder.name}.building")
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir(parents=True)
+    yield building
+    shutil.rmtree(folder, ignore_errors=True)
+    building.rename(folder)
+
+
+def folder_files(folder: Path) -> tuple[int, int]:
+    """How many files ``folder`` holds (at any depth) and their total size in bytes."""
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    return len(files), sum(p.stat().st_size for p in files)
+
+
 def headline_term(row: pd.Series, fdr: float) -> str:
     """The page's headline GO term in words: its direction, its FDR and whether it is
     significant; 'none' without one."""
@@ -725,6 +776,12 @@ def caption(record: Mapping[str, object], columns: Sequence[str]) -> str:
             continue
         parts.append(f"{html.escape(str(column))}: {html.escape(str(value))}")
     return " · ".join(parts)
+
+
+def control_images(obs: pd.DataFrame) -> np.ndarray | None:
+    """The images' ``is_control`` flags as booleans, None where the table has none (every
+    image is then a reference for `crop_gallery`'s channel choice)."""
+    return obs["is_control"].to_numpy(bool) if "is_control" in obs else None
 
 
 def crop_gallery(

@@ -443,3 +443,25 @@ def plot_feature_cosines(
     fig.suptitle(title)
     fig.tight_layout()
     save_figure(fig, png_path, tight_bbox=True)
+
+
+def plot_dataset_figures(
+    png_paths: Mapping[str, PathLike],
+    *,
+    metrics: pd.DataFrame,
+    best: pd.DataFrame,
+    probes: pd.DataFrame,
+    headline: pd.DataFrame,
+    raw_probing: pd.DataFrame,
+    tasks: Sequence[str],
+    title: str,
+) -> None:
+    """`DATASET_FIGURES` (``png_paths``, by file stem): the training curves of the models'
+    ``metrics``, their ``best`` selectivity, the ``probes`` (table ``probing``) and the
+    sparsity figure of the ``headline`` with intervals from the test tokens of the raw
+    tokens' probe (``raw_probing``)."""
+    plot_training_curves(metrics, png_paths["training_curves"], title=title)
+    plot_best_selectivity(best, png_paths["best_selectivity"], title=title)
+    plot_probing(probes, tasks, png_paths["probing_bta"], title=title)
+    n_test = dict(zip(raw_probing.task, raw_probing.n_test, strict=True))
+    plot_sparsity(headline, tasks, png_paths["sparsity"], title=title, n_test=n_test)

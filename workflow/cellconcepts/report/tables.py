@@ -196,3 +196,62 @@ def label_selectivity(
         table.insert(0, "oracle_selectivity", limits["oracle_selectivity"])
     table = pd.concat([table, *summary]).reset_index(names="label")
     return table, fraction
+
+
+def best_with_references(best: pd.DataFrame, references: pd.DataFrame) -> pd.DataFrame:
+    """The models' best selectivity per label (`collect`ed) beside each label's oracle
+    selectivity and linear reference (`evaluate.references.task_references`)."""
+    return best.astype({"label": str}).merge(
+        references[["task", "label", "oracle_selectivity", "linear_reference"]],
+        on=["task", "label"],
+        how="left",
+    )
+
+
+def probing_table(probing: pd.DataFrame, raw: pd.DataFrame) -> pd.DataFrame:
+    """The models' probing tables (`collect`ed) and the raw tokens' as variant 'raw'."""
+    return pd.concat([probing, raw.assign(variant="raw", method="raw")], ignore_index=True)
+
+
+def dataset_tables(
+    dataset: str,
+    *,
+    headline: pd.DataFrame,
+    references: pd.DataFrame,
+    label_scores: pd.DataFrame,
+    selectivity_counts: pd.DataFrame,
+    best_selectivity: pd.DataFrame,
+    probing: pd.DataFrame,
+    reconstruction: Mapping[str, Mapping[str, float]],
+) -> dict[str, tuple[pd.DataFrame, str]]:
+    """`DATASET_TABLES` with their captions, by file stem, from the `headline_table`, the
+    references, and the models' tables (`collect`ed; best selectivity with its references:
+    `best_with_references`; probing with the raw tokens': `probing_table`; reconstruction:
+    per model, its `reconstruction_summary`)."""
+    dead = headline.loc[headline.method != "raw", [*VARIANT_COLUMNS, "n_features", "dead_features"]]
+    recon = pd.DataFrame([{"variant": v, **r} for v, r in reconstruction.items()])
+    return {
+        "references": (
+            references,
+            f"{dataset}: per label, the linear reference, the probe's recall and the "
+            "oracle selectivity",
+        ),
+        "label_scores": (
+            label_scores,
+            f"{dataset}: per model and label, the best feature in-sample and held out, "
+            "against its permutation null",
+        ),
+        "headline_seeds": (
+            seed_summary(headline),
+            f"{dataset}: the headline's models, mean and sd over seeds",
+        ),
+        "dead_features": (dead, f"{dataset}: dead features"),
+        "selectivity_counts": (selectivity_counts, f"{dataset}: selective features"),
+        "best_selectivity": (
+            best_selectivity,
+            f"{dataset}: best selectivity per label (the paper's in-sample score) beside "
+            "the oracle selectivity and the linear reference",
+        ),
+        "probing": (probing, f"{dataset}: linear probing BTA"),
+        "reconstruction": (recon, f"{dataset}: held-out reconstruction"),
+    }

@@ -113,33 +113,25 @@ def cellprofiler_threshold(
     with the mean best avg selectivity on the comparison task."""
     import scipy.sparse as sp
 
-    from cellconcepts.cellprofiler import thresholds as qt
     from cellconcepts.cellprofiler.profiles import aligned_profiles
-    from cellconcepts.evaluate.labels import task_labels
+    from cellconcepts.cellprofiler.thresholds import threshold_profiles
 
     table = pd.read_parquet(obs)
     matrix, names = aligned_profiles(pd.read_parquet(profiles), table, str(profiles))
-    ref = qt.reference_rows(table, reference)
-    alpha = qt.nearest_alpha(matrix, ref, target_active)
-    lower, upper = qt.quantile_bounds(matrix, ref, alpha)
-    active = qt.activation(matrix, lower, upper)
-    mean_active = active.nnz / active.shape[0]
-    log.info(
-        "alpha %.4g gives %.2f active features per image (target %g) of %d",
-        alpha,
-        mean_active,
-        target_active,
-        len(names),
+    result = threshold_profiles(
+        matrix,
+        names,
+        table,
+        reference=reference,
+        target_active=target_active,
+        sweep_targets=sweep_targets,
+        task=task,
+        min_label_size=min_label_size,
     )
     with atomic_path(codes) as tmp, open(tmp, "wb") as handle:
-        sp.save_npz(handle, active.tocsr())
-    bounds = pd.DataFrame({"feature": names, "lower": lower, "upper": upper})
-    write_frame(
-        bounds.assign(alpha=alpha, target=target_active, mean_active=mean_active), thresholds
-    )
-    points = set(sweep_targets) | {target_active}
-    labels = task_labels(table, task, min_label_size)
-    write_frame(qt.selectivity_sweep(matrix, ref, points, labels), sweep)
+        sp.save_npz(handle, result.codes)
+    write_frame(result.thresholds, thresholds)
+    write_frame(result.sweep, sweep)
 
 
 def cellprofiler_selectivity(
@@ -196,35 +188,28 @@ def cellprofiler_comparison(
     from cellconcepts.cellprofiler import comparison as cmp
     from cellconcepts.report.tables import write_table
 
-    tables = {cmp.CP: read_results_csv(cp_best)}
-    tables.update({v: read_results_csv(p) for v, p in zip(variants, best, strict=True)})
-    labels = cmp.per_label_table(tables, task)
-    correlations = cmp.correlation_table(labels)
     cp_sweep = pd.read_csv(sweep)
-    matrices = {v: sp.load_npz(p) for v, p in zip(variants, codes, strict=True)}
-    points = cmp.dictionary_sparsity_points(matrices, labels)
-    curve = pd.concat([cp_sweep[["method", "mean_active", "mean_best_avg"]], points])
-    for row in correlations.itertuples():
-        log.info(
-            "%s: Pearson r %.3f [%.3f, %.3f] over %d labels",
-            row.variant,
-            row.pearson_r,
-            row.ci_low,
-            row.ci_high,
-            row.n_labels,
-        )
-    write_table(labels, per_label[0], caption=f"Best avg selectivity per {task} label")
+    result = cmp.compare_with_dictionaries(
+        read_results_csv(cp_best),
+        {v: read_results_csv(p) for v, p in zip(variants, best, strict=True)},
+        {v: sp.load_npz(p) for v, p in zip(variants, codes, strict=True)},
+        cp_sweep,
+        task,
+    )
+    write_table(result.per_label, per_label[0], caption=f"Best avg selectivity per {task} label")
     write_table(
-        correlations,
+        result.correlations,
         correlation[0],
         caption=f"Pearson r of per-{task} best avg selectivity, CellProfiler vs dictionaries",
     )
-    write_table(curve, sparsity[0], caption="Mean best avg selectivity against mean active count")
+    write_table(
+        result.curve, sparsity[0], caption="Mean best avg selectivity against mean active count"
+    )
     cmp.plot_comparison(
-        labels,
-        correlations,
+        result.per_label,
+        result.correlations,
         cp_sweep,
-        points,
+        result.points,
         figure[0],
         title=f"CellProfiler vs dictionary features ({task} task)",
     )

@@ -162,7 +162,7 @@ def train_mae(
     execution: Mapping[str, Any],
 ) -> None:
     """Train the demo's masked autoencoder on the image store; save its encoder."""
-    from cellconcepts.microscopy import vit
+    from cellconcepts.microscopy import checkpoints, vit
     from cellconcepts.microscopy.extract import check_images_fit
     from cellconcepts.microscopy.mae import MAEConfig
     from cellconcepts.microscopy.mae import train_mae as train
@@ -185,7 +185,7 @@ def train_mae(
         where=str(images),
         **{k: v for k, v in mae.items() if k not in names},
     )
-    vit.save_pretrained(
+    checkpoints.save_pretrained(
         model.encoder, directory, extra_meta={"mae": dict(mae), "images": str(images)}
     )
     with atomic_path(history) as tmp:

@@ -14,13 +14,19 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from cellconcepts.config import EXPRESSION
 from cellconcepts.enrich import genesets, statistics
-from cellconcepts.enrich.annotation import annotate_features, selective_labels
+from cellconcepts.enrich.annotation import (
+    annotate_features,
+    model_summary,
+    most_enriched_features,
+    selective_labels,
+)
 from cellconcepts.enrich.gene_lists import feature_gene_lists
 from cellconcepts.enrich.gseapy_check import gseapy_check
+from cellconcepts.enrich.modes import EXPRESSION
 from cellconcepts.files import PathLike, read_results_csv, write_frame
 from cellconcepts.report.tables import write_table
+from cellconcepts.store.gene_sets import download_enrichr_library, write_gmt
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +76,8 @@ def enrich_model(
         mode, matrix, table, settings, control=control, expression_source=source
     )
     listed = time.perf_counter()
-    library = genesets.read_gmt(gene_sets or genesets.go_bp_2023_path())
-    terms = genesets.term_matrix(
-        library,
+    terms = genesets.library_terms(
+        gene_sets,
         lists.genes,
         min_size=settings["min_term_size"],
         max_size=settings["max_term_size"],
@@ -80,47 +85,27 @@ def enrich_model(
     )
     result = statistics.enrich_lists(lists.lists, terms)
     enriched = time.perf_counter()
-    result = result.join(lists.index, on="list")
-    result = result[["feature", "direction", *statistics.ENRICHMENT_COLUMNS]]
+    result = statistics.by_feature(result, lists.index)
+    seconds = (listed - started, enriched - listed)
     log.info(
         "%d features x %d terms: gene lists %.2f s, enrichment %.2f s",
         matrix.shape[1],
         terms.n_terms,
-        listed - started,
-        enriched - listed,
+        *seconds,
     )
     labels = selective_labels(
         matrix, table, tasks, settings["label_min_selectivity"], min_label_size
     )
     features = annotate_features(lists, result, labels, settings["fdr"])
     checked = gseapy_check(lists, terms, result, settings["check_lists"])
-    row = {
-        "variant": variant,
-        "mode": mode,
-        "n_features": matrix.shape[1],
-        "n_gene_lists": lists.lists.shape[0],
-        **_background_summary(terms),
-        "features_with_significant_term": int((features["n_significant_terms"] > 0).sum()),
-        "gene_list_seconds": listed - started,
-        "enrichment_seconds": enriched - listed,
-    }
+    row = model_summary(variant, mode, matrix.shape[1], lists, terms, features, seconds)
     write_frame(result, enrichment)
     write_frame(result, enrichment_csv)
     write_frame(lists.genes_table, genes)
     write_frame(features, annotation)
     write_frame(checked, check)
-    write_frame(pd.DataFrame([row]), summary)
+    write_frame(row, summary)
     _plot_top_features(result, features, settings, dotplot[0], variant)
-
-
-def _background_summary(terms: genesets.TermMatrix) -> dict[str, int]:
-    """The background and the terms tested in it, for the per-model summary."""
-    return {
-        "background_genes": terms.genes.size,
-        "background_genes_in_no_term": terms.n_unmatched,
-        "library_terms": terms.n_library_terms,
-        "terms_tested": terms.n_terms,
-    }
 
 
 def _plot_top_features(
@@ -134,12 +119,9 @@ def _plot_top_features(
     from cellconcepts.enrich.figures import plot_dotplot
 
     figures = settings["figures"]
-    top = features[features["best_fdr"] < settings["fdr"]].nsmallest(
-        figures["dotplot_features"], "best_fdr"
-    )["feature"]
     plot_dotplot(
         result,
-        list(top),
+        most_enriched_features(features, settings["fdr"], figures["dotplot_features"]),
         png,
         n_terms=figures["dotplot_terms"],
         fdr=settings["fdr"],
@@ -184,7 +166,7 @@ def enrichment_umap(
 ) -> None:
     """UMAP panels: the labels of ``task``, then the feature most selective for each of
     ``labels`` (all labels when None; at most ``n_features``), titled with its best term."""
-    from cellconcepts.enrich.figures import plot_umap
+    from cellconcepts.enrich.figures import plot_umap, umap_panels
     from cellconcepts.evaluate.labels import task_labels
     from cellconcepts.evaluate.selectivity import selectivity
 
@@ -192,22 +174,7 @@ def enrichment_umap(
     matrix = _codes_for(codes, table, obs)
     features = pd.read_csv(annotation).set_index("feature")
     values = task_labels(table, task, min_label_size)
-    sel = selectivity(matrix, values)
-    wanted = labels or list(sel.labels)
-    missing = sorted(set(wanted) - set(sel.labels))
-    if missing:
-        raise ValueError(f"enrich.labels: {missing} are not labels of task {task['name']!r}")
-    panels = []
-    for label in wanted[:n_features]:
-        i = list(sel.labels).index(label)
-        f = int(np.argmax(sel.avg[i]))
-        best = features.loc[f]
-        if pd.isna(best["best_term"]):
-            term = f"no gene list ({best['status']})"
-        else:
-            term = f"{best['best_term']} ({best['best_direction']}, FDR {best['best_fdr']:.2g})"
-        caption = f"feature {f} (most selective for {label}, avg {sel.avg[i, f]:.2f}): {term}"
-        panels.append((f, caption))
+    panels = umap_panels(selectivity(matrix, values), features, labels, n_features, task["name"])
     coordinates = pd.read_parquet(umap)
     if not np.array_equal(coordinates["token_id"].to_numpy(), table["token_id"].to_numpy()):
         raise ValueError(f"{umap}: token ids differ from the token store's ({obs})")
@@ -224,12 +191,12 @@ def enrichment_umap(
 def download_gene_sets(*, gmt: PathLike, library: str) -> None:
     """An Enrichr library, downloaded once per run into the results as a GMT (a declared
     input of every enrichment job, so all models see the same version)."""
-    gene_sets = genesets.download_enrichr_library(library)
-    genesets.write_gmt(gene_sets, gmt)
+    library_sets = download_enrichr_library(library)
+    write_gmt(library_sets, gmt)
     log.info(
         "Enrichr library %s: %d terms, downloaded %s",
         library,
-        len(gene_sets),
+        len(library_sets),
         time.strftime("%Y-%m-%d %H:%M:%S"),
     )
 
@@ -283,38 +250,27 @@ def go_recovery(
     for its group (`enrich.recovery.go_recovery`)? With the token ``obs`` and the enrichment
     ``settings``, also the perfect-list reference: whether a perfect gene list (the group's
     own genes) would recover it in this background (`enrich.recovery.perfect_list_recovery`)."""
-    from cellconcepts.enrich.gene_lists import screen_controls
+    from cellconcepts.enrich.gene_lists import screen_background
     from cellconcepts.enrich.recovery import go_recovery as recovery
-    from cellconcepts.enrich.recovery import perfect_list_recovery
+    from cellconcepts.enrich.recovery import perfect_list_recovery, with_perfect_list
     from cellconcepts.store.images import read_groups
 
     best, terms = _per_variant(variants, best_selectivity, enrichment)
     planted = read_groups(groups)
     per_group, per_model = recovery(best, terms, planted, group_task, fdr)
     if obs is not None and settings is not None:
-        table_obs = pd.read_parquet(obs)
-        column = settings["screen"]["gene_column"]
-        controls = set(genesets.normalise_symbols(screen_controls(control, table_obs, column)))
-        symbols = genesets.normalise_symbols(table_obs[column].dropna().astype(str))
-        screened = [g for g in np.unique(symbols) if g not in controls]
-        library = genesets.read_gmt(gene_sets or genesets.go_bp_2023_path())
-        background = genesets.term_matrix(
-            library,
+        screened = screen_background(
+            pd.read_parquet(obs), settings["screen"]["gene_column"], control
+        )
+        background = genesets.library_terms(
+            gene_sets,
             screened,
             min_size=settings["min_term_size"],
             max_size=settings["max_term_size"],
             where="screened genes",
         )
         perfect = perfect_list_recovery(planted, background, fdr)
-        per_group = per_group.merge(perfect, on="group", how="left")
-        per_model["perfect_list"] = float(perfect["perfect_recovered"].mean())
-        per_model["perfect_list_strict"] = float(perfect["perfect_recovered_strict"].mean())
-        log.info(
-            "a perfect gene list recovers %d of %d planted terms (%d strictly)",
-            int(perfect["perfect_recovered"].sum()),
-            len(perfect),
-            int(perfect["perfect_recovered_strict"].sum()),
-        )
+        per_group, per_model = with_perfect_list(per_group, per_model, perfect)
     write_table(
         per_group,
         table[0],

@@ -14,7 +14,7 @@ import scipy.sparse as sp
 
 from cellconcepts.device import set_threads
 from cellconcepts.evaluate.probing import ProbeSettings, probe_tasks
-from cellconcepts.evaluate.selectivity import task_selectivity_tables
+from cellconcepts.evaluate.selectivity import features_above_null_counts, task_selectivity_tables
 from cellconcepts.files import PathLike, read_results_csv, write_frame
 from cellconcepts.store.layout import TokenFiles
 from cellconcepts.store.tokens import TokenStore, read_block
@@ -56,10 +56,7 @@ def selectivity(
         split_units(table, list(resample_unit)),
         min_label_size,
     )
-    union = np.logical_or.reduce(list(above.values()))
-    count_table["n_features_above_null"] = [
-        int(above[t].sum()) if t in above else int(union.sum()) for t in count_table["task"]
-    ]
+    count_table["n_features_above_null"] = features_above_null_counts(count_table["task"], above)
     write_frame(count_table, counts)
     write_frame(best_table, best)
     write_frame(scores, label_scores)
@@ -164,29 +161,21 @@ def selectivity_references(
     recall, each with its bootstrap interval over ``resample_unit``, and the oracle
     selectivity (tasks with an ``oracle`` column); report_dataset writes it as
     tables/references."""
-    from cellconcepts.evaluate.references import task_references
+    from cellconcepts.evaluate.references import references_table
     from cellconcepts.evaluate.uncertainty import split_units, unit_codes
 
     set_threads(threads)
     store = TokenStore.open(TokenFiles(Path(tokens), Path(obs)))
-    units = unit_codes(store.obs, list(resample_unit))
-    held_apart = split_units(store.obs, list(resample_unit))
-    result = pd.concat(
-        [
-            task_references(
-                store.tokens,
-                store.obs,
-                task,
-                probe=ProbeSettings(**probe),
-                units=units,
-                split_units=held_apart,
-                min_label_size=min_label_size,
-                folds=settings["folds"],
-                **bootstrap,
-            )
-            for task in tasks
-        ],
-        ignore_index=True,
+    result = references_table(
+        store.tokens,
+        store.obs,
+        tasks,
+        probe=ProbeSettings(**probe),
+        units=unit_codes(store.obs, list(resample_unit)),
+        split_units=split_units(store.obs, list(resample_unit)),
+        min_label_size=min_label_size,
+        folds=settings["folds"],
+        bootstrap=bootstrap,
     )
     write_frame(result, references)
 
@@ -211,79 +200,35 @@ def compare_variants(
     intervals over units and model seeds (`evaluate.variant_comparison`), the verdicts per
     pair (the mean difference over labels and how many labels each verdict has), and the
     paper's central claim (ICFL + PCA against TopK) under each metric."""
-    from cellconcepts.evaluate.label_scores import task_design
     from cellconcepts.evaluate.uncertainty import split_units, unit_codes
     from cellconcepts.evaluate.variant_comparison import (
-        chosen_and_points,
-        claim_table,
-        comparison_tables,
-        variant_samples,
-        verdict_counts,
+        comparison_report,
+        task_comparisons,
+        verdict_lines,
     )
     from cellconcepts.report.tables import write_table
 
     table = pd.read_parquet(obs)
-    units = unit_codes(table, list(resample_unit))
-    held_apart = split_units(table, list(resample_unit))
     matrices = {v: sp.load_npz(p).tocsr() for v, p in zip(variants, codes, strict=True)}
     scores = {v: read_results_csv(p) for v, p in zip(variants, label_scores, strict=True)}
-    interval_tables, difference_tables = [], []
-    for task in tasks:
-        design = task_design(table, task, ProbeSettings(**probe), held_apart, min_label_size)
-        chosen, points = {}, {}
-        for name, frame in scores.items():
-            chosen[name], points[name] = chosen_and_points(frame, task["name"], design.classes)
-        found = variant_samples(
-            matrices,
-            chosen,
-            points,
-            design,
-            units,
-            replicates=bootstrap["replicates"],
-            seed=bootstrap["seed"],
-        )
-        task_intervals, task_differences = comparison_tables(
-            found, level=bootstrap["level"], seed=bootstrap["seed"]
-        )
-        interval_tables.append(task_intervals)
-        difference_tables.append(task_differences)
-    difference_table = pd.concat(difference_tables, ignore_index=True)
-    verdict_table = verdict_counts(difference_table)
-    level = f"{100 * bootstrap['level']:g} %"
-    write_table(
-        pd.concat(interval_tables, ignore_index=True),
-        intervals[0],
-        caption=f"best-feature scores per variant (mean over seeds) with {level} intervals "
-        "over units and seeds",
+    found_intervals, found_differences = task_comparisons(
+        matrices,
+        scores,
+        table,
+        tasks,
+        ProbeSettings(**probe),
+        units=unit_codes(table, list(resample_unit)),
+        split_units=split_units(table, list(resample_unit)),
+        bootstrap=bootstrap,
+        min_label_size=min_label_size,
     )
-    write_table(
-        difference_table,
-        differences[0],
-        caption=f"paired differences between variants with {level} intervals over units and seeds",
-    )
-    write_table(verdict_table, verdicts[0], caption="verdicts per pair of variants")
-    write_table(
-        claim_table(verdict_table, scores),
-        claim[0],
-        caption="ICFL + PCA against TopK under each metric, over units and seeds",
-    )
-    for row in verdict_table.itertuples(index=False):
-        log.info(
-            "%s, %s, k%s: %s - %s = %.3f [%.3f, %.3f], %s; labels: %d / %d higher, %d no "
-            "difference",
-            row.task,
-            row.score,
-            row.sparsity,
-            row.first,
-            row.second,
-            row.mean_difference,
-            row.low,
-            row.high,
-            row.verdict,
-            row.labels_first_higher,
-            row.labels_second_higher,
-            row.labels_no_difference,
-        )
+    report = comparison_report(found_intervals, found_differences, scores, bootstrap["level"])
+    outputs = {"intervals": intervals, "differences": differences}
+    outputs |= {"verdicts": verdicts, "claim": claim}
+    for name, (frame, caption) in report.items():
+        write_table(frame, outputs[name][0], caption=caption)
+    for line in verdict_lines(report["verdicts"][0]):
+        log.info("%s", line)
 
 
 def group_detectability(
@@ -307,11 +252,13 @@ def group_detectability(
     probe on the per-image profiles) see it, its oracle selectivity and linear reference, and
     each variant's held-out best selectivity and seeds above null
     (`evaluate.detectability`)."""
-    from cellconcepts.evaluate.detectability import group_detectability as detect
-    from cellconcepts.evaluate.detectability import probe_recalls, summary_lines
+    from cellconcepts.cellprofiler.profiles import aligned_profiles
+    from cellconcepts.evaluate.detectability import (
+        profile_recalls,
+        summary_lines,
+        task_detectability,
+    )
     from cellconcepts.evaluate.labels import task_labels
-    from cellconcepts.evaluate.references import fold_groups
-    from cellconcepts.evaluate.uncertainty import split_units, unit_codes
     from cellconcepts.report.tables import write_table
 
     set_threads(threads)
@@ -319,24 +266,22 @@ def group_detectability(
     labels = task_labels(table, task, min_label_size)
     profile_recall = None
     if profiles is not None:
-        from cellconcepts.cellprofiler.profiles import aligned_profiles
-
         matrix, _ = aligned_profiles(pd.read_parquet(profiles), table, str(profiles))
-        profile_recall = probe_recalls(
+        profile_recall = profile_recalls(
             matrix,
+            table,
+            task,
             labels,
-            fold_groups(table, task, split_units(table, list(resample_unit))),
-            unit_codes(table, list(resample_unit)),
+            resample_unit=resample_unit,
             probe=ProbeSettings(**probe),
             folds=folds,
             bootstrap=bootstrap,
         )
-    limits = read_results_csv(references)
-    shown = sorted(set(labels.dropna().astype(str)) - {str(v) for v in exclude})
-    found = detect(
-        shown,
+    found = task_detectability(
+        labels,
+        exclude,
         {v: read_results_csv(p) for v, p in zip(variants, label_scores, strict=True)},
-        limits[limits["task"] == task["name"]],
+        read_results_csv(references),
         task["name"],
         profile_recall=profile_recall,
     )
@@ -412,16 +357,19 @@ def feature_cosines(
     tokens of the other labels (every labelled token of the store, read in blocks)."""
     from cellconcepts.dictionary.models import decoder_directions, load_model
     from cellconcepts.dictionary.whitening import Whitening
-    from cellconcepts.evaluate.cosines import own_vs_other, token_feature_cosines
+    from cellconcepts.evaluate.cosines import (
+        cosine_tables,
+        most_selective_labels,
+        summary_lines,
+        token_feature_cosines,
+    )
     from cellconcepts.evaluate.labels import task_labels
     from cellconcepts.report.figures import plot_feature_cosines
     from cellconcepts.report.tables import write_table
 
-    best = read_results_csv(best_selectivity)
-    best = best[best["task"] == task["name"]].sort_values("best_avg", ascending=False)
-    pairs = best.head(n_labels).rename(columns={"best_feature": "feature"})
-    if pairs.empty:
-        raise ValueError(f"{best_selectivity}: no labels of task {task['name']!r} to plot")
+    pairs = most_selective_labels(
+        read_results_csv(best_selectivity), task["name"], n_labels, str(best_selectivity)
+    )
     dictionary, _ = load_model(model)
     transform = Whitening.load(whitening)
     directions = decoder_directions(dictionary)[:, pairs["feature"].to_numpy()]
@@ -434,8 +382,7 @@ def feature_cosines(
         for start in range(0, n, block_tokens)
     )
     cosines = token_feature_cosines(blocks, offset, directions)
-    summary, counts = own_vs_other(cosines, labels, pairs[["label", "feature"]])
-    summary.insert(2, "best_avg_selectivity", pairs["best_avg"].to_numpy())
+    summary, counts = cosine_tables(cosines, labels, pairs)
     write_table(
         summary, table[0], caption=f"cosines of {task['name']} tokens with selective features"
     )
@@ -443,12 +390,5 @@ def feature_cosines(
     plot_feature_cosines(
         counts, summary, figure[0], title=f"{Path(model).parent.name}: {task['name']}"
     )
-    for row in summary.itertuples(index=False):
-        log.info(
-            "%s (feature %d): mean cosine own %.3f vs other %.3f, AUC %.3f",
-            row.label,
-            row.feature,
-            row.mean_cosine_own,
-            row.mean_cosine_other,
-            row.auc_own_vs_other,
-        )
+    for line in summary_lines(summary):
+        log.info("%s", line)

@@ -21,9 +21,6 @@ from cellconcepts.store.layout import ImageFiles
 
 log = logging.getLogger(__name__)
 
-# Control images whose patch tokens give the per-position centre of the heatmaps.
-CENTRE_CONTROL_IMAGES = 256
-
 
 def heatmap_patch_tokens(
     *,
@@ -47,13 +44,13 @@ def heatmap_patch_tokens(
     """Patch tokens at the chosen layer for the images each label's heatmap is drawn on (its
     most selective feature's most active images), plus the mean patch tokens of up to 256
     control images per grid position (the last entry), the heatmaps' centre."""
+    from cellconcepts.microscopy import heatmaps as hm
     from cellconcepts.microscopy.extract import extract_patch_tokens, load_image_encoder
-    from cellconcepts.microscopy.heatmaps import select_heatmap_images
 
     set_threads(threads)
     device = str(resolve_device(execution["device"]))
     table = pd.read_parquet(obs)
-    chosen = select_heatmap_images(
+    chosen = hm.select_heatmap_images(
         table,
         sp.load_npz(codes).tocsr(),
         read_results_csv(best_selectivity),
@@ -61,13 +58,7 @@ def heatmap_patch_tokens(
         exclude=exclude,
         images_per_label=images_per_label,
     )
-    if chosen.empty:
-        raise ValueError(
-            f"{codes}: no feature is active in any image of the {task['name']!r} labels; "
-            "nothing to draw heatmaps for"
-        )
-    rows = np.unique(chosen["row"].to_numpy())
-    chosen["patch_index"] = np.searchsorted(rows, chosen["row"].to_numpy())
+    chosen, rows = hm.patch_token_rows(chosen, where=f"{codes} ({task['name']!r} labels)")
     layer = json.loads(Path(choice).read_text())["layer"]
     pixels = open_image_store(ImageFiles(Path(images), Path(image_obs))).images
     model = load_image_encoder(encoder, architecture, device, config=encoder_config)
@@ -75,12 +66,7 @@ def heatmap_patch_tokens(
     patches = extract_patch_tokens(
         model, pixels[rows], layer, batch_size=batch, device=device, where=str(images)
     )
-    controls = np.flatnonzero(table["is_control"].to_numpy())
-    sample = np.sort(
-        np.random.default_rng(0).choice(
-            controls, size=min(CENTRE_CONTROL_IMAGES, len(controls)), replace=False
-        )
-    )
+    sample = hm.sample_control_images(table["is_control"].to_numpy())
     centre = extract_patch_tokens(
         model, pixels[sample], layer, batch_size=batch, device=device
     ).mean(axis=0)
@@ -117,47 +103,15 @@ def _selected_heats(
     return chosen, heats, store.images.shape[-1] // tokens.shape[2]
 
 
-def _oracle_heats(store: ImageStore, rows: np.ndarray, patch_size: int) -> np.ndarray:
-    """The ground-truth heatmaps of a simulated screen's images ``rows``: their perturbed
-    cells' coverage of each patch."""
-    from cellconcepts.microscopy.heatmaps import oracle_heats
-
-    perturbed = store.cells[store.cells["perturbed"]].groupby("image_index")["cell_label"]
-    labels = [perturbed.get_group(r).to_numpy() if r in perturbed.groups else [] for r in rows]
-    return oracle_heats(store.masks[rows], labels, patch_size)
-
-
-def _plates(obs: pd.DataFrame, plate_column: str | Sequence[str]) -> np.ndarray:
-    """One plate key per image row (the whole screen is one plate without the columns)."""
-    columns = [plate_column] if isinstance(plate_column, str) else list(plate_column)
-    present = [c for c in columns if c in obs.columns]
-    if not present:
-        return np.full(len(obs), "all", dtype=object)
-    return obs[present].astype(str).agg("/".join, axis=1).to_numpy()
-
-
-def _control_sample(is_control: np.ndarray, plates: np.ndarray, where: str) -> np.ndarray:
-    """Up to `CENTRE_CONTROL_IMAGES` control rows per plate (seeded), sorted."""
-    if not is_control.any():
+def _read_is_control(obs: PathLike, image_obs: PathLike, n_images: int) -> np.ndarray:
+    """The token store's is_control column, checked to hold one entry per image."""
+    is_control = pd.read_parquet(obs, columns=["is_control"])["is_control"].to_numpy(bool)
+    if len(is_control) != n_images:
         raise ValueError(
-            f"{where}: no control image (the dataset's `control` key, or its is_control "
-            "column); the heatmaps' channel attribution compares each image with controls"
+            f"{obs}: {len(is_control)} tokens but {n_images} images in {image_obs}; "
+            "rerun the workflow from the image store"
         )
-    controls = np.flatnonzero(is_control)
-    rng = np.random.default_rng(0)
-    chosen = []
-    for plate in np.unique(plates[controls]):
-        mine = controls[plates[controls] == plate]
-        chosen.append(rng.choice(mine, size=min(CENTRE_CONTROL_IMAGES, len(mine)), replace=False))
-    return np.sort(np.concatenate(chosen))
-
-
-def _channel_names(n_channels: int) -> list[str]:
-    from cellconcepts.sources.cellpainting import CHANNELS
-
-    if n_channels == len(CHANNELS):
-        return list(CHANNELS)
-    return [f"channel_{i}" for i in range(n_channels)]
+    return is_control
 
 
 def token_heatmaps(
@@ -185,13 +139,8 @@ def token_heatmaps(
     channel the label's change is known to live in (``groups``, simulated screens), beside the
     same for the ground-truth heatmap of each image's perturbed cells (``cells``), the
     attribution's reference (not a bound)."""
+    from cellconcepts.microscopy import heatmaps as hm
     from cellconcepts.microscopy.figures import plot_feature_heatmaps
-    from cellconcepts.microscopy.heatmaps import (
-        ControlReference,
-        channel_correlation_table,
-        channel_summary,
-        control_change_correlations,
-    )
 
     store = open_image_store(
         ImageFiles(
@@ -202,66 +151,22 @@ def token_heatmaps(
         )
     )
     chosen, heats, patch_size = _selected_heats(store, patch_tokens, selected, model, whitening)
-    names = _channel_names(store.images.shape[1])
-    rows = chosen["row"].to_numpy()
-    pixels = store.images[rows]
-    table = channel_correlation_table(heats, pixels, patch_size, names, chosen["image_id"].tolist())
-    plates = _plates(store.obs, plate_column)
-    is_control = pd.read_parquet(obs, columns=["is_control"])["is_control"].to_numpy(bool)
-    if len(is_control) != len(plates):
-        raise ValueError(
-            f"{obs}: {len(is_control)} tokens but {len(plates)} images in {image_obs}; "
-            "rerun the workflow from the image store"
-        )
-    controls = _control_sample(is_control, plates, str(obs))
-    reference = ControlReference.fit(
-        store.images, plates, controls, patch_size, store.masks, pooled_fallback=True
+    names = hm.channel_names(store.images.shape[1])
+    plates = hm.image_plates(store.obs, plate_column)
+    is_control = _read_is_control(obs, image_obs, len(plates))
+    reference = hm.control_reference(
+        store.images, plates, is_control, patch_size, store.masks, where=str(obs)
     )
-    without = sorted(set(map(str, plates)) - set(map(str, plates[controls])))
-    if without:
-        log.warning(
-            "plates without control images: %s; their images are compared with the controls "
-            "of every plate (%d images from %s), so plate effects stay in their channel "
-            "changes",
-            without,
-            len(controls),
-            sorted(set(map(str, plates[controls]))),
-        )
-    changes = np.stack(
-        [
-            reference.change(
-                store.images[r],
-                plates[r],
-                patch_size,
-                None if store.masks is None else store.masks[r],
-            )
-            for r in rows
-        ]
+    table = hm.feature_attribution(
+        chosen, heats, store.images, plates, reference, patch_size, names, store.masks, store.cells
     )
-    attributions = [table, control_change_correlations(heats, changes, names)]
-    if store.cells is not None and store.masks is not None:
-        # the same attribution for a heatmap that is exactly the perturbed cells: the reference
-        truth = _oracle_heats(store, rows, patch_size)
-        attributions.append(
-            control_change_correlations(truth, changes, names, suffix="_oracle_vs_control")
-        )
-    table = pd.concat(attributions, axis=1)
-    log.info(
-        "channel change from %d control images of %d plates (%s)",
-        len(controls),
-        len(reference.fits) - 1,
-        "matched on cell coverage" if store.masks is not None else "same grid position",
-    )
-    table.insert(0, "label", chosen["label"].to_numpy())
-    table.insert(1, "feature", chosen["feature"].to_numpy())
-    table.insert(2, "control_reference", [reference.source(plates[r]) for r in rows])
     write_table(table, channels[0], caption="heatmap-channel Pearson r per image")
-    per_label = channel_summary(table, names, read_groups(groups) if groups else None)
+    per_label = hm.channel_summary(table, names, read_groups(groups) if groups else None)
     write_table(per_label, summary[0], caption="mean heatmap-channel r per label")
     first = (chosen["rank"] == 0).to_numpy()
     plot_feature_heatmaps(
         figure[0],
-        pixels[first],
+        store.images[chosen["row"].to_numpy()[first]],
         heats[first],
         names,
         table.loc[first, names].to_numpy(),
@@ -289,6 +194,7 @@ def single_cell_check(
     the check's oracle reference, the recall and precision it gives a heatmap that is exactly the
     perturbed cells (`microscopy.heatmaps.oracle_heats`) on the same images."""
     from cellconcepts.microscopy.figures import plot_single_cell_histograms
+    from cellconcepts.microscopy.heatmaps import perturbed_cell_heats
     from cellconcepts.microscopy.single_cell import single_cell_by_label
 
     store = open_image_store(
@@ -298,7 +204,7 @@ def single_cell_check(
     per_cell, by_image, tests = single_cell_by_label(
         chosen, heats, store.masks, store.cells, patch_size
     )
-    truth = _oracle_heats(store, chosen["row"].to_numpy(), patch_size)
+    truth = perturbed_cell_heats(store.masks, store.cells, chosen["row"].to_numpy(), patch_size)
     _, _, oracle = single_cell_by_label(chosen, truth, store.masks, store.cells, patch_size)
     reference = oracle.drop_duplicates("label").set_index("label")[["recall", "precision"]]
     tests = tests.join(reference.add_prefix("oracle_"), on="label")

@@ -6,19 +6,24 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from cellconcepts.defaults import schema_default
 from cellconcepts.files import PathLike, read_results_csv
 from cellconcepts.report.tables import (
-    VARIANT_COLUMNS,
+    best_with_references,
     collect,
+    dataset_tables,
     headline_table,
+    probing_table,
     reconstruction_summary,
-    seed_summary,
     write_table,
 )
+
+if TYPE_CHECKING:
+    from cellconcepts.report.browser import ExampleRenderer, ModelView
 
 log = logging.getLogger(__name__)
 
@@ -52,21 +57,15 @@ def report_dataset(
     best feature is above null and of those the fraction reaching the linear reference),
     `report.tables.DATASET_TABLES` and `report.figures.DATASET_FIGURES`."""
     from cellconcepts.evaluate.references import reference_summary
-    from cellconcepts.report import figures as plots
+    from cellconcepts.report.figures import plot_dataset_figures
 
     def by_variant(paths: Sequence[PathLike]) -> dict[str, PathLike]:
         return dict(zip(variants, paths, strict=True))
 
-    table_paths, figure_paths = _by_stem(tables, ".csv"), _by_stem(figures, ".png")
     reconstruction = {v: reconstruction_summary(p) for v, p in by_variant(cosine).items()}
     limits = read_results_csv(references)
     scores = {v: read_results_csv(p) for v, p in by_variant(label_scores).items()}
-    best = collect(by_variant(best_selectivity)).astype({"label": str})
-    best = best.merge(
-        limits[["task", "label", "oracle_selectivity", "linear_reference"]],
-        on=["task", "label"],
-        how="left",
-    )
+    best = best_with_references(collect(by_variant(best_selectivity)), limits)
     top = headline_table(
         dead=by_variant(dead),
         reconstruction=reconstruction,
@@ -76,54 +75,31 @@ def report_dataset(
         atom_recovery=by_variant(atom_recovery) if atom_recovery else None,
         summaries={v: reference_summary(scores[v], limits, tasks) for v in variants},
     )
-    write_table(top, headline[0], caption=f"{dataset}: model variants at a glance")
-    write_table(
-        limits,
-        table_paths["references"],
-        caption=f"{dataset}: per label, the linear reference, the probe's recall and the "
-        "oracle selectivity",
-    )
-    write_table(
-        collect(by_variant(label_scores)),
-        table_paths["label_scores"],
-        caption=f"{dataset}: per model and label, the best feature in-sample and held out, "
-        "against its permutation null",
-    )
-    write_table(
-        seed_summary(top),
-        table_paths["headline_seeds"],
-        caption=f"{dataset}: the headline's models, mean and sd over seeds",
-    )
-
-    dead_table = top.loc[top.method != "raw", [*VARIANT_COLUMNS, "n_features", "dead_features"]]
-    write_table(dead_table, table_paths["dead_features"], caption=f"{dataset}: dead features")
-    counts = collect(by_variant(selectivity_counts))
-    write_table(counts, table_paths["selectivity_counts"], caption=f"{dataset}: selective features")
-    write_table(
-        best,
-        table_paths["best_selectivity"],
-        caption=f"{dataset}: best selectivity per label (the paper's in-sample score) beside "
-        "the oracle selectivity and the linear reference",
-    )
-    probes = pd.concat(
-        [
-            collect(by_variant(probing)),
-            pd.read_csv(raw_probing).assign(variant="raw", method="raw"),
-        ],
-        ignore_index=True,
-    )
-    write_table(probes, table_paths["probing"], caption=f"{dataset}: linear probing BTA")
-    recon = pd.DataFrame([{"variant": v, **r} for v, r in reconstruction.items()])
-    write_table(recon, table_paths["reconstruction"], caption=f"{dataset}: held-out reconstruction")
-
-    plots.plot_training_curves(
-        collect(by_variant(metrics)), figure_paths["training_curves"], title=dataset
-    )
-    plots.plot_best_selectivity(best, figure_paths["best_selectivity"], title=dataset)
-    plots.plot_probing(probes, tasks, figure_paths["probing_bta"], title=dataset)
     raw = pd.read_csv(raw_probing)
-    n_test = dict(zip(raw.task, raw.n_test, strict=True))
-    plots.plot_sparsity(top, tasks, figure_paths["sparsity"], title=dataset, n_test=n_test)
+    probes = probing_table(collect(by_variant(probing)), raw)
+    write_table(top, headline[0], caption=f"{dataset}: model variants at a glance")
+    table_paths = _by_stem(tables, ".csv")
+    for stem, (frame, caption) in dataset_tables(
+        dataset,
+        headline=top,
+        references=limits,
+        label_scores=collect(by_variant(label_scores)),
+        selectivity_counts=collect(by_variant(selectivity_counts)),
+        best_selectivity=best,
+        probing=probes,
+        reconstruction=reconstruction,
+    ).items():
+        write_table(frame, table_paths[stem], caption=caption)
+    plot_dataset_figures(
+        _by_stem(figures, ".png"),
+        metrics=collect(by_variant(metrics)),
+        best=best,
+        probes=probes,
+        headline=top,
+        raw_probing=raw,
+        tasks=tasks,
+        title=dataset,
+    )
 
 
 def atom_recovery_table(
@@ -196,83 +172,111 @@ def feature_browser(
     written into a fresh folder that replaces ``browser`` only when complete. ``fdr``: the
     enrichment's significance threshold (a GO term at or above it is not a page's term);
     ``rgb``: fixed crop channels (None: per feature, those that differ most from controls)."""
-    import shutil
     import time
 
-    import scipy.sparse as sp
-
-    from cellconcepts.dictionary.models import decoder_directions, load_model
     from cellconcepts.evaluate.labels import task_labels
-    from cellconcepts.evaluate.selectivity import selectivity
     from cellconcepts.report import browser as pages
 
     started = time.perf_counter()
     table = pd.read_parquet(obs)
     labels = {t["name"]: task_labels(table, t, min_label_size) for t in tasks}
-    folder = Path(browser)
-    building = folder.with_name(f".{folder.name}.building")
-    shutil.rmtree(building, ignore_errors=True)
-    building.mkdir(parents=True)
     columns = [t["column"] for t in tasks]
-    listed = None
-    if kind == "microscopy":
-        from cellconcepts.store.images import open_image_store
-        from cellconcepts.store.layout import ImageFiles
-
-        store = open_image_store(ImageFiles(Path(images), Path(image_obs), masks))
-        controls = table["is_control"].to_numpy(bool) if "is_control" in table else None
-        render = pages.crop_gallery(
-            building, store.images, table, rgb, store.masks, columns, controls=controls
-        )
-    elif kind == "scrna":
-        if expression_source is not None and enriched:
-            from cellconcepts.enrich.gene_lists import aligned_expression
-
-            listed = aligned_expression(expression or expression_source, expression_matrix, table)
-        render = pages.umap_gallery(
-            building,
-            pd.read_parquet(umap),
-            table,
-            columns,
-            listed,
-            colour_by=columns[0] if columns else None,
-        )
-    else:
-        render = pages.token_table(table, columns)
-    enrichment = dict(zip(enriched, zip(annotation, genes, terms, strict=True), strict=True))
-    views = []
-    for name, code_file, model_file, dead_file in zip(variants, codes, models, dead, strict=True):
-        matrix = sp.load_npz(code_file).tocsr()
-        dictionary, _ = load_model(model_file)
-        found = enrichment.get(name)
-        annotated = pd.read_csv(found[0]) if found else None
-        listed_genes = pd.read_parquet(found[1]) if found else None
-        if found and kind == "scrna" and listed is not None:
-            listed_genes = pages.fold_changes(listed_genes, annotated, matrix, *listed)
-        views.append(
-            pages.ModelView(
-                name=name,
-                codes=matrix,
-                selectivity={task: selectivity(matrix, values) for task, values in labels.items()},
-                dead=pd.read_csv(dead_file)["dead"].to_numpy(dtype=bool),
-                directions=decoder_directions(dictionary),
-                annotation=annotated,
-                genes=listed_genes,
-                terms=pd.read_parquet(found[2]) if found else None,
-                fdr=fdr,
+    folder = Path(browser)
+    with pages.replacing_folder(folder) as building:
+        if kind == "microscopy":
+            render, listed = _crops(building, table, columns, images, image_obs, masks, rgb), None
+        elif kind == "scrna":
+            listed = None
+            if expression_source is not None and enriched:
+                source = expression or expression_source
+                listed = _expression(source, expression_matrix, table)
+            render = pages.umap_gallery(
+                building,
+                pd.read_parquet(umap),
+                table,
+                columns,
+                listed,
+                colour_by=columns[0] if columns else None,
             )
-        )
-    index = pages.write_browser(building, dataset, views, render, **settings)
-    shutil.rmtree(folder, ignore_errors=True)
-    building.rename(folder)
-    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+        else:
+            render, listed = pages.token_table(table, columns), None
+        files = dict(zip(enriched, zip(annotation, genes, terms, strict=True), strict=True))
+        views = [
+            _model_view(name, *inputs, files.get(name), labels, listed, fdr)
+            for name, *inputs in zip(variants, codes, models, dead, strict=True)
+        ]
+        index = pages.write_browser(building, dataset, views, render, **settings)
+    n_files, size = pages.folder_files(folder)
     log.info(
         "feature browser: %d features of %d models, %d files, %.1f MB, %.1f s",
         len(index),
         len(views),
-        sum(1 for p in folder.rglob("*") if p.is_file()),
+        n_files,
         size / 1e6,
         time.perf_counter() - started,
+    )
+
+
+def _expression(source: PathLike, matrix: str, table: pd.DataFrame) -> tuple:
+    """The cells' expression (matrix, gene symbols) in token-store order, for the gene
+    tables' fold changes and the cells' tables."""
+    from cellconcepts.sources.expression import aligned_expression
+
+    return aligned_expression(source, matrix, table)
+
+
+def _crops(
+    building: Path,
+    table: pd.DataFrame,
+    columns: Sequence[str],
+    images: PathLike,
+    image_obs: PathLike,
+    masks: PathLike | None,
+    rgb: Sequence[int] | None,
+) -> ExampleRenderer:
+    """The browser's crop gallery over the dataset's image store, written under
+    ``building``."""
+    from cellconcepts.report import browser as pages
+    from cellconcepts.store.images import open_image_store
+    from cellconcepts.store.layout import ImageFiles
+
+    store = open_image_store(ImageFiles(Path(images), Path(image_obs), masks))
+    controls = pages.control_images(table)
+    return pages.crop_gallery(
+        building, store.images, table, rgb, store.masks, columns, controls=controls
+    )
+
+
+def _model_view(
+    name: str,
+    code_file: PathLike,
+    model_file: PathLike,
+    dead_file: PathLike,
+    enrichment: tuple[PathLike, PathLike, PathLike] | None,
+    labels: dict[str, pd.Series],
+    listed: tuple | None,
+    fdr: float,
+) -> ModelView:
+    """One model's browser view from its files: codes, decoder, dead flags and, where it was
+    enriched, its annotation, genes and terms (``enrichment``)."""
+    import scipy.sparse as sp
+
+    from cellconcepts.dictionary.models import decoder_directions, load_model
+    from cellconcepts.report.browser import model_view
+
+    matrix = sp.load_npz(code_file).tocsr()
+    dictionary, _ = load_model(model_file)
+    return model_view(
+        name,
+        matrix,
+        decoder_directions(dictionary),
+        pd.read_csv(dead_file)["dead"].to_numpy(dtype=bool),
+        labels,
+        annotation=pd.read_csv(enrichment[0]) if enrichment else None,
+        genes=pd.read_parquet(enrichment[1]) if enrichment else None,
+        terms=pd.read_parquet(enrichment[2]) if enrichment else None,
+        expression=listed,
+        fdr=fdr,
     )
 
 

@@ -10,9 +10,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
 from cellconcepts.files import PathLike, atomic_path
 from cellconcepts.store.layout import TokenFiles
 from cellconcepts.store.tokens import TokenStore
@@ -96,6 +93,7 @@ def train_dictionary(
     the end.
     """
     from cellconcepts.dictionary.models import save_model
+    from cellconcepts.dictionary.training import dead_feature_table, model_meta, train_rows
     from cellconcepts.dictionary.training import train_dictionary as train
     from cellconcepts.dictionary.whitening import Whitening
 
@@ -103,9 +101,7 @@ def train_dictionary(
     files = TokenFiles(Path(tokens), Path(obs))
     store = TokenStore.open(files, columns=["split"])
     transform = Whitening.load(whitening)
-    train_rows = np.flatnonzero(store.obs["split"].to_numpy() == "train")
-    if not train_rows.size:
-        raise ValueError(f"{obs}: no rows with split == 'train' to train the dictionary on")
+    rows = train_rows(store.obs["split"].to_numpy(), str(obs))
     dictionary = _dictionary(spec, settings, transform.output_dim)
     config = _train_config(spec, settings, execution, threads)
     run_dir = Path(checkpoint_dir) / checkpoint_signature(
@@ -114,7 +110,7 @@ def train_dictionary(
     result = train(
         dictionary,
         store.tokens,
-        train_rows,
+        rows,
         transform.transform,
         config,
         checkpoint_dir=run_dir,
@@ -122,20 +118,10 @@ def train_dictionary(
     )
     with atomic_path(metrics) as tmp:
         shutil.copyfile(run_dir / "metrics.csv", tmp)
-    meta = {
-        "variant": variant,
-        "method": spec.method,
-        "whitening": spec.whitening,
-        "sparsity": spec.sparsity,
-        "seed": spec.seed,
-        "n_features": settings["n_features"],
-        "input_dim": transform.output_dim,
-        "steps": result.steps_done,
-    }
+    meta = model_meta(variant, settings["n_features"], transform.output_dim, result.steps_done)
     save_model(dictionary, model, meta)
-    table = pd.DataFrame({"feature": np.arange(len(result.dead_mask)), "dead": result.dead_mask})
     with atomic_path(dead) as tmp:
-        table.to_csv(tmp, index=False)
+        dead_feature_table(result.dead_mask).to_csv(tmp, index=False)
     log.info(
         "%s: %d of %d features dead over the last %d steps",
         variant,

@@ -78,12 +78,14 @@ def _check_gene_sets(
     source: str | None = None,
 ) -> dict[str, Any]:
     """The gene sets parse and enough of their genes are in the background."""
-    from cellconcepts.config import EXPRESSION
     from cellconcepts.enrich import genesets
-    from cellconcepts.enrich.gene_lists import aligned_expression, screen_controls
+    from cellconcepts.enrich.gene_lists import screen_background
+    from cellconcepts.enrich.modes import EXPRESSION
+    from cellconcepts.sources.expression import aligned_expression
+    from cellconcepts.store.gene_sets import go_bp_2023_path, read_gmt
 
-    path = Path(gene_sets) if gene_sets else genesets.go_bp_2023_path()
-    library = genesets.read_gmt(path)
+    path = Path(gene_sets) if gene_sets else go_bp_2023_path()
+    library = read_gmt(path)
     if enrichment["mode"] == EXPRESSION:
         _, background = aligned_expression(enrichment["source"], enrichment["matrix"], store.obs)
     else:
@@ -93,9 +95,7 @@ def _check_gene_sets(
                 f"{source or store.files.obs}: no column {column!r} (enrich.screen.gene_column, "
                 f"the perturbed gene of each row); columns: {list(store.obs.columns)}"
             )
-        controls = set(screen_controls(enrichment["control"], store.obs, column))
-        values = store.obs[column].dropna().astype(str).unique()
-        background = [g for g in values if g not in controls]
+        background = screen_background(store.obs, column, enrichment["control"])
     matrix = genesets.term_matrix(
         library,
         background,
