@@ -31,7 +31,7 @@ part() { # part SECONDS TITLE COMMAND...
 part 15 "machine" bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv;
     python -c "import torch; print(torch.__version__, torch.cuda.get_device_name())"; nproc'
 part 45 "GPU tests" python -m pytest -q -m gpu -p no:cacheprovider \
-    tests/test_icfl.py tests/test_whitening.py tests/test_training.py
+    tests/dictionary/test_icfl.py tests/dictionary/test_whitening.py tests/dictionary/test_training.py
 paper="--dim 1024 --sparsity 100 --atoms-per-iteration 5 --batch 8192 --device cuda"
 part 40 "train step, paper shape, M=8192" \
     python benchmarks/train_step.py $paper --features 8192 --steps 10 --warmup 3

@@ -8,7 +8,7 @@ import re
 from collections import defaultdict
 from graphlib import CycleError, TopologicalSorter
 
-from conftest import REPO
+from testkit import REPO
 
 PACKAGE = REPO / "workflow" / "cellconcepts"
 DOC = REPO / "docs" / "architecture.md"

@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
+from testkit import REPO
 
 SCRIPT = REPO / "scripts" / "pin_envs.py"
 

@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_snakemake
+from testkit import REPO, run_snakemake
 
 from cellconcepts.layout import DATASET_FILES, FOLDERS, RUN_ENTRIES, ResultsLayout
 from cellconcepts.variant import Variant

@@ -7,8 +7,8 @@ import copy
 from types import SimpleNamespace
 
 import pytest
-from conftest import REPO
 from snakemake.utils import validate
+from testkit import REPO
 
 from cellconcepts.layout import ResultsLayout
 from cellconcepts.plan import WorkflowPlan

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
-from conftest import REPO
+from testkit import REPO
 
 from cellconcepts.defaults import schema_node
 from cellconcepts.variant import METHODS, WHITENINGS, Variant, VariantError

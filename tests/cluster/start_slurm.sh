@@ -2,7 +2,7 @@
 # A real single-node SLURM cluster for the workflow tests: munge, MariaDB, slurmdbd (accounting,
 # which the Snakemake SLURM executor queries with sacct), slurmctld and slurmd, with two
 # partitions `cpu`, `long` and `gpu` with the limits of profiles/slurm/partitions.yaml (finite
-# MaxTime, MaxMemPerNode, MaxCPUsPerNode; tests/test_slurm_partitions.py checks that the two
+# MaxTime, MaxMemPerNode, MaxCPUsPerNode; tests/workflow/test_slurm_partitions.py checks that the two
 # agree). Everything comes from Debian's apt; nothing else is downloaded.
 #
 #   eval "$(bash tests/cluster/start_slurm.sh)"     # starts it, exports SLURM_CONF

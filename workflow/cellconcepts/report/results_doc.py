@@ -6,7 +6,7 @@ A *snapshot* is the tables of one finished demo run (every ``<dataset>/tables/*.
 demo number the docs quote is written between ``<!-- generated: NAME -->`` and
 ``<!-- generated: end NAME -->`` by a function of ``BLOCKS`` reading the snapshot, so a doc
 number always equals a committed file:
-``tests/test_results_doc.py`` regenerates each block and fails on a difference, and
+``tests/report/test_results_doc.py`` regenerates each block and fails on a difference, and
 ``scripts/compare_results.py docs/snapshot results --tables`` tells how a fresh run differs.
 
     python -m cellconcepts.report.results_doc snapshot RESULTS --wall-seconds S --jobs N

@@ -7,8 +7,8 @@ import copy
 from pathlib import Path
 
 import pytest
-from conftest import REPO
 from snakemake.utils import validate
+from testkit import REPO
 
 from cellconcepts.config import training_settings
 from cellconcepts.dictionary.models import build_model, load_model, save_model

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, run_snakemake
 from snakemake.utils import validate
 from snakemake_interface_common.exceptions import WorkflowError
+from testkit import REPO, run_snakemake
 
 from cellconcepts.config import ConfigError, check_config, deep_merge, variants
 

@@ -13,51 +13,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, run_snakemake
-from test_browser import CHROMIUM
+from browser_pages import CHROMIUM
+from testkit import REPO, TINY, run_snakemake
 
 from cellconcepts.report.tables import DATASET_TABLES
 
 pytestmark = pytest.mark.slow
-
-TINY = {
-    "results": "results",
-    "datasets": {
-        "toy": {
-            "kind": "synthetic",
-            "synthetic": {
-                "n_tokens": 4000,
-                "n_dims": 24,
-                "n_atoms": 40,
-                "n_perturbations": 10,
-                "atoms_per_perturbation": 2,
-                "n_cell_types": 2,
-                "n_batches": 4,
-                "test_batches": 1,
-                "seed": 1,
-            },
-            "tasks": [
-                {"name": "perturbation", "column": "perturbation", "group_by": "batch"},
-                {"name": "batch", "column": "batch"},
-            ],
-        },
-        "pbmc": {
-            "kind": "scrna",
-            "scrna": {"source": "pbmc68k_reduced", "autoencoder": {"epochs": 15}},
-            "control": "all",
-            "split": {"test_fraction": 0.2},
-            "tasks": [{"name": "bulk_labels", "column": "bulk_labels"}],
-            "dictionary": {"n_features": 48, "train": {"batch_size": 256}},
-        },
-    },
-    "dictionary": {
-        "n_features": 96,
-        "sparsity": [4],
-        "icfl": {"atoms_per_iteration": 2},
-        "train": {"steps": 400, "batch_size": 512, "lr": 0.003, "checkpoint_every": 200},
-    },
-    "evaluate": {"probe": {"max_iter": 200}},
-}
 
 
 @pytest.fixture(scope="module")

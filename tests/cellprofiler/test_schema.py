@@ -65,7 +65,7 @@ def test_shipped_pipeline_uses_the_shared_parameters():
     from pathlib import Path
 
     text = (
-        Path(__file__).resolve().parents[1] / "resources/cellprofiler/cellpainting.cppipe"
+        Path(__file__).resolve().parents[2] / "resources/cellprofiler/cellpainting.cppipe"
     ).read_text()
     low, high = cpf.NUCLEUS_DIAMETER
     expected = [

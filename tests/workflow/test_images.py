@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
-from conftest import TINY_VIT, run_snakemake
+from testkit import TINY_VIT, run_snakemake
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,7 @@ partition admits is refused with its rule, request and every partition's limits
 (cellconcepts.cluster); the test cluster of tests/cluster/start_slurm.sh has exactly these
 partitions; GPU types reach sbatch as the plugin writes them (docs/cluster.md).
 
-tests/test_slurm.py shows the same on the real test cluster.
+tests/workflow/test_slurm.py shows the same on the real test cluster.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-from conftest import REPO, run_snakemake
 from snakemake_executor_plugin_slurm.partitions import get_best_partition, read_partition_file
 from snakemake_executor_plugin_slurm.utils import parse_time_to_minutes, set_gres_string
 from snakemake_executor_plugin_slurm.validation import validate_slurm_extra
 from snakemake_interface_common.exceptions import WorkflowError
+from testkit import REPO, run_snakemake
 
 from cellconcepts.cluster import refuse_unadmitted_jobs, unadmitted
 from cellconcepts.stages.execution import GPU_RULES
@@ -245,7 +245,7 @@ def test_the_test_cluster_has_the_example_partitions():
 
 def test_gpu_requests_reach_sbatch_as_documented():
     """The GPU part of the sbatch line for each way docs/cluster.md gives (the plugin's own
-    function; tests/test_slurm.py sees the same lines from a real run)."""
+    function; tests/workflow/test_slurm.py sees the same lines from a real run)."""
     assert set_gres_string(Job("train_dictionary", gpu=1)) == " --gpus=1"
     assert set_gres_string(Job("train_dictionary", gpu=1, gpu_model="a100")) == " --gpus=a100:1"
     assert set_gres_string(Job("train_dictionary", gpu=0, gres="gpu:a100:1")) == (

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "compare_results.py"
 _spec = importlib.util.spec_from_file_location("compare_results", SCRIPT)
 cr = importlib.util.module_from_spec(_spec)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import REPO, run_snakemake
+from testkit import REPO, run_snakemake
 
 pytestmark = pytest.mark.slow
 

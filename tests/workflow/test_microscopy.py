@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import TINY_VIT, run_snakemake
-from test_browser import assert_every_page_is_there, dump_dom, needs_chromium, screenshot
+from browser_pages import assert_every_page_is_there, dump_dom, needs_chromium, screenshot
+from testkit import TINY_VIT, run_snakemake
 
 from cellconcepts.microscopy import checkpoints, vit
 from cellconcepts.microscopy.extract import extract_crop_tokens

@@ -8,7 +8,7 @@ import subprocess
 
 import pandas as pd
 import pytest
-from conftest import REPO
+from testkit import REPO
 
 from cellconcepts.report import results_doc as rd
 

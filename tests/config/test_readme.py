@@ -14,7 +14,7 @@ import pytest
 import yaml
 from snakemake.utils import validate
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 README = REPO / "config" / "README.md"
 DEMO_CONFIG = REPO / "config" / "config.yaml"

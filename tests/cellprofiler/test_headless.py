@@ -21,7 +21,7 @@ from cellconcepts.cellprofiler import headless as cellprofiler
 from cellconcepts.cellprofiler.segmentation import segmentation_quality
 from cellconcepts.sources import cellpainting
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PIPELINE = REPO / "resources" / "cellprofiler" / "cellpainting.cppipe"
 CHANNELS = list(cellpainting.CHANNELS)
 # Radial distribution needs each object's centre, the pixel farthest from its edge: where

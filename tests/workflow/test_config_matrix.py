@@ -32,7 +32,7 @@ import pytest
 import scipy.sparse as sp
 import tifffile
 import torch
-from conftest import TINY_VIT, run_snakemake
+from testkit import TINY_VIT, run_snakemake
 
 from cellconcepts.microscopy import checkpoints, vit
 from cellconcepts.sources import cellpainting

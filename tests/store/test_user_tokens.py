@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from conftest import run_snakemake
+from testkit import run_snakemake
 
 from cellconcepts.dictionary.whitening import Whitening
 from cellconcepts.store.tokens import TokenStore

@@ -19,7 +19,7 @@ from cellconcepts.stages.cellprofiler import (
 )
 from cellconcepts.store.tokens import write_token_store
 
-PIPELINE = Path(__file__).resolve().parents[1] / "resources/cellprofiler/cellpainting.cppipe"
+PIPELINE = Path(__file__).resolve().parents[2] / "resources/cellprofiler/cellpainting.cppipe"
 
 
 def test_chunks_cover_every_row_once():

@@ -3,16 +3,14 @@ the pages it writes, read back as HTML and, where Chromium is installed, in a re
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from browser_pages import CHROMIUM, assert_every_page_is_there, dump_dom, needs_chromium, screenshot
 
 from cellconcepts.evaluate.selectivity import selectivity
 from cellconcepts.report.browser import (
@@ -173,22 +171,6 @@ def test_the_pages_say_what_each_feature_is(tmp_path: Path) -> None:
         assert_every_page_is_there(tmp_path)
 
 
-def assert_every_page_is_there(folder: Path) -> int:
-    """Every feature the index links to has a page with its sections, and every page links
-    back; returns the number of pages."""
-    home = (folder / "index.html").read_text()
-    links = re.findall(r'<a href="([^"]+/feature_(\d+)\.html)">(\d+)</a>', home)
-    assert links, "the index links no feature page"
-    for link, number, text in links:
-        page = (folder / link).read_text()
-        assert number == text
-        assert f"<h1>Feature {number} of " in page, link
-        for section in ("Examples", "Selectivity per label", "Nearest features"):
-            assert f"<h2>{section}" in page, (link, section)
-        assert 'href="../index.html"' in page
-    return len(links)
-
-
 def test_crops_are_written_once_and_shared(tmp_path: Path) -> None:
     view, obs = _model("m", 0)
     images = np.random.default_rng(0).integers(0, 1000, (60, 3, 8, 8)).astype(np.uint16)
@@ -198,35 +180,6 @@ def test_crops_are_written_once_and_shared(tmp_path: Path) -> None:
     pages = "".join(p.read_text() for p in (tmp_path / "m").glob("*.html"))
     shown = sorted(set(re.findall(r'src="\.\./crops/(\d+_[\d-]+)\.png"', pages)))
     assert crops == shown and len(shown) > 4
-
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def dump_dom(page: Path) -> str:
-    """The page's DOM after Chromium ran its scripts (headless, from disk, no network)."""
-    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"]
-    result = subprocess.run(
-        [*command, page.resolve().as_uri()], capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    return result.stdout
-
-
-def screenshot(page: Path, picture: Path) -> None:
-    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1200,900"]
-    subprocess.run(
-        [*command, f"--screenshot={picture}", page.resolve().as_uri()],
-        capture_output=True,
-        timeout=120,
-        check=True,
-    )
-
-
-needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None and not os.environ.get("CELLCONCEPTS_REQUIRE_CHROMIUM"),
-    reason="Chromium is not installed (apt install chromium)",
-)
 
 
 def _screen_images(n: int = 60) -> tuple[np.ndarray, np.ndarray]:

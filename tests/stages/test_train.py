@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import REPO
 from snakemake.utils import validate
+from testkit import REPO
 
 from cellconcepts.config import training_settings
 from cellconcepts.dictionary.models import load_model

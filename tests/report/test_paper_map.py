@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import REPO
+from testkit import REPO
 
 from cellconcepts.report import paper_map as pm
 from cellconcepts.report.paper_map import NOT_IN_RUN, Entry, build_map

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, run_snakemake
 from snakemake.utils import validate
 from snakemake_executor_plugin_slurm.partitions import get_best_partition, read_partition_file
+from testkit import REPO, run_snakemake
 
 from cellconcepts.device import gpu_present
 from cellconcepts.stages.execution import GPU_RULES, execution_settings

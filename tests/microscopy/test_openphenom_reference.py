@@ -26,7 +26,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from conftest import REPO
+from testkit import REPO
 from torch import nn
 
 from cellconcepts.microscopy.extract import extract_crop_tokens, load_image_encoder
@@ -308,7 +308,7 @@ import sys
 
 import torch
 
-sys.path.insert(0, {tests!r})
+sys.path[:0] = [{tests!r}, {support!r}]
 from test_openphenom_reference import ReferenceMAE
 
 
@@ -349,7 +349,11 @@ def test_check_script_recipe_runs_as_written_on_16bit_crops(reference, tmp_path)
     checkout.mkdir(parents=True)
     for name in ("model.safetensors", "config.json"):
         (checkout / name).write_bytes((folder / name).read_bytes())
-    (checkout / "huggingface_mae.py").write_text(HUGGINGFACE_MAE.format(tests=str(REPO / "tests")))
+    (checkout / "huggingface_mae.py").write_text(
+        HUGGINGFACE_MAE.format(
+            tests=str(REPO / "tests" / "microscopy"), support=str(REPO / "tests" / "support")
+        )
+    )
     images = crops_16bit("dim")
     np.save(tmp_path / "crops.npy", images)
     (tmp_path / "recipe.py").write_text(_recipe())

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import REPO, TINY_VIT, run_snakemake
+from testkit import REPO, TINY_VIT, run_snakemake
 
 from cellconcepts.microscopy import checkpoints, vit
 from cellconcepts.sources import cellpainting
