@@ -23,6 +23,7 @@ from cellconcepts.config import (
     resolve_shipped,
     variants,
 )
+from cellconcepts.defaults import schema_default
 from cellconcepts.layout import ResultsLayout
 from cellconcepts.report.figures import DATASET_FIGURES
 from cellconcepts.store import layout
@@ -135,7 +136,8 @@ class WorkflowPlan:
             meta = json.loads(saved.read_text())
             if meta.get("model_type") == layout.ENCODER_MODEL_TYPE:
                 return int(meta["depth"])
-        return int(model["architecture"].get("depth", 12))
+        depth = schema_default("datasets.*.microscopy.model.architecture.depth")
+        return int(model["architecture"].get("depth", depth))
 
     def probed_layers(self, wildcards):
         """The layers whose tokens are extracted: every block for 'best', else the chosen one."""

@@ -140,7 +140,7 @@ def icfl_encode(
     *,
     method: str = "auto",
     gram: Tensor | None = None,
-    selection: str = "signed",
+    selection: str = ICFLSettings.selection,
 ) -> Tensor:
     """ICFL encoder (Algorithm 1, batched OMP) for rows of ``x`` (B, d); dense codes (B, M).
 
@@ -176,7 +176,7 @@ def icfl_select(
     *,
     method: str = "auto",
     gram: Tensor | None = None,
-    selection: str = "signed",
+    selection: str = ICFLSettings.selection,
 ) -> tuple[Tensor, Tensor]:
     """The encoder of `icfl_encode` as its selections: ``indices`` (B, J*L), the atoms chosen
     in iteration order, and ``values`` (B, J*L), the coefficient each choice added (float64
@@ -216,7 +216,7 @@ def _select(scores: Tensor, L: int, selection: str) -> tuple[Tensor, Tensor]:
 
 
 def _encode_residual(
-    r: Tensor, W: Tensor, n_iterations: int, L: int, selection: str = "signed"
+    r: Tensor, W: Tensor, n_iterations: int, L: int, selection: str = ICFLSettings.selection
 ) -> tuple[Tensor, Tensor]:
     """Algorithm 1 as written: the residual r (B, d) is kept and re-projected every iteration.
     Returns the selections (indices, coefficients), (B, J*L) each."""
@@ -235,7 +235,12 @@ def _encode_residual(
 
 
 def _encode_gram(
-    centred: Tensor, W: Tensor, G: Tensor, n_iterations: int, L: int, selection: str = "signed"
+    centred: Tensor,
+    W: Tensor,
+    G: Tensor,
+    n_iterations: int,
+    L: int,
+    selection: str = ICFLSettings.selection,
 ) -> tuple[Tensor, Tensor]:
     """Algorithm 1 on the correlations c = W^T r: c -= G[:, S] z_t replaces r -= W_S z_t.
 
@@ -260,7 +265,7 @@ def _encode_gram(
 
 
 def _iterate_gram(
-    c: Tensor, G: Tensor, n_iterations: int, L: int, selection: str = "signed"
+    c: Tensor, G: Tensor, n_iterations: int, L: int, selection: str = ICFLSettings.selection
 ) -> tuple[Tensor, Tensor]:
     """The J selections and solves of Algorithm 1 for correlations ``c`` (b, M), updated in
     place; returns the selections (indices, coefficients), (b, J*L) each."""

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cellconcepts.defaults import schema_default
+
 log = logging.getLogger(__name__)
 
 
@@ -182,7 +184,7 @@ def annotate_obs(
             obs,
             test_fraction=split["test_fraction"],
             group_column=split.get("group_by"),
-            seed=split.get("seed", 0),
+            seed=split.get("seed", schema_default("datasets.*.split.seed")),
         )
     else:
         check_split_values(obs["split"], "column 'split'")
