@@ -74,3 +74,16 @@ def test_targets_cover_every_dataset_once(plan):
     assert "out/synthetic/tables/atom_recovery.csv" in targets
     assert "out/cellpainting/tables/cp_correlation.csv" in targets
     assert "out/pbmc/tables/cp_correlation.csv" not in targets
+
+
+@pytest.mark.parametrize("root", ["./out/", "out//", "out"])
+def test_inputs_are_spelled_as_the_outputs_that_make_them(demo_config, root):
+    """Snakemake matches inputs to outputs as strings: however the results folder is written,
+    the image store's inputs are the simulate rule's outputs, filled in."""
+    config = copy.deepcopy(demo_config)
+    validate(config, str(SCHEMA))
+    paths = ResultsLayout(root)
+    plan = WorkflowPlan(config, paths)
+    made = paths.images("images.npy").replace("{dataset}", "cellpainting")
+    assert plan.image_store_files(wc(dataset="cellpainting"))["images"] == made
+    assert made == "out/cellpainting/images/images.npy"

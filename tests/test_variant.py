@@ -76,7 +76,9 @@ def test_schema_enums_are_the_variant_fields():
 
 # Code that may spell a model's name: this module's tests and the module itself. Tests build
 # names with f-strings freely; the package, rules, scripts and benchmarks must not.
-_SPELLED = re.compile(r"icfl\|topk|pca\|none|_k\{[^}]*\}_seed\{|k\(\\d\+\)_seed")
+_SPELLED = re.compile(
+    r"icfl\|topk|pca\|none|_k\{[^}]*\}_seed\{|k\(\\d\+\)_seed|_k\\d\+_seed|\"icfl_pca_\""
+)
 
 
 def test_nothing_else_spells_the_pattern():

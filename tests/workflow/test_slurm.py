@@ -8,7 +8,8 @@ that the results equal a local run's, that the rules that can use a GPU asked fo
 that a job SLURM kills for its memory fails the run with its log named and no finished output.
 
 Cluster limits: the test cluster's partitions are those of profiles/slurm/partitions.yaml
-(`cpu` 12 h, `long` 3 days, `gpu` 2 days with one `gpu:a100`; tests/workflow/test_slurm_partitions.py).
+(`cpu` 12 h, `long` 3 days, `gpu` 2 days with one `gpu:a100`;
+tests/workflow/test_slurm_partitions.py).
 A job that asks for more time than `cpu` allows runs in `long`; GPU requests reach sbatch as
 `--gpus=1`, `--gpus=a100:1` (`gpu_model`) and `--gres=gpu:a100:1` (`gres`), as the sbatch lines
 of the run's log show; a job no partition admits stops the run before anything is submitted.

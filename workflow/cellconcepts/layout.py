@@ -2,8 +2,8 @@
 
 `ResultsLayout(root)` gives each file as a function of (dataset, variant, name). Its arguments
 default to Snakemake wildcards (``{dataset}``, the model name `Variant.TEMPLATE`, ...), so the
-rules take their path templates from it and the input functions and the code that reads a
-finished run (`report.results_doc`, scripts/compare_results.py) the same paths filled in. The
+rules take their path templates from it, and the input functions (`cellconcepts.plan`) and the
+code that reads a finished run (`report.results_doc`) the same paths filled in. The
 stores' own file names (tokens.npy, obs.parquet, ...) are `store.layout`'s.
 
     results/<dataset>/
@@ -16,6 +16,7 @@ stores' own file names (tokens.npy, obs.parquet, ...) are `store.layout`'s.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -56,7 +57,9 @@ class ResultsLayout:
     filled in."""
 
     def __init__(self, root: str | Path) -> None:
-        self.root = str(root).rstrip("/") or "."
+        # One spelling of every path ("./results/" and "results" are the same folder): Snakemake
+        # matches a job's inputs to other jobs' outputs as strings.
+        self.root = os.path.normpath(root)
 
     # ------------------------------------------------------------------ a dataset's folders
 

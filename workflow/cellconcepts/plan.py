@@ -149,8 +149,9 @@ class WorkflowPlan:
     def first_icfl_pca(self, dataset):
         """The first ICFL + PCA variant of a dataset (else its first variant): the model the
         single-model figures show, as the paper's do."""
-        names = [v.name for v in variants(self.config, dataset)]
-        preferred = [n for n in names if n.startswith("icfl_pca_")]
+        every = variants(self.config, dataset)
+        names = [v.name for v in every]
+        preferred = [v.name for v in every if (v.method, v.whitening) == ("icfl", "pca")]
         return (preferred or names)[0]
 
     def heatmap_variant(self, dataset):

@@ -136,10 +136,6 @@ rule feature_browser:
             config["browser"], ["examples", "random_examples", "nearest", "seed"]
         ),
         min_label_size=config["evaluate"]["min_label_size"],
-        fdr=lambda wc: (
-            enrichment_settings(config, wc.dataset)["fdr"]
-            if plan.has_enrichment(wc.dataset)
-            else 0.05
-        ),
+        fdr=lambda wc: enrichment_settings(config, wc.dataset)["fdr"],
     script:
         "../scripts/feature_browser.py"

@@ -475,7 +475,7 @@ def _check_image_source(images: Mapping[str, Any], key: str, base_dir: Path) -> 
 
 
 def _saved_by_this_workflow(checkpoint: Path) -> bool:
-    """A directory written by `microscopy.vit.save_pretrained` (its config names the input
+    """A directory written by `microscopy.checkpoints.save_pretrained` (its config names the input
     normalisation)."""
     config = checkpoint / layout.ENCODER_CONFIG
     if not (checkpoint.is_dir() and config.is_file()):

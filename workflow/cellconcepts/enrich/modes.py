@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from cellconcepts.store.gene_sets import GO_BP_2023
 
+__all__ = ["ENRICHR_PREFIX", "EXPRESSION", "GO_BP_2023", "SCREEN", "enrichment_mode"]
+
 # Gene-set libraries: the offline default shipped inside pyenrichr (GO_BP_2023), or an Enrichr
 # library by name.
 ENRICHR_PREFIX = "enrichr:"
-__all__ = ["ENRICHR_PREFIX", "EXPRESSION", "GO_BP_2023", "SCREEN", "enrichment_mode"]
 # scRNA features get genes by differential expression, screens by selectivity for perturbed genes.
 EXPRESSION, SCREEN = "expression", "screen"
 

@@ -482,7 +482,13 @@ def headline_block(root: Path, dataset: str) -> str:
 
 
 def _seed_columns(table: pd.DataFrame, method: str, whitening: str) -> list[str]:
-    return [c for c in table if re.fullmatch(rf"{method}_{whitening}_k\d+_seed\d+", c)]
+    pattern = Variant.pattern()
+    return [
+        c
+        for c in table
+        if (found := pattern.match(str(c)))
+        and (found["method"], found["whitening"]) == (method, whitening)
+    ]
 
 
 def screen_groups_block(root: Path) -> str:

@@ -1,7 +1,7 @@
 """File names of the stores the stages exchange: the one place they are defined.
 
-The rules build their paths from these names (workflow/rules/common.smk), and a store opened
-from a directory finds its files here. Stages themselves are given file paths, never folders.
+The results layout (`cellconcepts.layout`) builds the rules' paths from these names, and a store
+opened from a directory finds its files here. Stages themselves are given file paths, never folders.
 """
 
 from __future__ import annotations
