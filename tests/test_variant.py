@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from types import SimpleNamespace
 
+import pandas as pd
 import pytest
 from testkit import REPO
 
@@ -55,6 +56,16 @@ def test_wildcards_and_their_constraints_describe_the_same_names():
         by_constraints = re.fullmatch(pattern, name) is not None
         by_parse = Variant.pattern().match(name) is not None
         assert by_constraints == by_parse, name
+
+
+def test_parse_column_gives_typed_fields():
+    parts = pd.DataFrame(Variant.parse_column(["icfl_pca_k8_seed0", "topk_none_k16_seed2"]))
+    assert parts.to_dict("list") == {
+        "method": ["icfl", "topk"],
+        "whitening": ["pca", "none"],
+        "sparsity": [8, 16],
+        "seed": [0, 2],
+    }
 
 
 def test_schema_enums_are_the_variant_fields():

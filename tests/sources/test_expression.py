@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from cellconcepts.sources.expression import aligned_expression
+from cellconcepts.enrich.genesets import normalise_symbols
+from cellconcepts.sources.expression import aligned_expression, gene_symbols
 
 # --------------------------------------------------------------------------- aligned_expression
 
@@ -123,3 +124,10 @@ def test_aligned_expression_genes_repeating_once_upper_cased_raise(tmp_path: Pat
     source = _write_h5ad(tmp_path / "data.h5ad", genes=("cd3e", "CD3E", "Gnly"), raw=False)
     with pytest.raises(ValueError, match=r"1 gene names repeat.*'CD3E'"):
         aligned_expression(source, "X", _obs(ORDER))
+
+
+def test_gene_symbols_match_the_gene_set_normalisation() -> None:
+    names = [" cd3e", "Actb ", "GNLY", 7, "ms4a1\t"]
+    assert list(gene_symbols(names)) == ["CD3E", "ACTB", "GNLY", "7", "MS4A1"]
+    np.testing.assert_array_equal(gene_symbols(names), normalise_symbols(names))
+    assert gene_symbols(names).dtype == object

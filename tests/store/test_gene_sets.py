@@ -11,7 +11,7 @@ import pytest
 
 from cellconcepts.sources.cellpainting import DEFAULT_GROUPS
 from cellconcepts.store import gene_sets
-from cellconcepts.store.gene_sets import go_bp_2023_path, normalise_symbols, read_gmt
+from cellconcepts.store.gene_sets import go_bp_2023_path, read_gmt
 
 
 def _write(path: Path, text: str) -> Path:
@@ -166,9 +166,3 @@ def test_binary_and_non_utf8_gene_sets_are_refused_by_name(tmp_path):
     latin.write_bytes("T1\t\tGENE1\nT\xe9rm\t\tGENE2\n".encode("latin-1"))
     with pytest.raises(ValueError, match=r"latin\.gmt, line 2: not UTF-8"):
         read_gmt(latin)
-
-
-def test_gene_symbols_are_stripped_and_upper_cased() -> None:
-    names = [" cd3e", "Actb ", "GNLY", 7, "ms4a1\t"]
-    assert list(normalise_symbols(names)) == ["CD3E", "ACTB", "GNLY", "7", "MS4A1"]
-    assert normalise_symbols(names).dtype == object

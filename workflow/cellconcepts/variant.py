@@ -9,6 +9,7 @@ against `METHODS` and `WHITENINGS` (tests/test_variant.py).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
@@ -28,14 +29,18 @@ class VariantError(ValueError):
     """A model name that is not of the form `Variant.TEMPLATE` describes."""
 
 
-def _regex(template: str) -> str:
-    """``template`` as a regex: each ``{field}`` a named group of its `FIELD_PATTERNS` entry,
-    the rest literal."""
+def _regex(template: str, groups: bool) -> str:
+    """``template`` as a regex: each ``{field}`` its `FIELD_PATTERNS` entry (a named group when
+    ``groups``), the rest literal."""
     parts = re.split(r"\{(\w+)\}", template)
-    return "".join(
-        f"(?P<{part}>{FIELD_PATTERNS[part]})" if i % 2 else re.escape(part)
-        for i, part in enumerate(parts)
-    )
+    out = []
+    for i, part in enumerate(parts):
+        if i % 2 == 0:
+            out.append(re.escape(part))
+        else:
+            body = FIELD_PATTERNS[part]
+            out.append(f"(?P<{part}>{body})" if groups else f"(?:{body})")
+    return "".join(out)
 
 
 @dataclass(frozen=True)
@@ -72,7 +77,7 @@ class Variant:
     @classmethod
     def pattern(cls) -> re.Pattern[str]:
         """A full model name, with one named group per field."""
-        return re.compile(f"^{_regex(cls.TEMPLATE)}$")
+        return re.compile(f"^{_regex(cls.TEMPLATE, groups=True)}$")
 
     @classmethod
     def parse(cls, name: str) -> Variant:
@@ -107,3 +112,9 @@ class Variant:
     def wildcard_constraints() -> dict[str, str]:
         """Snakemake's ``wildcard_constraints`` for the fields of a model's name."""
         return dict(FIELD_PATTERNS)
+
+    @classmethod
+    def parse_column(cls, names: Any) -> Mapping[str, list[Any]]:
+        """The fields of a column of model names, as lists (for a DataFrame's columns)."""
+        parsed = [cls.parse(n) for n in names]
+        return {f: [getattr(v, f) for v in parsed] for f in FIELD_PATTERNS}

@@ -31,6 +31,7 @@ from cellconcepts.enrich.modes import (
     SCREEN,
     enrichment_mode,
 )
+from cellconcepts.variant import Variant
 
 __all__ = [
     "ENRICHR_PREFIX",
@@ -40,6 +41,7 @@ __all__ = [
     "SCREEN",
     "TRAIN_KEYS",
     "ConfigError",
+    "Variant",
     "check_config",
     "check_readable",
     "check_unique_keys",

@@ -4,7 +4,7 @@ restricted to the background genes (the files themselves are read by `store.gene
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,9 +12,14 @@ import pandas as pd
 import scipy.sparse as sp
 
 from cellconcepts.files import PathLike
-from cellconcepts.store.gene_sets import go_bp_2023_path, normalise_symbols, read_gmt
+from cellconcepts.store.gene_sets import go_bp_2023_path, read_gmt
 
 log = logging.getLogger(__name__)
+
+
+def normalise_symbols(symbols: Iterable[object]) -> np.ndarray:
+    """Gene symbols as stripped upper-case strings (GMT genes are read the same way)."""
+    return np.array([str(s).strip().upper() for s in symbols], dtype=object)
 
 
 @dataclass(frozen=True)

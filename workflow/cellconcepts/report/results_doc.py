@@ -104,12 +104,12 @@ def take_snapshot(
 ) -> dict:
     """Copy a finished run's tables into ``out`` and describe the run in SNAPSHOT.json."""
     results = Path(results).resolve()
-    paths = ResultsLayout(results)
-    if not Path(paths.paper_map(".csv")).exists():
+    if not Path(ResultsLayout(results).paper_map(".csv")).exists():
         raise FileNotFoundError(f"{results}: no paper_map.csv; is this a finished demo run?")
     if out.exists():
         shutil.rmtree(out)
     copied = 0
+    paths = ResultsLayout(results)
     for name in sorted(p.name for p in results.iterdir() if Path(paths.table("", p.name)).is_dir()):
         files = sorted(Path(paths.table("", name)).glob("*.csv"))
         if Path(paths.headline(name) + ".csv").exists():
@@ -119,7 +119,7 @@ def take_snapshot(
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(file, target)
             copied += 1
-    shutil.copyfile(paths.paper_map(".csv"), ResultsLayout(out).paper_map(".csv"))
+    shutil.copyfile(ResultsLayout(results).paper_map(".csv"), ResultsLayout(out).paper_map(".csv"))
     copied += 1
     import torch
 

@@ -20,7 +20,6 @@ import pandas as pd
 import scipy.sparse as sp
 
 from cellconcepts.files import PathLike
-from cellconcepts.store.gene_sets import normalise_symbols
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +92,13 @@ def expression_values(adata: anndata.AnnData, matrix: str, where: str) -> tuple[
     return adata.layers[layer], np.asarray(adata.var_names, dtype=object)
 
 
+def gene_symbols(names: Any) -> np.ndarray:
+    """Gene names as stripped upper-case symbols, the form gene-set libraries are matched in
+    (the same rule as `cellconcepts.enrich.genesets.normalise_symbols`, which sources may not
+    import; a test checks that the two agree)."""
+    return np.array([str(s).strip().upper() for s in names], dtype=object)
+
+
 def aligned_expression(
     source: PathLike, matrix: str, obs: pd.DataFrame
 ) -> tuple[sp.csr_matrix | np.ndarray, np.ndarray]:
@@ -109,7 +115,7 @@ def aligned_expression(
             f"{source}: repeated cell names (obs_names), e.g. "
             f"{list(names[names.duplicated()][:5])}; expected one row per cell"
         )
-    symbols = normalise_symbols(genes)
+    symbols = gene_symbols(genes)
     repeated = pd.Series(symbols).duplicated()
     if repeated.any():
         raise ValueError(

@@ -11,21 +11,12 @@ from __future__ import annotations
 import importlib.util
 import logging
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-
-import numpy as np
 
 from cellconcepts.files import PathLike
 
 log = logging.getLogger(__name__)
-
-
-def normalise_symbols(symbols: Iterable[object]) -> np.ndarray:
-    """Gene symbols as stripped upper-case strings (GMT genes are read the same way): how
-    expression matrices, screens' gene labels and gene-set libraries are matched."""
-    return np.array([str(s).strip().upper() for s in symbols], dtype=object)
-
 
 # The config's name of the offline default library (`enrich.gene_sets`).
 GO_BP_2023 = "GO_Biological_Process_2023"
