@@ -39,11 +39,15 @@ PAPER_SHAPE = "1024,1024,8192,100,5"
 PEERS = ("TopKSAE", "BatchTopKSAE", "MpSAE", "OMPSAE")
 
 
-def _peer(name: str, dim: int, features: int, k: int) -> torch.nn.Module:
+def _peer(name: str, dim: int, features: int, k: int, batch: int) -> torch.nn.Module:
+    """overcomplete's model at k non-zeros per token: its BatchTopKSAE keeps ``top_k``
+    activations per batch, not per token, so it gets k x batch."""
     from overcomplete import sae
 
-    if name in ("TopKSAE", "BatchTopKSAE"):
-        return getattr(sae, name)(dim, features, top_k=k)
+    if name == "TopKSAE":
+        return sae.TopKSAE(dim, features, top_k=k)
+    if name == "BatchTopKSAE":
+        return sae.BatchTopKSAE(dim, features, top_k=k * batch)
     return getattr(sae, name)(dim, features, k=k)
 
 
@@ -75,22 +79,26 @@ def _timers(model: torch.nn.Module, x: torch.Tensor, ours: bool) -> dict[str, Ca
     return {"encode": encode, "step": step}
 
 
-def _models(dim: int, features: int, k: int, atoms: int) -> dict[str, torch.nn.Module]:
+def _models(
+    dim: int, features: int, k: int, atoms: int, batch: int, only: list[str] | None
+) -> dict[str, torch.nn.Module]:
     models = {
         "cellconcepts TopK": build_model("topk", dim, features, k, seed=0),
         "cellconcepts ICFL": build_model("icfl", dim, features, k, atoms_per_iteration=atoms,
                                          seed=0),
     }  # fmt: skip
     torch.manual_seed(0)
-    models.update({f"overcomplete {name}": _peer(name, dim, features, k) for name in PEERS})
-    return models
+    models.update({f"overcomplete {name}": _peer(name, dim, features, k, batch) for name in PEERS})
+    return {name: model for name, model in models.items() if only is None or name in only}
 
 
-def measure(shape: str, threads: int, rounds: int, calls: int) -> list[dict]:
+def measure(
+    shape: str, threads: int, rounds: int, calls: int, only: list[str] | None = None
+) -> list[dict]:
     batch, dim, features, k, atoms = (int(v) for v in shape.split(","))
     torch.set_num_threads(threads)
     x = torch.randn(batch, dim, generator=torch.Generator().manual_seed(1))
-    models = _models(dim, features, k, atoms)
+    models = _models(dim, features, k, atoms, batch, only)
     timers = {name: _timers(m, x, name.startswith("cellconcepts")) for name, m in models.items()}
     best: dict[tuple[str, str], float] = {}
     for part in ("encode", "step"):
@@ -124,6 +132,9 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=3, help="calls per round")
     parser.add_argument("--out", type=Path, help="CSV of every measurement")
     parser.add_argument("--append", action="store_true", help="add to --out's rows")
+    parser.add_argument(
+        "--models", nargs="+", help="only these (the reference, cellconcepts TopK, always runs)"
+    )
     args = parser.parse_args()
     import overcomplete
 
@@ -134,8 +145,10 @@ def main() -> None:
         rows = pd.read_csv(args.out).to_dict("records")
     for shape in args.shapes:
         for threads in args.threads:
-            rows += measure(shape, threads, args.rounds, args.calls)
-            table = pd.DataFrame(rows[-12:])
+            only = None if args.models is None else ["cellconcepts TopK", *args.models]
+            measured = measure(shape, threads, args.rounds, args.calls, only)
+            rows += measured
+            table = pd.DataFrame(measured)
             print(f"\nshape {shape} (batch,dim,features,k,L), {threads} thread(s):")
             print(table.pivot(index="model", columns="part", values="ratio_to_cellconcepts_topk")
                   .join(table.pivot(index="model", columns="part", values="seconds"),
