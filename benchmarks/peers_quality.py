@@ -1,14 +1,21 @@
-"""Quality against the peers: what cellconcepts' ICFL and TopK and overcomplete's TopKSAE,
-BatchTopKSAE, MpSAE and OMPSAE recover from the demo's synthetic superposition, at equal
-non-zeros per token, equal steps and equal wall time, with and without control whitening.
+"""Quality against the peers: what cellconcepts' ICFL and TopK, overcomplete's TopKSAE,
+BatchTopKSAE, MpSAE and OMPSAE, and sae-lens' TopK and matching-pursuit SAEs recover from the
+demo's synthetic superposition, at equal non-zeros per token, equal steps and equal wall time,
+with and without control whitening.
 
-    bash benchmarks/peers/setup.sh          # the peers' own environment (once)
-    PYTHONPATH=workflow benchmarks/peers/.venv/bin/python benchmarks/peers_quality.py run \
-        --whitening pca --out benchmarks/results/peers_quality_pca.csv
-    PYTHONPATH=workflow benchmarks/peers/.venv/bin/python benchmarks/peers_quality.py run \
-        --whitening none --equal-time-sim-seeds --out benchmarks/results/peers_quality_none.csv
-    PYTHONPATH=workflow benchmarks/peers/.venv/bin/python benchmarks/peers_quality.py summary \
-        benchmarks/results/peers_quality_*.csv --out benchmarks/results/peers_quality_summary.csv
+    bash benchmarks/peers/setup.sh            # overcomplete's environment (once)
+    bash benchmarks/peers/setup.sh sae-lens   # sae-lens' environment (once)
+    PEERS=benchmarks/peers/.venv/bin/python SAE_LENS=benchmarks/peers/.venv-sae-lens/bin/python
+    export PYTHONPATH=workflow DIR=benchmarks/results/peers_quality
+    $PEERS benchmarks/peers_quality.py run --whitening pca --out $DIR/peers_quality_pca.csv
+    $PEERS benchmarks/peers_quality.py run --whitening none --equal-time-sim-seeds \
+        --out $DIR/peers_quality_none.csv
+    $SAE_LENS benchmarks/peers_quality.py run --whitening pca --models "sae-lens TopK" \
+        "sae-lens MatchingPursuit" --equal-time-sim-seeds --out $DIR/peers_quality_saelens_pca.csv
+    # the same with --whitening none -> $DIR/peers_quality_saelens_none.csv, then
+    python benchmarks/peers_quality.py summary \
+        $DIR/peers_quality_{pca,none,saelens_pca,saelens_none}.csv \
+        --out $DIR/peers_quality_summary.csv
 
 Data: the demo's synthetic superposition (config/config.yaml: 20,000 tokens, d 64, 128 true
 atoms, 40 perturbations of 2 atoms) at simulator seeds 0 (the demo's), 1 and 2; its train split
@@ -21,12 +28,13 @@ Training, each model as its library ships it (never tuned here): cellconcepts' m
 the workflow's own `train_dictionary` (Adam, lr 1e-3, the schema's defaults: b_pre learned, ICFL
 re-draws correlated columns); overcomplete's with the settings of its README's example and of
 its `train_sae` (Adam, lr 5e-4, mean squared error, gradient norm clipped at 1.0; the models'
-own defaults: OMPSAE 10 NNLS iterations). Equal steps: ``--steps`` steps of ``--batch`` tokens
-for everyone (default 2,000 of 512: the demo's steps, a quarter of its batch of 2,048, so that
-the pursuits fit the CPU budget). Equal wall time (on the simulator seeds of
-``--equal-time-sim-seeds``, default the demo's; none for the run without whitening): each
-model's steps scaled by ICFL's seconds per step over its own, both measured in the equal-steps
-run of the same process, so each trains about as long as ICFL.
+own defaults: OMPSAE 10 NNLS iterations); sae-lens' with its own `SAETrainer` and the settings
+of its `synthetic.train_toy_sae` (lr 3e-4, constant) and its models' defaults. Equal steps:
+``--steps`` steps of ``--batch`` tokens for everyone (default 2,000 of 512: the demo's steps, a
+quarter of its batch of 2,048, so that the pursuits fit the CPU budget). Equal wall time (on
+the simulator seeds of ``--equal-time-sim-seeds``, default the demo's; none for the run without
+whitening): each model's steps scaled by ICFL's seconds per step over its own, both measured in
+the equal-steps run of the same process, so each trains about as long as ICFL.
 
 Scores, all on the same tokens for every model:
 - ``atoms_recovered``: true atoms (in model space) with a learned direction at |cos| >= 0.9;
@@ -303,6 +311,7 @@ def run(args: argparse.Namespace) -> None:
             pass
     print(f"{', '.join(versions)}, {platform.processor() or platform.machine()}, "
           f"{args.threads} thread(s), models {args.models}")  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     for sim_seed in args.sim_seeds:
         space = model_space(sim_seed, args.whitening)
