@@ -38,7 +38,8 @@ the equal-steps run of the same process, so each trains about as long as ICFL.
 
 Scores, all on the same tokens for every model:
 - ``atoms_recovered``: true atoms (in model space) with a learned direction at |cos| >= 0.9;
-- ``heldout_fvu``: squared reconstruction error over the test tokens' variance (model space);
+- ``heldout_fvu``: the test tokens' squared reconstruction error over their squared deviation
+  from the training mean (model space);
 - ``dead``: features active on fewer than 1e-5 of the tokens of the last 1,000 steps (the
   paper's rule, the workflow's tracker for cellconcepts, the same count for the peers);
 - the perturbation task's held-out, null-based selectivity (`evaluate.label_scores`, as the
