@@ -37,7 +37,6 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 DATASET = "paper"
-RECOVERY_THRESHOLD = 0.9
 PAPER = {"d": 1024, "k": 100, "L": 5}
 
 
@@ -122,7 +121,7 @@ def train_one(
     atom_recovery(
         model=model_dir / "model.pt", whitening=paths[spec.whitening], atoms=paths["atoms"],
         atom_table=paths["atom_table"], recovery=model_dir / "recovery.csv",
-        threshold=RECOVERY_THRESHOLD,
+        threshold=config["evaluate"]["atom_recovery_threshold"],
     )  # fmt: skip
     curve = pd.read_csv(model_dir / "metrics.csv")
     window = settings["train"]["dead_window"]

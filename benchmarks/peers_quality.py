@@ -64,31 +64,31 @@ import scipy.sparse as sp
 import torch
 import yaml
 
+from cellconcepts.defaults import schema_default
+
 REPO = Path(__file__).resolve().parents[1]
-FEATURES, SPARSITY, ATOMS_PER_ITERATION = 512, 8, 2
+DEMO = yaml.safe_load((REPO / "config/config.yaml").read_text())  # the demo's settings
+FEATURES = DEMO["dictionary"]["n_features"]
+SPARSITY = DEMO["dictionary"]["sparsity"][0]
+ATOMS_PER_ITERATION = DEMO["dictionary"]["icfl"]["atoms_per_iteration"]
+OUR_LR = DEMO["dictionary"]["train"]["lr"]
 MODELS = ("cellconcepts ICFL", "cellconcepts TopK", "overcomplete TopKSAE",
           "overcomplete BatchTopKSAE", "overcomplete MpSAE", "overcomplete OMPSAE")  # fmt: skip
 SAE_LENS = ("sae-lens TopK", "sae-lens MatchingPursuit")  # in their own environment
 PEER_LR, PEER_CLIP = 5e-4, 1.0  # overcomplete's README example and train_sae's default
 SAE_LENS_LR = 3e-4  # sae_lens.synthetic.train_toy_sae's default (and SAETrainerConfig's)
-TASK = {"name": "perturbation", "column": "perturbation", "group_by": "batch"}
-RECOVERY_THRESHOLD = 0.9
-
-
-def demo_simulation() -> dict[str, Any]:
-    """The demo's synthetic dataset settings (config/config.yaml)."""
-    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
-    return dict(config["datasets"]["synthetic"]["synthetic"])
+TASK = next(t for t in DEMO["datasets"]["synthetic"]["tasks"] if t["name"] == "perturbation")
+RECOVERY_THRESHOLD = schema_default("evaluate.atom_recovery_threshold")
 
 
 def model_space(seed: int, whitening: str) -> dict[str, Any]:
     """The simulated tokens at simulator ``seed``, whitened on the controls, with the true atoms
     in the same space and the train and test rows."""
-    from cellconcepts.defaults import schema_default
     from cellconcepts.dictionary.whitening import fit_whitening
     from cellconcepts.sources.superposition import simulate_superposition
 
-    data = simulate_superposition(**{**demo_simulation(), "seed": seed})
+    simulation = DEMO["datasets"]["synthetic"]["synthetic"]
+    data = simulate_superposition(**{**simulation, "seed": seed})
     controls = np.flatnonzero(data.obs["is_control"].to_numpy())
     transform = fit_whitening(
         data.tokens, controls, whitening, eps_relative=schema_default("whitening.eps_relative")
@@ -142,7 +142,7 @@ def train_ours(
     """The workflow's training loop; the dead mask of its last 1,000 steps."""
     from cellconcepts.dictionary.training import TrainConfig, train_dictionary
 
-    config = TrainConfig(steps=steps, batch_size=batch, lr=1e-3, seed=seed, device="cpu",
+    config = TrainConfig(steps=steps, batch_size=batch, lr=OUR_LR, seed=seed, device="cpu",
                          log_every=steps, checkpoint_every=10**9)  # fmt: skip
     with tempfile.TemporaryDirectory() as work:
         where = Path(work)
@@ -169,8 +169,6 @@ class DeadCounter:
     fewer than ``dead_fraction`` of those tokens (the schema's values, the paper's rule)."""
 
     def __init__(self, steps: int) -> None:
-        from cellconcepts.defaults import schema_default
-
         self.first = steps - schema_default("dictionary.train.dead_window")
         self.fraction = schema_default("dictionary.train.dead_fraction")
         self.active, self.seen, self.step = torch.zeros(FEATURES, dtype=torch.int64), 0, 0
@@ -257,7 +255,6 @@ def dictionary_columns(model: torch.nn.Module) -> np.ndarray:
 
 
 def scores(model: torch.nn.Module, space: dict, dead: np.ndarray) -> dict[str, float]:
-    from cellconcepts.defaults import schema_default
     from cellconcepts.evaluate.label_scores import SignificanceSettings, label_score_tables
     from cellconcepts.evaluate.probing import ProbeSettings
     from cellconcepts.evaluate.recovery import atom_recovery
