@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from cellconcepts.dictionary.icfl import ICFL, icfl_encode
+from cellconcepts.dictionary.icfl import ICFL, icfl_encode, icfl_select
 from cellconcepts.dictionary.models import build_model
 from cellconcepts.dictionary.settings import ICFLSettings
 
@@ -70,12 +70,17 @@ def unit_columns(w: np.ndarray) -> np.ndarray:
     return w / np.linalg.norm(w, axis=0, keepdims=True)
 
 
-@pytest.mark.parametrize("method", ["residual", "gram"])
+@pytest.mark.parametrize(
+    ("method", "gram_update"), [("residual", None), ("gram", "sparse"), ("gram", "gather")]
+)
 @pytest.mark.parametrize(("n_iterations", "atoms"), [(1, 1), (3, 2), (4, 3), (2, 5), (20, 5)])
-def test_matches_numpy_reference(n_iterations: int, atoms: int, method: str) -> None:
-    """Both implementations choose the supports of Algorithm 1 run token by token, and their
-    codes agree with its least-squares solutions. 150 tokens: more than one of the Gram
-    path's cache-sized chunks (64 tokens on CPU)."""
+def test_matches_numpy_reference(
+    n_iterations: int, atoms: int, method: str, gram_update: str | None
+) -> None:
+    """Every implementation chooses the supports of Algorithm 1 run token by token, and their
+    codes agree with its least-squares solutions; "gather" is the Gram update CUDA takes, run
+    here on CPU. 150 tokens: more than one of the Gram path's cache-sized chunks (64 tokens on
+    CPU)."""
     rng = np.random.default_rng(1)
     d, m, n = 24, 160, 150
     W = unit_columns(rng.standard_normal((d, m)))
@@ -89,6 +94,7 @@ def test_matches_numpy_reference(n_iterations: int, atoms: int, method: str) -> 
         n_iterations,
         atoms,
         method=method,
+        gram_update=gram_update,
     )
     assert got.dtype == torch.float64 and got.shape == (n, m)
     np.testing.assert_array_equal(got.numpy() != 0, expected != 0)  # identical supports
@@ -109,6 +115,72 @@ def test_gram_path_equals_the_residual_path_in_float32() -> None:
     same_support = ((residual != 0) == (gram != 0)).all(dim=1).float().mean()
     assert same_support >= 0.99
     torch.testing.assert_close(gram, residual, rtol=0, atol=1e-3)
+
+
+def test_the_gather_update_agrees_with_the_sparse_one_in_float32() -> None:
+    """The two exact updates of the Gram path sum the same products in another order: in
+    float32 they choose the same atoms for nearly every token, with close codes."""
+    rng = np.random.default_rng(6)
+    d, m, n = 64, 512, 512
+    W = torch.from_numpy(unit_columns(rng.standard_normal((d, m)))).float()
+    x = torch.from_numpy(rng.standard_normal((n, d))).float()
+    codes = {
+        update: icfl_encode(x, W, torch.zeros(d), 4, 2, method="gram", gram_update=update)
+        for update in ("sparse", "gather")
+    }
+    same_support = ((codes["sparse"] != 0) == (codes["gather"] != 0)).all(dim=1)
+    assert same_support.float().mean() >= 0.99
+    torch.testing.assert_close(codes["gather"], codes["sparse"], rtol=0, atol=1e-3)
+    with pytest.raises(ValueError, match="gram_update must be one of"):
+        icfl_encode(x, W, torch.zeros(d), 4, 2, method="gram", gram_update="dense")
+
+
+@pytest.mark.parametrize("selection", ["signed", "absolute"])
+def test_the_gram_path_gives_the_same_bits_on_one_thread_and_on_several(selection: str) -> None:
+    """On CPU the Gram path's blocks of tokens are shared among torch's threads when there are
+    enough of them; each block's arithmetic is the same, so the selections and coefficients
+    are bit for bit those of one thread. 600 tokens at M = 8,192: ten blocks of 64 tokens, the
+    last one partial, enough for a pool of two threads."""
+    from cellconcepts.dictionary import icfl
+
+    rng = np.random.default_rng(7)
+    d, m, n = 48, 8192, 600
+    assert -(-n // 64) >= icfl._BLOCKS_PER_THREAD * 2 and icfl._CPU_ITERATION_BYTES // (4 * m) <= 64
+    W = torch.from_numpy(unit_columns(rng.standard_normal((d, m)))).float()
+    x = torch.from_numpy(rng.standard_normal((n, d))).float()
+    b = torch.from_numpy(0.1 * rng.standard_normal(d)).float()
+    arguments = (x, W, b, 6, 3)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = icfl_select(*arguments, method="gram", selection=selection)
+        torch.set_num_threads(2)
+        several = icfl_select(*arguments, method="gram", selection=selection)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one[0], several[0]) and torch.equal(one[1], several[1])
+    # and they are Algorithm 1's (float32 against float64: nearly every token)
+    reference = omp_reference(*(t.double().numpy() for t in (x, W, b)), 6, 3, selection)
+    codes = torch.zeros(n, m, dtype=torch.float64).scatter_add_(1, one[0], one[1].double())
+    assert ((codes.numpy() != 0) == (reference != 0)).all(axis=1).mean() >= 0.99
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_gram_path_chooses_the_atoms_of_the_cpu_path() -> None:
+    """The CUDA Gram path (gathered rows of G, no sparse format) against the CPU's, float32, on
+    a batch at the paper's width: the same atoms for nearly every token, close coefficients;
+    and the same supports as the CPU running the gather update itself."""
+    torch.manual_seed(0)
+    d, m, n = 1024, 8192, 512
+    W = torch.nn.functional.normalize(torch.randn(d, m), dim=0)
+    x = torch.nn.functional.normalize(torch.randn(n, d), dim=1)
+    b = torch.zeros(d)
+    cpu = icfl_encode(x, W, b, 20, 5, method="gram")
+    cuda = icfl_encode(x.cuda(), W.cuda(), b.cuda(), 20, 5, method="gram").cpu()
+    same_support = ((cpu != 0) == (cuda != 0)).all(dim=1).float().mean()
+    assert same_support >= 0.99
+    torch.testing.assert_close(cuda, cpu, rtol=0, atol=1e-3)
 
 
 @pytest.mark.gpu
@@ -291,3 +363,24 @@ def test_model_keeps_its_gram_until_the_decoder_changes() -> None:
     expected = icfl_encode(x, model.W_dec, model.b_pre, 20, 2, method="residual")
     same = ((codes != 0) == (expected != 0)).all(dim=1).float().mean()
     assert same > 0.95
+
+
+def test_the_model_takes_the_encoder_it_is_given() -> None:
+    """``encoder`` overrides the cost model: "residual" never forms G, "gram" does at a shape
+    where "auto" would not; both give the codes of `icfl_encode` on that path."""
+    torch.manual_seed(0)
+    model = ICFL(64, 256, 4, ICFLSettings(atoms_per_iteration=1), seed=0)
+    x = torch.randn(16, 64)
+    model.encode(x)
+    assert model._gram_matrix is None  # "auto": the residual path at this shape
+    model.encoder = "gram"
+    codes = model.encode(x)
+    assert model._gram_matrix is not None
+    expected = icfl_encode(x, model.W_dec, model.b_pre, 4, 1, method="gram")
+    assert torch.equal(codes, expected)
+    model.encoder = "residual"
+    expected = icfl_encode(x, model.W_dec, model.b_pre, 4, 1, method="residual")
+    assert torch.equal(model.encode(x), expected)
+    model.encoder = "fast"
+    with pytest.raises(ValueError, match="encoder must be one of"):
+        model.encode(x)

@@ -8,6 +8,7 @@ and ``b_pre`` (d,) is an offset subtracted before encoding and added after decod
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -53,9 +54,20 @@ _GRAM_CHUNK = 8192
 # the J iterations, which halves the encoder's time at the paper's shape (64 tokens x M = 8192),
 # while at small M larger blocks spare per-call overheads (1,024 tokens at M = 512: 8.9 ms instead
 # of 15.2 ms for the demo's batch; benchmarks/README.md). On a GPU the whole chunk is iterated at
-# once.
+# once. When there are at least `_BLOCKS_PER_THREAD` blocks per intra-op thread, the blocks are
+# shared among that many Python threads (every op releases the GIL), since the sparse update
+# runs on one thread per call and a small block's other ops gain little from intra-op threads:
+# 2 threads, the paper's shape (64-token blocks), encoder 1.48 -> 0.97 s at batch 2048. With
+# fewer, larger blocks the ops' own threads do better: at the demo's shape (two blocks of 1,024
+# tokens) a pool made the training step 15.6 -> 21.5 ms (benchmarks/README.md, train_step.py).
 _CPU_ITERATION_BYTES = 2 * 1024 * 1024
+_BLOCKS_PER_THREAD = 4
 ENCODERS = ("auto", "gram", "residual")
+# How the Gram path subtracts G[:, S] z_t from the correlations: "sparse", a sparse-COO times
+# dense product (one axpy per selected atom, in place; the CPU's, cache-friendly), or "gather",
+# the weighted sum of the L selected rows of G per token as one fused gather
+# (`embedding_bag`, no sparse format; the CUDA's). Both are exact; they round differently.
+GRAM_UPDATES = ("sparse", "gather")
 # How each iteration picks its L atoms: "signed", the L largest <W_m, r> (Algorithm 1 of the
 # paper), or "absolute", the L largest |<W_m, r>| (classic OMP's rule, applied L at a time).
 SELECTIONS = ("signed", "absolute")
@@ -141,6 +153,7 @@ def icfl_encode(
     method: str = "auto",
     gram: Tensor | None = None,
     selection: str = ICFLSettings.selection,
+    gram_update: str | None = None,
 ) -> Tensor:
     """ICFL encoder (Algorithm 1, batched OMP) for rows of ``x`` (B, d); dense codes (B, M).
 
@@ -153,6 +166,8 @@ def icfl_encode(
     iteration; "gram" (Batch-OMP, Rubinstein et al. 2008, adapted to the stage-wise selection)
     computes c = W^T (x - b_pre) once and updates it with c -= G[:, S] z_t, G = W^T W (given as
     ``gram`` or computed here), never forming r. "auto" takes the one `gram_is_cheaper` names.
+    ``gram_update`` picks the Gram path's update (`GRAM_UPDATES`); None: "sparse" on CPU,
+    "gather" elsewhere.
     """
     indices, values = icfl_select(
         x,
@@ -163,6 +178,7 @@ def icfl_encode(
         method=method,
         gram=gram,
         selection=selection,
+        gram_update=gram_update,
     )
     return dense_codes(indices, values, W_dec.shape[1]).to(x.dtype)
 
@@ -177,6 +193,7 @@ def icfl_select(
     method: str = "auto",
     gram: Tensor | None = None,
     selection: str = ICFLSettings.selection,
+    gram_update: str | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The encoder of `icfl_encode` as its selections: ``indices`` (B, J*L), the atoms chosen
     in iteration order, and ``values`` (B, J*L), the coefficient each choice added (float64
@@ -186,6 +203,12 @@ def icfl_select(
         raise ValueError(f"icfl_encode: method must be one of {ENCODERS}, got {method!r}")
     if selection not in SELECTIONS:
         raise ValueError(f"icfl_encode: selection must be one of {SELECTIONS}, got {selection!r}")
+    if gram_update is None:
+        gram_update = "sparse" if x.device.type == "cpu" else "gather"
+    if gram_update not in GRAM_UPDATES:
+        raise ValueError(
+            f"icfl_encode: gram_update must be one of {GRAM_UPDATES}, got {gram_update!r}"
+        )
     if method == "auto":
         cheaper = gram is not None or gram_is_cheaper(
             x.shape[0],
@@ -203,7 +226,8 @@ def icfl_select(
         if method == "residual":
             return _encode_residual(centred, W, n_iterations, atoms_per_iteration, selection)
         G = decoder_gram(W) if gram is None else gram.detach().to(dtype)
-        return _encode_gram(centred, W, G, n_iterations, atoms_per_iteration, selection)
+        iterate = _GramIterations(G, n_iterations, atoms_per_iteration, selection, gram_update)
+        return _encode_gram(centred, W, iterate)
 
 
 def _select(scores: Tensor, L: int, selection: str) -> tuple[Tensor, Tensor]:
@@ -234,57 +258,70 @@ def _encode_residual(
     return torch.cat(chosen, 1), torch.cat(coefficients, 1)
 
 
-def _encode_gram(
-    centred: Tensor,
-    W: Tensor,
-    G: Tensor,
-    n_iterations: int,
-    L: int,
-    selection: str = ICFLSettings.selection,
-) -> tuple[Tensor, Tensor]:
+def _encode_gram(centred: Tensor, W: Tensor, iterate: _GramIterations) -> tuple[Tensor, Tensor]:
     """Algorithm 1 on the correlations c = W^T r: c -= G[:, S] z_t replaces r -= W_S z_t.
+    Returns the selections (indices, coefficients), (B, J*L) each.
 
-    The update is a sparse (L non-zeros per token) times dense product, which reads the L rows
-    of G each token needs without copying them out (G is symmetric: rows are columns)."""
-    shape = (centred.shape[0], n_iterations * L)
+    On CPU the tokens go in cache-sized blocks, spread over torch's threads; each block's
+    arithmetic is the same whatever the number of threads."""
+    shape = (centred.shape[0], iterate.n_iterations * iterate.L)
     indices = torch.empty(shape, dtype=torch.long, device=centred.device)
     values = torch.empty(shape, dtype=centred.dtype, device=centred.device)
+
+    def block(c: Tensor, rows: slice) -> None:
+        indices[rows], values[rows] = iterate(c)
+
     for start in range(0, centred.shape[0], _GRAM_CHUNK):
         stop = min(start + _GRAM_CHUNK, centred.shape[0])
         correlations = centred[start:stop] @ W  # (chunk, M)
-        step = (
-            max(64, _CPU_ITERATION_BYTES // correlations[0].nbytes)
-            if correlations.device.type == "cpu"
-            else stop - start
-        )
-        for first in range(0, stop - start, step):
-            c = correlations[first : first + step]
-            rows = slice(start + first, start + first + c.shape[0])
-            indices[rows], values[rows] = _iterate_gram(c, G, n_iterations, L, selection)
+        if correlations.device.type != "cpu":
+            block(correlations, slice(start, stop))
+            continue
+        step = max(64, _CPU_ITERATION_BYTES // correlations[0].nbytes)
+        blocks = [
+            (correlations[first : first + step], slice(start + first, start + first + step))
+            for first in range(0, stop - start, step)
+        ]
+        threads = torch.get_num_threads()
+        if len(blocks) < _BLOCKS_PER_THREAD * threads:
+            for c, rows in blocks:
+                block(c, rows)
+            continue
+        with ThreadPoolExecutor(threads, thread_name_prefix="icfl") as pool:
+            for done in [pool.submit(block, c, rows) for c, rows in blocks]:
+                done.result()
     return indices, values
 
 
-def _iterate_gram(
-    c: Tensor, G: Tensor, n_iterations: int, L: int, selection: str = ICFLSettings.selection
-) -> tuple[Tensor, Tensor]:
-    """The J selections and solves of Algorithm 1 for correlations ``c`` (b, M), updated in
-    place; returns the selections (indices, coefficients), (b, J*L) each."""
-    tokens = torch.arange(c.shape[0], device=c.device).repeat_interleave(L)
-    chosen, coefficients = [], []
-    for _ in range(n_iterations):
-        selected, values = _select(c, L, selection)
-        gram = G[selected[:, :, None], selected[:, None, :]]  # (b, L, L) = G[S, S]
-        z_t = _solve_small_spd(gram, values)
-        update = torch.sparse_coo_tensor(
-            torch.stack([tokens, selected.reshape(-1)]),
-            z_t.reshape(-1),
-            c.shape,
-            check_invariants=False,
-        )
-        c.addmm_(update, G, alpha=-1)
-        chosen.append(selected)
-        coefficients.append(z_t)
-    return torch.cat(chosen, 1), torch.cat(coefficients, 1)
+class _GramIterations:
+    """The J selections and solves of Algorithm 1 for a block of correlations (b, M), updated
+    in place with ``update`` (`GRAM_UPDATES`)."""
+
+    def __init__(self, G: Tensor, n_iterations: int, L: int, selection: str, update: str) -> None:
+        self.G, self.n_iterations, self.L = G, n_iterations, L
+        self.selection, self.update = selection, update
+
+    def __call__(self, c: Tensor) -> tuple[Tensor, Tensor]:
+        G, L = self.G, self.L
+        tokens = torch.arange(c.shape[0], device=c.device).repeat_interleave(L)
+        chosen, coefficients = [], []
+        for _ in range(self.n_iterations):
+            selected, values = _select(c, L, self.selection)
+            gram = G[selected[:, :, None], selected[:, None, :]]  # (b, L, L) = G[S, S]
+            z_t = _solve_small_spd(gram, values)
+            if self.update == "gather":
+                c.sub_(nn.functional.embedding_bag(selected, G, per_sample_weights=z_t, mode="sum"))
+            else:  # G is symmetric: the sparse product reads rows of G, never copies them
+                update = torch.sparse_coo_tensor(
+                    torch.stack([tokens, selected.reshape(-1)]),
+                    z_t.reshape(-1),
+                    c.shape,
+                    check_invariants=False,
+                )
+                c.addmm_(update, G, alpha=-1)
+            chosen.append(selected)
+            coefficients.append(z_t)
+        return torch.cat(chosen, 1), torch.cat(coefficients, 1)
 
 
 class ICFL(Decoder, nn.Module):
@@ -339,6 +376,10 @@ class ICFL(Decoder, nn.Module):
         self.last_resampled = torch.empty(0, dtype=torch.long)
         self._gram_matrix: Tensor | None = None
         self._gram_key: tuple | None = None
+        # The encoder's implementation (`ENCODERS`, `GRAM_UPDATES`): they choose the same atoms
+        # and round differently, so they are not settings; benchmarks set them to compare.
+        self.encoder = "auto"
+        self.gram_update: str | None = None
 
     @property
     def sparsity(self) -> int:
@@ -375,23 +416,29 @@ class ICFL(Decoder, nn.Module):
             method="residual" if gram is None else "gram",
             gram=gram,
             selection=self.selection,
+            gram_update=self.gram_update,
         )
 
     def _gram(self, batch: int) -> Tensor | None:
         """The decoder's Gram matrix, cached under the decoder's version (in-place optimiser
-        steps, renormalisation and re-draws all bump it); None when the residual path is
-        cheaper for this batch size."""
+        steps, renormalisation and re-draws all bump it); None when the encoder is the residual
+        path (``encoder``, or for "auto" when it is cheaper for this batch size)."""
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"ICFL: encoder must be one of {ENCODERS}, got {self.encoder!r}")
         W = self.W_dec
         key = (W._version, W.data_ptr(), W.dtype, W.device)
-        if self._gram_key == key:
+        if self.encoder != "residual" and self._gram_key == key:
             return self._gram_matrix
-        if not gram_is_cheaper(
-            batch,
-            self.input_dim,
-            self.n_features,
-            self.n_iterations,
-            self.atoms_per_iteration,
-            W.device.type,
+        if self.encoder == "residual" or (
+            self.encoder == "auto"
+            and not gram_is_cheaper(
+                batch,
+                self.input_dim,
+                self.n_features,
+                self.n_iterations,
+                self.atoms_per_iteration,
+                W.device.type,
+            )
         ):
             return None
         self._gram_matrix, self._gram_key = decoder_gram(W), key
