@@ -43,8 +43,11 @@ step 45 "M 8192, batch 8192, Gram path, profiled" --features 8192 --batch 8192 \
     --encoder gram --steps 10 --warmup 3 --profile --profile-rows 10
 step 30 "M 8192, batch 8192, residual path" --features 8192 --batch 8192 \
     --encoder residual --steps 10 --warmup 3
+step 45 "M 8192, batch 8192, Gram path, sparse products (gathered decoder columns)" \
+    --features 8192 --batch 8192 --encoder gram --sparse-products on --steps 10 --warmup 3 \
+    --profile --profile-rows 10
 for reading in foreground background; do
-    step 60 "M 8192, batch 8192, Gram path, batches read in the $reading" --features 8192 \
+    step 50 "M 8192, batch 8192, Gram path, batches read in the $reading" --features 8192 \
         --batch 8192 --encoder gram --reading $reading --store-tokens 524288 --steps 10 \
         --warmup 3
 done
@@ -54,8 +57,8 @@ for encoder in gram residual; do
     step 60 "M 32768, batch 8192, $encoder path" --features 32768 --batch 8192 \
         --encoder $encoder --steps 3 --warmup 1 --rounds 1
 done
-part 40 "ICFL encoder paths" python benchmarks/icfl_encoder.py --device cuda --shapes \
+part 35 "ICFL encoder paths" python benchmarks/icfl_encoder.py --device cuda --shapes \
     256,32,128,2,2 2048,64,512,4,2 4096,256,2048,4,5 8192,1024,8192,20,5 1024,1024,8192,20,5
-part 120 "paper scale through the stages" python benchmarks/paper_scale.py run \
-    "$settings/paper_scale.json" --tokens 1000000 --train-seconds 40 --device cuda \
+part 100 "paper scale through the stages" python benchmarks/paper_scale.py run \
+    "$settings/paper_scale.json" --tokens 500000 --train-seconds 30 --device cuda \
     --out "$out" --work /tmp/paper_scale

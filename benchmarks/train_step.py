@@ -23,6 +23,8 @@ sparse decoders, Adam) are left out, so a floor is below what any implementation
 ``--reading``: "none" trains on one fixed batch; "foreground" and "background" read each step's
 batch from a token store on disk through training's own `ShuffleBuffer` (schema's buffer and
 chunk sizes), in the training thread or in a thread beside it (`prefetched`).
+``--sparse-products`` takes the decoders (and TopK's encoder gradient) as gathers of the k
+selected columns or as dense products; by default, gathers on CPU only.
 ``--profile`` prints where one more step of each method spends its time (`torch.profiler`).
 """
 
@@ -117,6 +119,7 @@ def build(method: str, args: argparse.Namespace, device: torch.device) -> torch.
     model = build_model(method, args.dim, args.features, args.sparsity, seed=0, **options)
     if method == "icfl":
         model.encoder, model.gram_update = args.encoder, args.gram_update
+    model.sparse_products = {"device": None, "on": True, "off": False}[args.sparse_products]
     return model.to(device)
 
 
@@ -183,6 +186,12 @@ def main() -> None:
         "--gram-update", choices=GRAM_UPDATES, default=None, help="default: the device's"
     )
     parser.add_argument("--reading", choices=("none", "foreground", "background"), default="none")
+    parser.add_argument(
+        "--sparse-products",
+        choices=("device", "on", "off"),
+        default="device",
+        help="products with the sparse codes as gathers (on), dense (off), or the device's",
+    )
     parser.add_argument("--store-tokens", type=int, help="rows of the store (default 4 x batch)")
     parser.add_argument(
         "--project-steps", type=int, default=300_000, help="steps of the projected run (paper's)"
@@ -209,7 +218,7 @@ def main() -> None:
         f"device={device} threads={torch.get_num_threads()} d={args.dim} M={args.features} "
         f"sparsity={args.sparsity} L={args.atoms_per_iteration} batch={args.batch} "
         f"encoder={args.encoder} gram_update={args.gram_update or 'default'} "
-        f"reading={args.reading}"
+        f"reading={args.reading} sparse_products={args.sparse_products}"
     )
     print(
         f"machine: {rate / 1e9:.1f} G multiply-adds/s (this product), "

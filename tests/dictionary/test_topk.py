@@ -136,16 +136,20 @@ def test_build_model_rejects_unknown_method() -> None:
         build_model("pca", 8, 16, 4)
 
 
+@pytest.mark.parametrize("sparse_products", [None, True, False])
 @pytest.mark.parametrize("method", ["icfl", "topk"])
-def test_training_loss_decodes_the_selected_columns_like_the_dense_product(method: str) -> None:
+def test_training_loss_decodes_the_selected_columns_like_the_dense_product(
+    method: str, sparse_products: bool | None
+) -> None:
     """On CPU the loss decodes k gathered columns per token (`decode_selected`) and TopK's
     encoder gradient flows through the selected pre-activations alone; the loss and every
     parameter's gradient equal those of the dense z @ W_dec^T with autograd through the dense
     pre-activations, recomputed here (float64). Repeated atoms (ICFL may pick one twice) add
-    up in both."""
+    up in both. ``sparse_products`` False takes the dense products (other devices' default)."""
     torch.manual_seed(0)
     options = {"aux_k": 5} if method == "topk" else {"atoms_per_iteration": 2}
     model = build_model(method, 12, 40, 6, seed=1, **options).double()
+    model.sparse_products = sparse_products
     with torch.no_grad():  # non-zero offsets: TopK's encoder gradient has a b_pre term
         model.b_pre.copy_(torch.linspace(-0.3, 0.3, 12, dtype=torch.float64))
         if method == "topk":

@@ -33,7 +33,16 @@ def dense_codes(indices: Tensor, values: Tensor, n_features: int) -> Tensor:
     return z.scatter_add(1, indices, values)
 
 
-def decode_selected(indices: Tensor, values: Tensor, W_dec: Tensor) -> Tensor:
+def sparse_products_on(device: torch.device, sparse: bool | None) -> bool:
+    """Whether products with sparse codes are taken as gathers of the k selected columns
+    (`decode_selected`, TopK's encoder gradient) rather than dense: ``sparse``, or for None
+    on CPU only, the one device where both have been measured."""
+    return device.type == "cpu" if sparse is None else bool(sparse)
+
+
+def decode_selected(
+    indices: Tensor, values: Tensor, W_dec: Tensor, sparse: bool | None = None
+) -> Tensor:
     """``z @ W_dec^T`` (B, d) for the sparse codes z given as their selected columns
     ``indices`` (B, k) and weights ``values`` (B, k) (repeated indices add up, zero weights
     add nothing). Differentiable in ``values`` and ``W_dec``.
@@ -43,9 +52,9 @@ def decode_selected(indices: Tensor, values: Tensor, W_dec: Tensor) -> Tensor:
     selection and the backward it took 5.0 ms instead of 10.6 ms on one core at the demo's shape
     and 170 ms instead of 710 ms at the paper's, and 0.08 ms more at M = 128
     (benchmarks/sparse_decode.py). On other devices the dense product, whose speed there has
-    been measured, is kept.
+    been measured, is kept unless ``sparse`` says otherwise (`sparse_products_on`).
     """
-    if W_dec.device.type != "cpu":
+    if not sparse_products_on(W_dec.device, sparse):
         return dense_codes(indices, values.to(W_dec.dtype), W_dec.shape[1]) @ W_dec.T
     return F.embedding_bag(
         indices, W_dec.T.contiguous(), per_sample_weights=values.to(W_dec.dtype), mode="sum"
@@ -128,6 +137,10 @@ class Decoder:
     resample_every: int
     resample_threshold: float
     last_resampled: Tensor
+    # Products with the sparse codes as gathers (True), dense (False) or the device's choice
+    # (None, `sparse_products_on`): the same numbers up to rounding, so not a setting;
+    # benchmarks set it to compare.
+    sparse_products: bool | None = None
 
     @property
     def learn_b_pre(self) -> bool:

@@ -454,6 +454,6 @@ class ICFL(Decoder, nn.Module):
         values, x_hat), indices and values (B, J*L). Training uses this form: it never needs
         the dense (B, M) codes."""
         indices, values = self.select(x)
-        x_hat = decode_selected(indices, values, self.W_dec) + self.b_pre
+        x_hat = decode_selected(indices, values, self.W_dec, self.sparse_products) + self.b_pre
         loss = (x - x_hat).pow(2).sum(-1).mean()
         return loss, indices, values, x_hat

@@ -14,6 +14,7 @@ from cellconcepts.dictionary.columns import (
     decode_selected,
     dense_codes,
     linear_init,
+    sparse_products_on,
 )
 from cellconcepts.dictionary.settings import TopKSettings, as_meta
 
@@ -123,7 +124,7 @@ class TopKSAE(Decoder, nn.Module):
         pre, select = self._pre_activations_for_selection(x)
         indices = torch.topk(pre, self.k, dim=-1, sorted=False).indices
         values = F.relu(select(indices))
-        x_hat = decode_selected(indices, values, self.W_dec) + self.b_pre
+        x_hat = decode_selected(indices, values, self.W_dec, self.sparse_products) + self.b_pre
         error = x - x_hat
         loss = error.pow(2).sum(-1).mean()
         self.last_aux_loss = None
@@ -145,8 +146,9 @@ class TopKSAE(Decoder, nn.Module):
         indices (B, j), differentiable in the encoder's parameters. On CPU the pre-activations
         are computed without gradient and the entries carry it alone (encoder forward, top-k and
         backward 4.6 instead of 5.9 ms at the demo's shape, 267 instead of 451 ms at the paper's,
-        one core); elsewhere the dense pre-activations carry it."""
-        if x.device.type != "cpu":
+        one core); elsewhere the dense pre-activations carry it (`sparse_products` chooses
+        otherwise)."""
+        if not sparse_products_on(x.device, self.sparse_products):
             pre = self.pre_activations(x)
             return pre, lambda indices: pre.gather(1, indices)
         with torch.no_grad():
@@ -158,7 +160,7 @@ class TopKSAE(Decoder, nn.Module):
         """AuxK: reconstruct the residual with the top-k_aux dead latents (their ``indices``
         and ReLU'd ``values``), normalised by the residual's variance (Gao et al. 2024,
         appendix A.2)."""
-        residual_hat = decode_selected(indices, values, self.W_dec)
+        residual_hat = decode_selected(indices, values, self.W_dec, self.sparse_products)
         mse = (residual_hat - residual).pow(2).sum(-1).mean()
         variance = (residual - residual.mean(0)).pow(2).sum(-1).mean()
         return torch.nan_to_num(mse / variance.clamp_min(1e-12), nan=0.0)
