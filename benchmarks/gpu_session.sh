@@ -57,8 +57,9 @@ for encoder in gram residual; do
     step 60 "M 32768, batch 8192, $encoder path" --features 32768 --batch 8192 \
         --encoder $encoder --steps 3 --warmup 1 --rounds 1
 done
-part 35 "ICFL encoder paths" python benchmarks/icfl_encoder.py --device cuda --shapes \
+part 45 "ICFL encoder paths, atoms against the CPU" python benchmarks/icfl_encoder.py \
+    --device cuda --compare-cpu --shapes \
     256,32,128,2,2 2048,64,512,4,2 4096,256,2048,4,5 8192,1024,8192,20,5 1024,1024,8192,20,5
-part 100 "paper scale through the stages" python benchmarks/paper_scale.py run \
+part 90 "paper scale through the stages" python benchmarks/paper_scale.py run \
     "$settings/paper_scale.json" --tokens 500000 --train-seconds 30 --device cuda \
     --out "$out" --work /tmp/paper_scale

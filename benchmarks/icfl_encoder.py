@@ -4,6 +4,7 @@ scikit-learn's orthogonal_mp_gram at the same number of non-zeros per token.
     python benchmarks/icfl_encoder.py                       # a grid from the demo to the paper
     python benchmarks/icfl_encoder.py --shapes 1024,1024,8192,20,5 --omp-tokens 64
     python benchmarks/icfl_encoder.py --device cuda         # the same grid on a GPU
+    python benchmarks/icfl_encoder.py --device cuda --compare-cpu   # and the atoms against CPU
 
 Each shape is batch,dim,features,J,L. The Gram path's time includes computing G = W^T W once
 (as in one training step). OMP re-solves the least squares of all selected atoms at every
@@ -81,6 +82,12 @@ def main() -> None:
     parser.add_argument("--omp-tokens", type=int, default=0, help="tokens timed with sklearn OMP")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--compare-cpu",
+        action="store_true",
+        help="also the share of tokens whose atoms each path on the device chooses exactly as the "
+        "CPU's Gram path (float32, the same inputs)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -88,7 +95,11 @@ def main() -> None:
     device = resolve_device(args.device)
     print(f"device={device} threads={torch.get_num_threads()}")
     header = "batch   dim  feats  J  L   residual s   gram s  gram/res  model picks"
-    print(header + ("   omp s/token  icfl s/token  omp/icfl" if args.omp_tokens else ""))
+    print(
+        header
+        + ("   omp s/token  icfl s/token  omp/icfl" if args.omp_tokens else "")
+        + ("   same atoms as CPU: residual  gram" if args.compare_cpu else "")
+    )
     for batch, dim, features, J, L in shapes:
         x, W, b = _inputs(batch, dim, features, device)
         residual = _timed(partial(_residual, x, W, b, J, L), args.repeats)
@@ -103,7 +114,20 @@ def main() -> None:
             omp = _omp_seconds_per_token(x, W, J * L, args.omp_tokens)
             icfl = min(residual, gram) / batch
             line += f"   {omp:11.2e}  {icfl:12.2e}  {omp / icfl:8.1f}"
+        if args.compare_cpu:
+            shares = _same_atoms_as_cpu(x, W, b, J, L)
+            line += f"   {shares['residual']:26.4f}  {shares['gram']:.4f}"
         print(line, flush=True)
+
+
+def _same_atoms_as_cpu(x, W, b, J: int, L: int) -> dict[str, float]:
+    """Share of tokens whose support (the set of atoms with a non-zero code) each path on
+    ``x``'s device gives exactly as the CPU's Gram path on the same float32 inputs."""
+    reference = _gram(x.cpu(), W.cpu(), b.cpu(), J, L) != 0
+    return {
+        name: float(((path(x, W, b, J, L).cpu() != 0) == reference).all(1).float().mean())
+        for name, path in (("residual", _residual), ("gram", _gram))
+    }
 
 
 if __name__ == "__main__":
