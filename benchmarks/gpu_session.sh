@@ -61,5 +61,5 @@ part 45 "ICFL encoder paths, atoms against the CPU" python benchmarks/icfl_encod
     --device cuda --compare-cpu --shapes \
     256,32,128,2,2 2048,64,512,4,2 4096,256,2048,4,5 8192,1024,8192,20,5 1024,1024,8192,20,5
 part 90 "paper scale through the stages" python benchmarks/paper_scale.py run \
-    "$settings/paper_scale.json" --tokens 500000 --train-seconds 30 --device cuda \
+    "$settings/paper_scale.json" --tokens 300000 --steps 50 --device cuda \
     --out "$out" --work /tmp/paper_scale

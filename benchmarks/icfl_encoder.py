@@ -120,7 +120,9 @@ def main() -> None:
         print(line, flush=True)
 
 
-def _same_atoms_as_cpu(x, W, b, J: int, L: int) -> dict[str, float]:
+def _same_atoms_as_cpu(
+    x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, J: int, L: int
+) -> dict[str, float]:
     """Share of tokens whose support (the set of atoms with a non-zero code) each path on
     ``x``'s device gives exactly as the CPU's Gram path on the same float32 inputs."""
     reference = _gram(x.cpu(), W.cpu(), b.cpu(), J, L) != 0

@@ -14,11 +14,13 @@ of each is kept; compare ratios from one run rather than absolute numbers across
 
 Floors: the machine's rate R of the shape's own product (B x d) x (d x M), in multiply-adds per
 second, and its read bandwidth (a sum over a 1 GiB buffer). TopK's step needs its encoder
-product, B d M multiply-adds (its gradient and both decoders are sparse on CPU; on CUDA autograd
-of the dense pre-activations adds another B d M). ICFL's Gram path needs B d M for the first
+product, B d M multiply-adds (its gradient and both decoders are sparse on CPU; on CUDA the
+dense products add 4 B d M, which the floor leaves out: it is the algorithm's, not the
+implementation's). ICFL's Gram path needs B d M for the first
 correlations and d M^2 / 2 for G = W^T W, and its J iterations read a row of G per token and
 atom, J B L M floats, from memory; its residual path needs J B d M. Small terms (top-k, the
-sparse decoders, Adam) are left out, so a floor is below what any implementation can reach.
+sparse decoders, Adam) are left out. A model, not a bound: rows of G that a block's tokens
+share may come from cache.
 
 ``--reading``: "none" trains on one fixed batch; "foreground" and "background" read each step's
 batch from a token store on disk through training's own `ShuffleBuffer` (schema's buffer and
@@ -33,7 +35,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -49,11 +51,13 @@ METHODS = ("icfl", "topk")
 
 
 def _synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so that a timer sees it."""
     if device.type == "cuda":
         torch.cuda.synchronize()
 
 
-def _best_seconds(function, device: torch.device, repeats: int = 3) -> float:
+def _best_seconds(function: Callable[[], object], device: torch.device, repeats: int = 3) -> float:
+    """The fastest of ``repeats`` timed calls, after one untimed."""
     function()
     best = float("inf")
     for _ in range(repeats):
@@ -115,6 +119,7 @@ def batches(args: argparse.Namespace, device: torch.device, folder: Path) -> Ite
 
 
 def build(method: str, args: argparse.Namespace, device: torch.device) -> torch.nn.Module:
+    """The model, with the implementation the options force."""
     options = {"atoms_per_iteration": args.atoms_per_iteration} if method == "icfl" else {}
     model = build_model(method, args.dim, args.features, args.sparsity, seed=0, **options)
     if method == "icfl":
@@ -123,7 +128,9 @@ def build(method: str, args: argparse.Namespace, device: torch.device) -> torch.
     return model.to(device)
 
 
-def stepper(method: str, args: argparse.Namespace, data: Iterator[torch.Tensor], device):
+def stepper(
+    method: str, args: argparse.Namespace, data: Iterator[torch.Tensor], device: torch.device
+) -> Callable[[int], None]:
     """A function that runs training step i (what training computes, `selected_loss`)."""
     model = build(method, args, device)
     optimiser = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
@@ -140,7 +147,10 @@ def stepper(method: str, args: argparse.Namespace, data: Iterator[torch.Tensor],
     return step
 
 
-def time_steps(method: str, args: argparse.Namespace, data, device: torch.device) -> float:
+def time_steps(
+    method: str, args: argparse.Namespace, data: Iterator[torch.Tensor], device: torch.device
+) -> float:
+    """Seconds per step of a fresh model, after ``args.warmup`` untimed steps."""
     step = stepper(method, args, data, device)
     for i in range(args.warmup):
         step(i)
@@ -152,7 +162,12 @@ def time_steps(method: str, args: argparse.Namespace, data, device: torch.device
     return (time.perf_counter() - start) / args.steps
 
 
-def profile(method: str, args: argparse.Namespace, data, device: torch.device) -> None:
+def profile(
+    method: str, args: argparse.Namespace, data: Iterator[torch.Tensor], device: torch.device
+) -> None:
+    """Print the ops of one step after one untimed, by their own time. On CPU the ICFL Gram
+    path runs its blocks on the calling thread while profiled (the profiler does not see a
+    pool's threads), so its time there is that of one thread."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as profiler
 

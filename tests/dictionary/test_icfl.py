@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 import torch
@@ -135,52 +137,104 @@ def test_the_gather_update_agrees_with_the_sparse_one_in_float32() -> None:
         icfl_encode(x, W, torch.zeros(d), 4, 2, method="gram", gram_update="dense")
 
 
-@pytest.mark.parametrize("selection", ["signed", "absolute"])
-def test_the_gram_path_gives_the_same_bits_on_one_thread_and_on_several(selection: str) -> None:
+class _CountedPool(ThreadPoolExecutor):
+    """The thread pool the Gram path uses, counting how often it is made."""
+
+    made = 0
+
+    def __init__(self, *args, **kwargs) -> None:
+        type(self).made += 1
+        super().__init__(*args, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("selection", "update"), [("signed", "sparse"), ("absolute", "sparse"), ("signed", "gather")]
+)
+def test_the_gram_path_gives_the_same_bits_on_one_thread_and_on_several(
+    selection: str, update: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """On CPU the Gram path's blocks of tokens are shared among torch's threads when there are
-    enough of them; each block's arithmetic is the same, so the selections and coefficients
-    are bit for bit those of one thread. 600 tokens at M = 8,192: ten blocks of 64 tokens, the
-    last one partial, enough for a pool of two threads."""
+    enough of them (600 tokens at M = 8,192: ten blocks of 64, the last one partial); each
+    block's arithmetic is the same, so the selections and coefficients are bit for bit those
+    of one thread, also under inference mode; torch's thread count is restored."""
     from cellconcepts.dictionary import icfl
 
+    monkeypatch.setattr(icfl, "ThreadPoolExecutor", _CountedPool)
     rng = np.random.default_rng(7)
     d, m, n = 48, 8192, 600
-    assert -(-n // 64) >= icfl._BLOCKS_PER_THREAD * 2 and icfl._CPU_ITERATION_BYTES // (4 * m) <= 64
     W = torch.from_numpy(unit_columns(rng.standard_normal((d, m)))).float()
     x = torch.from_numpy(rng.standard_normal((n, d))).float()
     b = torch.from_numpy(0.1 * rng.standard_normal(d)).float()
-    arguments = (x, W, b, 6, 3)
+
+    def encode() -> tuple[torch.Tensor, torch.Tensor]:
+        return icfl_select(x, W, b, 6, 3, method="gram", selection=selection, gram_update=update)
+
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = icfl_select(*arguments, method="gram", selection=selection)
+        one = encode()
+        assert _CountedPool.made == 0
         torch.set_num_threads(2)
-        several = icfl_select(*arguments, method="gram", selection=selection)
+        several = encode()
+        assert _CountedPool.made == 1 and torch.get_num_threads() == 2
+        with torch.inference_mode():
+            inferred = encode()
+        assert _CountedPool.made == 2
     finally:
         torch.set_num_threads(threads)
-    assert torch.equal(one[0], several[0]) and torch.equal(one[1], several[1])
+        _CountedPool.made = 0
+    for other in (several, inferred):
+        assert torch.equal(one[0], other[0]) and torch.equal(one[1], other[1])
     # and they are Algorithm 1's (float32 against float64: nearly every token)
     reference = omp_reference(*(t.double().numpy() for t in (x, W, b)), 6, 3, selection)
     codes = torch.zeros(n, m, dtype=torch.float64).scatter_add_(1, one[0], one[1].double())
     assert ((codes.numpy() != 0) == (reference != 0)).all(axis=1).mean() >= 0.99
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_batches_larger_than_a_chunk_keep_every_token(
+    threads: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Gram path computes correlations a chunk of tokens at a time (8,192; 100 here) and
+    iterates each chunk in blocks (64 tokens at M = 8,192) that need not divide it: every
+    token gets Algorithm 1's atoms, the last partial block of each chunk included."""
+    from cellconcepts.dictionary import icfl
+
+    monkeypatch.setattr(icfl, "_GRAM_CHUNK", 100)
+    rng = np.random.default_rng(8)
+    d, m, n = 16, 8192, 250
+    W = unit_columns(rng.standard_normal((d, m)))
+    x = rng.standard_normal((n, d))
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        arguments = (torch.from_numpy(x), torch.from_numpy(W), torch.zeros(d, dtype=torch.float64))
+        got = icfl_encode(*arguments, 2, 2, method="gram").numpy()
+    finally:
+        torch.set_num_threads(previous)
+    expected = omp_reference(x, W, np.zeros(d), 2, 2)
+    np.testing.assert_array_equal(got != 0, expected != 0)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-8)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_gram_path_chooses_the_atoms_of_the_cpu_path() -> None:
-    """The CUDA Gram path (gathered rows of G, no sparse format) against the CPU's, float32, on
-    a batch at the paper's width: the same atoms for nearly every token, close coefficients;
-    and the same supports as the CPU running the gather update itself."""
+    """The CUDA Gram path (gathered rows of G, no sparse format) against the CPU's sparse and
+    gather updates, float32, on a batch at the paper's width: the same atoms for nearly every
+    token (the sums run in other orders, so a near-tie may flip), and close coefficients where
+    the atoms agree."""
     torch.manual_seed(0)
     d, m, n = 1024, 8192, 512
     W = torch.nn.functional.normalize(torch.randn(d, m), dim=0)
     x = torch.nn.functional.normalize(torch.randn(n, d), dim=1)
     b = torch.zeros(d)
-    cpu = icfl_encode(x, W, b, 20, 5, method="gram")
     cuda = icfl_encode(x.cuda(), W.cuda(), b.cuda(), 20, 5, method="gram").cpu()
-    same_support = ((cpu != 0) == (cuda != 0)).all(dim=1).float().mean()
-    assert same_support >= 0.99
-    torch.testing.assert_close(cuda, cpu, rtol=0, atol=1e-3)
+    for update in ("sparse", "gather"):
+        cpu = icfl_encode(x, W, b, 20, 5, method="gram", gram_update=update)
+        same = ((cpu != 0) == (cuda != 0)).all(dim=1)
+        assert same.float().mean() >= 0.99
+        torch.testing.assert_close(cuda[same], cpu[same], rtol=0, atol=1e-3)
 
 
 @pytest.mark.gpu

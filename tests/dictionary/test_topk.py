@@ -12,6 +12,7 @@ from cellconcepts.dictionary.icfl import ICFL
 from cellconcepts.dictionary.models import build_model, decoder_directions, load_model, save_model
 from cellconcepts.dictionary.settings import TopKSettings
 from cellconcepts.dictionary.topk import TopKSAE
+from cellconcepts.dictionary.topk import _SelectedPreActivations as _Selected
 
 
 def unit_rows(n: int, d: int, seed: int) -> torch.Tensor:
@@ -139,7 +140,7 @@ def test_build_model_rejects_unknown_method() -> None:
 @pytest.mark.parametrize("sparse_products", [None, True, False])
 @pytest.mark.parametrize("method", ["icfl", "topk"])
 def test_training_loss_decodes_the_selected_columns_like_the_dense_product(
-    method: str, sparse_products: bool | None
+    method: str, sparse_products: bool | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """On CPU the loss decodes k gathered columns per token (`decode_selected`) and TopK's
     encoder gradient flows through the selected pre-activations alone; the loss and every
@@ -150,6 +151,15 @@ def test_training_loss_decodes_the_selected_columns_like_the_dense_product(
     options = {"aux_k": 5} if method == "topk" else {"atoms_per_iteration": 2}
     model = build_model(method, 12, 40, 6, seed=1, **options).double()
     model.sparse_products = sparse_products
+    gathers = []  # the gathered products taken: decoder columns, TopK's selected entries
+    for owner, name in ((torch.nn.functional, "embedding_bag"), (_Selected, "apply")):
+        original = getattr(owner, name)
+
+        def counted(*args, _original=original, _name=name, **kwargs):
+            gathers.append(_name)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, counted)
     with torch.no_grad():  # non-zero offsets: TopK's encoder gradient has a b_pre term
         model.b_pre.copy_(torch.linspace(-0.3, 0.3, 12, dtype=torch.float64))
         if method == "topk":
@@ -160,6 +170,10 @@ def test_training_loss_decodes_the_selected_columns_like_the_dense_product(
     kwargs = {"dead_mask": dead} if method == "topk" else {}
     loss, z, x_hat = model.loss(x, **kwargs)
     loss.backward()
+    expected = [] if sparse_products is False else ["embedding_bag"] * (1 + (method == "topk"))
+    if method == "topk" and sparse_products is not False:
+        expected += ["apply", "apply"]  # the selection and AuxK's
+    assert sorted(gathers) == sorted(expected)
     sparse_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad()
 

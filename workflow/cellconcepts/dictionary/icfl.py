@@ -54,12 +54,13 @@ _GRAM_CHUNK = 8192
 # the J iterations, which halves the encoder's time at the paper's shape (64 tokens x M = 8192),
 # while at small M larger blocks spare per-call overheads (1,024 tokens at M = 512: 8.9 ms instead
 # of 15.2 ms for the demo's batch; benchmarks/README.md). On a GPU the whole chunk is iterated at
-# once. When there are at least `_BLOCKS_PER_THREAD` blocks per intra-op thread, the blocks are
-# shared among that many Python threads (every op releases the GIL), since the sparse update
-# runs on one thread per call and a small block's other ops gain little from intra-op threads:
-# 2 threads, the paper's shape (64-token blocks), encoder 1.48 -> 0.97 s at batch 2048. With
-# fewer, larger blocks the ops' own threads do better: at the demo's shape (two blocks of 1,024
-# tokens) a pool made the training step 15.6 -> 21.5 ms (benchmarks/README.md, train_step.py).
+# once. With several intra-op threads and at least `_BLOCKS_PER_THREAD` blocks per thread, the
+# blocks are shared among that many single-threaded Python threads (every op releases the GIL):
+# the sparse update runs on one thread per call, and a small block's other ops gain little from
+# intra-op threads (the paper's shape, 64-token blocks, batch 8192, 2 threads: the training step
+# 7.23 -> 4.88 s; benchmarks/README.md, train_step.py). Fewer, larger blocks gain more from the
+# ops' own threads: at the demo's shape (two blocks of 1,024 tokens) a pool made the training
+# step slower in a development run (15.6 -> 21.5 ms).
 _CPU_ITERATION_BYTES = 2 * 1024 * 1024
 _BLOCKS_PER_THREAD = 4
 ENCODERS = ("auto", "gram", "residual")
@@ -279,18 +280,43 @@ def _encode_gram(centred: Tensor, W: Tensor, iterate: _GramIterations) -> tuple[
             continue
         step = max(64, _CPU_ITERATION_BYTES // correlations[0].nbytes)
         blocks = [
-            (correlations[first : first + step], slice(start + first, start + first + step))
+            (
+                correlations[first : first + step],
+                slice(start + first, min(start + first + step, stop)),
+            )
             for first in range(0, stop - start, step)
         ]
         threads = torch.get_num_threads()
-        if len(blocks) < _BLOCKS_PER_THREAD * threads:
+        if (
+            threads == 1
+            or len(blocks) < _BLOCKS_PER_THREAD * threads
+            or torch.autograd._profiler_enabled()  # it would not see the pool's threads
+        ):
             for c, rows in blocks:
                 block(c, rows)
-            continue
-        with ThreadPoolExecutor(threads, thread_name_prefix="icfl") as pool:
-            for done in [pool.submit(block, c, rows) for c, rows in blocks]:
-                done.result()
+        else:
+            _on_threads(block, blocks, threads)
     return indices, values
+
+
+def _on_threads(block: Any, arguments: list[tuple[Tensor, slice]], threads: int) -> None:
+    """``block(*a)`` for every ``a`` of ``arguments`` on ``threads`` Python threads, each
+    single-threaded in torch (``threads`` cores in all, not threads^2) and in the caller's
+    gradient and inference modes; torch's thread count is restored afterwards."""
+    inference, grad = torch.is_inference_mode_enabled(), torch.is_grad_enabled()
+
+    def work(c: Tensor, rows: slice) -> None:
+        with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+            block(c, rows)
+
+    try:
+        with ThreadPoolExecutor(
+            threads, thread_name_prefix="icfl", initializer=torch.set_num_threads, initargs=(1,)
+        ) as pool:
+            for done in [pool.submit(work, *a) for a in arguments]:
+                done.result()
+    finally:
+        torch.set_num_threads(threads)
 
 
 class _GramIterations:
@@ -400,8 +426,9 @@ class ICFL(Decoder, nn.Module):
 
     def encode(self, x: Tensor) -> Tensor:
         """Dense codes (B, M) from the OMP encoder (no gradient), in the Gram form when that is
-        cheaper (`gram_is_cheaper`); G = W^T W is kept until the decoder changes, so it is
-        computed once per training step and once for a whole encoding pass."""
+        cheaper (`gram_is_cheaper`; the attribute ``encoder`` forces a path); G = W^T W is kept
+        until the decoder changes, so it is computed once per training step and once for a
+        whole encoding pass."""
         return dense_codes(*self.select(x), self.n_features).to(x.dtype)
 
     def select(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -429,16 +456,16 @@ class ICFL(Decoder, nn.Module):
         key = (W._version, W.data_ptr(), W.dtype, W.device)
         if self.encoder != "residual" and self._gram_key == key:
             return self._gram_matrix
-        if self.encoder == "residual" or (
-            self.encoder == "auto"
-            and not gram_is_cheaper(
-                batch,
-                self.input_dim,
-                self.n_features,
-                self.n_iterations,
-                self.atoms_per_iteration,
-                W.device.type,
-            )
+        if self.encoder == "residual":
+            self._gram_matrix = self._gram_key = None
+            return None
+        if self.encoder == "auto" and not gram_is_cheaper(
+            batch,
+            self.input_dim,
+            self.n_features,
+            self.n_iterations,
+            self.atoms_per_iteration,
+            W.device.type,
         ):
             return None
         self._gram_matrix, self._gram_key = decoder_gram(W), key
