@@ -57,10 +57,10 @@ _GRAM_CHUNK = 8192
 # once. With several intra-op threads and at least `_BLOCKS_PER_THREAD` blocks per thread, the
 # blocks are shared among that many single-threaded Python threads (every op releases the GIL):
 # the sparse update runs on one thread per call, and a small block's other ops gain little from
-# intra-op threads (the paper's shape, 64-token blocks, batch 8192, 2 threads: the training step
-# 7.23 -> 4.88 s; benchmarks/README.md, train_step.py). Fewer, larger blocks gain more from the
-# ops' own threads: at the demo's shape (two blocks of 1,024 tokens) a pool made the training
-# step slower in a development run (15.6 -> 21.5 ms).
+# intra-op threads (the paper's shape, 64-token blocks, batch 8192, 2 threads: ICFL / TopK per
+# training step 2.78-2.85 -> 2.14-2.33; benchmarks/README.md, train_step.py). Fewer, larger
+# blocks gain more from the ops' own threads: at the demo's shape (two blocks of 1,024 tokens) a
+# pool made the training step slower in a development run (15.6 -> 21.5 ms).
 _CPU_ITERATION_BYTES = 2 * 1024 * 1024
 _BLOCKS_PER_THREAD = 4
 ENCODERS = ("auto", "gram", "residual")
