@@ -81,7 +81,8 @@ def machine_rates(args: argparse.Namespace, device: torch.device) -> tuple[float
 
 
 def floors(args: argparse.Namespace, rate: float, bandwidth: float) -> dict[str, float]:
-    """Seconds per step that each method cannot go below on this machine (module docstring)."""
+    """Each method's floor in seconds per step at this machine's rates (the model of the module
+    docstring)."""
     B, d, M, L = args.batch, args.dim, args.features, args.atoms_per_iteration
     J = args.sparsity // L
     gram = (B * d * M + d * M * M / 2) / rate + J * B * L * M * 4 / bandwidth

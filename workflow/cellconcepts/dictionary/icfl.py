@@ -8,6 +8,7 @@ and ``b_pre`` (d,) is an offset subtracted before encoding and added after decod
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -299,7 +300,9 @@ def _encode_gram(centred: Tensor, W: Tensor, iterate: _GramIterations) -> tuple[
     return indices, values
 
 
-def _on_threads(block: Any, arguments: list[tuple[Tensor, slice]], threads: int) -> None:
+def _on_threads(
+    block: Callable[[Tensor, slice], None], arguments: list[tuple[Tensor, slice]], threads: int
+) -> None:
     """``block(*a)`` for every ``a`` of ``arguments`` on ``threads`` Python threads, each
     single-threaded in torch (``threads`` cores in all, not threads^2) and in the caller's
     gradient and inference modes; torch's thread count is restored afterwards."""
@@ -452,13 +455,13 @@ class ICFL(Decoder, nn.Module):
         path (``encoder``, or for "auto" when it is cheaper for this batch size)."""
         if self.encoder not in ENCODERS:
             raise ValueError(f"ICFL: encoder must be one of {ENCODERS}, got {self.encoder!r}")
-        W = self.W_dec
-        key = (W._version, W.data_ptr(), W.dtype, W.device)
-        if self.encoder != "residual" and self._gram_key == key:
-            return self._gram_matrix
         if self.encoder == "residual":
             self._gram_matrix = self._gram_key = None
             return None
+        W = self.W_dec
+        key = (W._version, W.data_ptr(), W.dtype, W.device)
+        if self._gram_key == key:
+            return self._gram_matrix
         if self.encoder == "auto" and not gram_is_cheaper(
             batch,
             self.input_dim,
